@@ -1,0 +1,111 @@
+import { z } from 'zod';
+import { parseDuration, parseSize } from './units.js';
+
+/** A zod type accepting "10m"-style durations (or seconds as a number), yielding milliseconds. */
+const duration = z.union([z.string(), z.number().nonnegative()]).transform((v, ctx) => {
+  try {
+    return parseDuration(v);
+  } catch (e) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+/** A zod type accepting "200GiB"-style sizes (or bytes as a number), yielding bytes. */
+const size = z.union([z.string(), z.number().nonnegative()]).transform((v, ctx) => {
+  try {
+    return parseSize(v);
+  } catch (e) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+const hostPort = z
+  .string()
+  .refine(
+    (v) => /^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]*):\d{1,5}$/.test(v) && Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535,
+    'must be HOST:PORT with a port of 0..65535, e.g. 0.0.0.0:5000 or [::]:5000',
+  );
+
+const action = z.enum(['pull', 'push', 'delete']);
+
+const upstream = z
+  .object({
+    /** Local repository path prefix, matched on whole path components; "" catches everything. */
+    prefix: z.string().regex(/^$|^[a-z0-9._-]+(\/[a-z0-9._-]+)*$/, 'must be a repository path prefix like quay.io or ocp4/openshift4'),
+    url: z.string().url().refine((u) => /^https?:\/\//.test(u), 'must start with http:// or https://'),
+    /** Prepended to the rest of the local repository name to form the upstream repository. */
+    remotePrefix: z.string().default(''),
+    username: z.string().optional(),
+    password: z.string().optional(),
+    /** Pull-secret / docker config.json style file: {"auths":{"host":{"auth":"base64(user:pass)"}}}. */
+    authFile: z.string().optional(),
+    tagTTL: duration.default('10m'),
+    offline: z.boolean().default(false),
+    insecure: z.boolean().default(false),
+    caFile: z.string().optional(),
+    timeout: duration.default('30s'),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    listen: hostPort.default('0.0.0.0:5000'),
+    storage: z.string().min(1).default('./storage'),
+    log: z
+      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .strict()
+      .default({}),
+    tls: z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
+    auth: z
+      .object({
+        htpasswd: z.string().min(1),
+        anonymous: z.array(action).default([]),
+        rules: z
+          .array(
+            z
+              .object({
+                users: z.array(z.string().min(1)).min(1),
+                repos: z.array(z.string().min(1)).min(1),
+                actions: z.array(z.enum(['pull', 'push', 'delete', 'catalog', '*'])).min(1),
+              })
+              .strict(),
+          )
+          .default([]),
+        /** Lifetime of issued bearer tokens. */
+        tokenTTL: duration.default('5m'),
+        /** Public URL of the token endpoint when behind a proxy; default derived from the request. */
+        realm: z.string().url().optional(),
+      })
+      .strict()
+      .optional(),
+    upstreams: z.array(upstream).default([]),
+    cache: z.object({ maxBytes: size.optional() }).strict().default({}),
+    uploads: z
+      .object({
+        /** An upload session untouched for this long is removed with its bytes. */
+        ttl: duration.default('24h'),
+      })
+      .strict()
+      .default({}),
+    limits: z
+      .object({
+        /** Largest manifest accepted on push. */
+        manifestBytes: size.default('4MiB'),
+        /** Time allowed to send the request headers. */
+        headersTimeout: duration.default('30s'),
+        /** A connection with no traffic for this long is closed (bodies included). */
+        idleTimeout: duration.default('2m'),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict();
+
+/** The config as written (YAML/object), before defaults. */
+export type ConfigInput = z.input<typeof configSchema>;
+/** The config with every default applied and every unit converted. */
+export type Config = z.output<typeof configSchema>;
+export type UpstreamConfig = Config['upstreams'][number];
+export type AuthConfig = NonNullable<Config['auth']>;

@@ -1,0 +1,52 @@
+// The error codes of the OCI Distribution Spec / Docker Registry v2 API, each with its status.
+
+export const ERROR_STATUS = {
+  BLOB_UNKNOWN: 404,
+  BLOB_UPLOAD_INVALID: 400,
+  BLOB_UPLOAD_UNKNOWN: 404,
+  DIGEST_INVALID: 400,
+  MANIFEST_BLOB_UNKNOWN: 400,
+  MANIFEST_INVALID: 400,
+  MANIFEST_UNKNOWN: 404,
+  NAME_INVALID: 400,
+  NAME_UNKNOWN: 404,
+  SIZE_INVALID: 400,
+  TAG_INVALID: 400,
+  PAGINATION_NUMBER_INVALID: 400,
+  RANGE_INVALID: 416,
+  UNAUTHORIZED: 401,
+  DENIED: 403,
+  UNSUPPORTED: 405,
+  TOOMANYREQUESTS: 429,
+  UNAVAILABLE: 503,
+  UNKNOWN: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+/** A failure the client caused or must be told about, carried up to the HTTP layer as-is. */
+export class RegistryError extends Error {
+  readonly status: number;
+  /** Extra response headers (Range on 416, Retry-After on 429, WWW-Authenticate on 401). */
+  headers: Record<string, string> = {};
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly detail?: unknown,
+    status?: number,
+  ) {
+    super(message);
+    this.name = 'RegistryError';
+    this.status = status ?? ERROR_STATUS[code];
+  }
+
+  withHeaders(headers: Record<string, string>): this {
+    Object.assign(this.headers, headers);
+    return this;
+  }
+
+  toJSON() {
+    return { errors: [{ code: this.code, message: this.message, detail: this.detail ?? null }] };
+  }
+}

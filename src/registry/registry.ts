@@ -1,0 +1,298 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import type { Logger } from '../log.js';
+import { DigestMismatchError, TooLargeError, type FsBlobStore } from '../storage/blobstore.js';
+import type { ManifestRecord, MetadataStore, Page } from '../storage/metadata.js';
+import { RegistryError } from './errors.js';
+import { KeyedLock } from './keyed-lock.js';
+import { parseManifest } from './manifest.js';
+import { assertDigest, parseReference, type DigestAlgorithm } from './names.js';
+
+export interface RegistryOptions {
+  /** Largest manifest accepted on push, in bytes. */
+  manifestLimit: number;
+  /** Upload sessions untouched for this many milliseconds are removed. */
+  uploadTTL: number;
+}
+
+export interface ChunkInfo {
+  body: Readable;
+  /** Declared Content-Length, when the client sent one. */
+  contentLength?: number;
+  /** Parsed Content-Range (inclusive), when the client sent one. */
+  range?: { start: number; end: number };
+}
+
+const UPLOAD_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/**
+ * The registry's domain: what a repository holds and the rules for changing it.
+ * Framework-free: it takes names, digests and streams and returns records and streams.
+ */
+export class Registry {
+  private readonly uploadLocks = new KeyedLock();
+
+  constructor(
+    readonly meta: MetadataStore,
+    readonly blobs: FsBlobStore,
+    private readonly log: Logger,
+    private readonly options: RegistryOptions,
+  ) {}
+
+  // ---- blobs ---------------------------------------------------------------------------------
+
+  /** Size of a blob the repository links; BLOB_UNKNOWN otherwise. */
+  blobSize(repo: string, digest: string): number {
+    assertDigest(digest);
+    const size = this.meta.linkedBlobSize(repo, digest);
+    if (size === undefined) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not known to repository ${repo}`, { digest });
+    return size;
+  }
+
+  /** Opens a linked blob for streaming. */
+  async openBlob(repo: string, digest: string, range?: { start: number; end: number }): Promise<Readable> {
+    const stream = await this.blobs.open(digest, range);
+    if (!stream) {
+      this.log.error({ repo, digest }, 'blob is recorded in the metadata but its file is missing; run airlock fsck');
+      throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is missing from storage`, { digest });
+    }
+    return stream;
+  }
+
+  deleteBlob(repo: string, digest: string): void {
+    assertDigest(digest);
+    if (!this.meta.unlinkBlob(repo, digest)) {
+      throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not known to repository ${repo}`, { digest });
+    }
+  }
+
+  // ---- uploads -------------------------------------------------------------------------------
+
+  async startUpload(repo: string): Promise<string> {
+    const id = randomUUID();
+    await this.blobs.createUpload(id);
+    this.meta.createUpload(id, repo);
+    return id;
+  }
+
+  /**
+   * Links a blob that already exists into the repository without transferring it. With `from`,
+   * only if that repository links it; without, if any repository does. False when not possible.
+   */
+  mountBlob(repo: string, digest: string, from?: string): boolean {
+    assertDigest(digest);
+    const size = from === undefined ? this.meta.blobSize(digest) : this.meta.linkedBlobSize(from, digest);
+    if (size === undefined) return false;
+    this.meta.linkBlob(repo, digest, size);
+    return true;
+  }
+
+  private async session(repo: string, id: string): Promise<{ size: number }> {
+    const record = UPLOAD_ID_RE.test(id) ? this.meta.getUpload(id) : undefined;
+    if (!record || record.repo !== repo) {
+      throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `upload ${id.slice(0, 64)} is not in progress for repository ${repo}`, { uuid: id.slice(0, 64) });
+    }
+    const size = await this.blobs.uploadSize(id);
+    if (size === undefined) {
+      this.meta.deleteUpload(id);
+      throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `upload ${id} has no data on disk any more; start a new upload`, { uuid: id });
+    }
+    return { size };
+  }
+
+  async uploadStatus(repo: string, id: string): Promise<number> {
+    return (await this.session(repo, id)).size;
+  }
+
+  /** Appends a chunk (PATCH). With a Content-Range, it must continue exactly where the upload stands. */
+  async appendChunk(repo: string, id: string, chunk: ChunkInfo): Promise<number> {
+    return this.uploadLocks.run(id, async () => {
+      const { size } = await this.session(repo, id);
+      const limit = this.checkChunk(size, chunk);
+      try {
+        return await this.blobs.appendUpload(id, chunk.body, limit);
+      } catch (e) {
+        throw this.uploadWriteError(e, id);
+      } finally {
+        this.meta.touchUpload(id);
+      }
+    });
+  }
+
+  /** Verifies chunk ordering; returns how many bytes the body may carry. */
+  private checkChunk(size: number, chunk: ChunkInfo): number {
+    if (!chunk.range) return chunk.contentLength ?? Infinity;
+    const { start, end } = chunk.range;
+    if (start !== size) {
+      throw new RegistryError(
+        'BLOB_UPLOAD_INVALID',
+        `chunk starts at byte ${start} but the upload has ${size} bytes: send the range ${size}-…`,
+        { received: size },
+        416,
+      ).withHeaders({ Range: `0-${Math.max(size - 1, 0)}` });
+    }
+    const length = end - start + 1;
+    if (chunk.contentLength !== undefined && chunk.contentLength !== length) {
+      throw new RegistryError('SIZE_INVALID', `Content-Length ${chunk.contentLength} does not match Content-Range ${start}-${end}`);
+    }
+    return length;
+  }
+
+  private uploadWriteError(e: unknown, id: string): unknown {
+    if (e instanceof TooLargeError) return new RegistryError('SIZE_INVALID', `chunk for upload ${id} is larger than its Content-Range/Content-Length`);
+    return e;
+  }
+
+  /** Finishes an upload (PUT ?digest=), with an optional final chunk; the blob is linked on success. */
+  async completeUpload(repo: string, id: string, digest: string, chunk?: ChunkInfo): Promise<number> {
+    const algorithm = assertDigest(digest);
+    return this.uploadLocks.run(id, async () => {
+      const { size } = await this.session(repo, id);
+      if (chunk) {
+        const limit = this.checkChunk(size, chunk);
+        try {
+          await this.blobs.appendUpload(id, chunk.body, limit);
+        } catch (e) {
+          throw this.uploadWriteError(e, id);
+        }
+      }
+      const committed = await this.commit(id, digest, algorithm);
+      this.meta.linkBlob(repo, digest, committed);
+      this.meta.deleteUpload(id);
+      return committed;
+    });
+  }
+
+  private async commit(id: string, digest: string, algorithm: DigestAlgorithm): Promise<number> {
+    try {
+      return await this.blobs.commitUpload(id, digest, algorithm);
+    } catch (e) {
+      if (e instanceof DigestMismatchError) {
+        // The bytes are useless; the client must start over.
+        this.meta.deleteUpload(id);
+        await this.blobs.removeUpload(id);
+        throw new RegistryError('DIGEST_INVALID', e.message, { expected: e.expected, actual: e.actual });
+      }
+      throw e;
+    }
+  }
+
+  async cancelUpload(repo: string, id: string): Promise<void> {
+    await this.uploadLocks.run(id, async () => {
+      await this.session(repo, id);
+      this.meta.deleteUpload(id);
+      await this.blobs.removeUpload(id);
+    });
+  }
+
+  /** Removes sessions nobody touched within the upload TTL, and upload files without a session. */
+  async expireUploads(now = Date.now()): Promise<number> {
+    const cutoff = now - this.options.uploadTTL;
+    let removed = 0;
+    for (const upload of this.meta.uploadsUpdatedBefore(cutoff)) {
+      await this.uploadLocks.run(upload.id, async () => {
+        this.meta.deleteUpload(upload.id);
+        await this.blobs.removeUpload(upload.id);
+      });
+      removed++;
+    }
+    for (const id of await this.blobs.listUploads()) {
+      if (!this.meta.getUpload(id)) {
+        // A file with no session: left by a crash between creating the file and recording it,
+        // or by a commit interrupted after the rename. Either way nothing refers to it.
+        await this.blobs.removeUpload(id);
+        removed++;
+      }
+    }
+    if (removed) this.log.info({ removed }, 'expired abandoned upload sessions');
+    return removed;
+  }
+
+  // ---- manifests -----------------------------------------------------------------------------
+
+  /** Looks a manifest up by tag or digest; MANIFEST_UNKNOWN when absent (even if the repository is). */
+  getManifest(repo: string, reference: string): ManifestRecord {
+    const ref = parseReference(reference);
+    const found = ref.kind === 'tag' ? this.meta.getTaggedManifest(repo, ref.tag) : this.meta.getManifest(repo, ref.digest);
+    if (!found) {
+      throw new RegistryError('MANIFEST_UNKNOWN', `manifest ${reference} is not known to repository ${repo}`, {
+        [ref.kind]: reference,
+      });
+    }
+    return found;
+  }
+
+  /** Stores a manifest pushed by tag or by digest (a tagless push). */
+  putManifest(repo: string, reference: string, body: Buffer, contentType: string | undefined): { digest: string; subject?: string } {
+    const ref = parseReference(reference);
+    if (body.length > this.options.manifestLimit) {
+      throw new RegistryError('MANIFEST_INVALID', `manifest is ${body.length} bytes; the limit is ${this.options.manifestLimit}`, undefined, 413);
+    }
+    const algorithm = ref.kind === 'digest' ? ref.algorithm : 'sha256';
+    const digest = `${algorithm}:${createHash(algorithm).update(body).digest('hex')}`;
+    if (ref.kind === 'digest' && ref.digest !== digest) {
+      throw new RegistryError('DIGEST_INVALID', `manifest body has digest ${digest}, not ${ref.digest} as in the URL`, {
+        expected: ref.digest,
+        actual: digest,
+      });
+    }
+    const parsed = parseManifest(body, contentType);
+    const missingBlobs = this.meta.missingBlobs(repo, parsed.blobRefs);
+    if (missingBlobs.length) {
+      throw new RegistryError(
+        'MANIFEST_BLOB_UNKNOWN',
+        `manifest references ${missingBlobs.length} blob(s) not pushed to ${repo}: ${missingBlobs.join(', ')}`,
+        { digests: missingBlobs },
+      );
+    }
+    const missingManifests = this.meta.missingManifests(repo, parsed.manifestRefs);
+    if (missingManifests.length) {
+      throw new RegistryError(
+        'MANIFEST_UNKNOWN',
+        `index references ${missingManifests.length} manifest(s) not pushed to ${repo}: ${missingManifests.join(', ')}`,
+        { digests: missingManifests },
+      );
+    }
+    this.meta.putManifest(
+      repo,
+      {
+        digest,
+        mediaType: parsed.mediaType,
+        size: body.length,
+        content: body,
+        subject: parsed.subject?.digest ?? null,
+        artifactType: parsed.artifactType ?? null,
+        annotations: parsed.annotations ? JSON.stringify(parsed.annotations) : null,
+        blobRefs: parsed.blobRefs,
+        manifestRefs: parsed.manifestRefs,
+      },
+      ref.kind === 'tag' ? ref.tag : undefined,
+    );
+    return { digest, subject: parsed.subject?.digest };
+  }
+
+  /** DELETE by digest removes the manifest and its tags; DELETE by tag removes only the tag. */
+  deleteManifest(repo: string, reference: string): void {
+    const ref = parseReference(reference);
+    const deleted = ref.kind === 'tag' ? this.meta.deleteTag(repo, ref.tag) : this.meta.deleteManifest(repo, ref.digest);
+    if (!deleted) {
+      throw new RegistryError('MANIFEST_UNKNOWN', `manifest ${reference} is not known to repository ${repo}`, { [ref.kind]: reference });
+    }
+  }
+
+  // ---- listings ------------------------------------------------------------------------------
+
+  listTags(repo: string, limit: number, last?: string): Page<string> {
+    if (!this.meta.repositoryExists(repo)) throw new RegistryError('NAME_UNKNOWN', `repository ${repo} is not known to this registry`, { name: repo });
+    return this.meta.listTags(repo, limit, last);
+  }
+
+  catalog(limit: number, last?: string): Page<string> {
+    return this.meta.listRepositories(limit, last);
+  }
+
+  referrers(repo: string, subject: string, artifactType?: string): ManifestRecord[] {
+    assertDigest(subject);
+    return this.meta.referrers(repo, subject, artifactType);
+  }
+}

@@ -1,0 +1,51 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { HttpBindings } from '@hono/node-server';
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
+import { Hono } from 'hono';
+import type { Logger } from '../log.js';
+import type { Registry } from '../registry/registry.js';
+import type { AccessControl } from './access.js';
+import { createV2Handler } from './v2.js';
+
+export interface AppDeps {
+  registry: Registry;
+  access: AccessControl;
+  log: Logger;
+  manifestLimit: number;
+  /** Figures for /api/v1/stats. */
+  stats: () => unknown;
+  /** Throws when the server cannot serve (database or storage unusable). */
+  readiness: () => void;
+}
+
+/** The routes table: every endpoint the server answers, in one place. */
+export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
+  const app = new Hono<{ Bindings: HttpBindings }>();
+  const v2 = createV2Handler(deps);
+  const handleV2 = async (c: { env: { incoming: IncomingMessage; outgoing: ServerResponse } }) => {
+    await v2(c.env.incoming, c.env.outgoing);
+    return RESPONSE_ALREADY_SENT;
+  };
+
+  app.all('/v2', handleV2);
+  app.all('/v2/*', handleV2);
+
+  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+  app.get('/readyz', (c) => {
+    try {
+      deps.readiness();
+      return c.json({ status: 'ready' });
+    } catch (err) {
+      deps.log.warn({ err }, 'readiness check failed');
+      return c.json({ status: 'not ready', reason: (err as Error).message }, 503);
+    }
+  });
+  app.get('/api/v1/stats', (c) => c.json(deps.stats() as object));
+
+  app.notFound((c) => c.json({ errors: [{ code: 'NOT_FOUND', message: `no endpoint at ${c.req.path}`, detail: null }] }, 404));
+  app.onError((err, c) => {
+    deps.log.error({ err }, 'request failed');
+    return c.json({ errors: [{ code: 'UNKNOWN', message: 'internal error; see the server log', detail: null }] }, 500);
+  });
+  return app;
+}

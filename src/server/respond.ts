@@ -1,0 +1,38 @@
+import type { ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { RegistryError } from '../registry/errors.js';
+
+export type Headers = Record<string, string | number | string[]>;
+
+/** Writes a whole small response straight to the Node response (no Web Response copy). */
+export function send(res: ServerResponse, status: number, headers: Headers, body?: Buffer | string, isHead = false): void {
+  const payload = body === undefined ? undefined : typeof body === 'string' ? Buffer.from(body) : body;
+  if (payload !== undefined && headers['Content-Length'] === undefined) headers['Content-Length'] = payload.length;
+  res.writeHead(status, headers);
+  res.end(isHead ? undefined : payload);
+}
+
+export function sendJson(res: ServerResponse, status: number, headers: Headers, value: unknown, isHead = false): void {
+  send(res, status, { 'Content-Type': 'application/json; charset=utf-8', ...headers }, JSON.stringify(value), isHead);
+}
+
+/** Streams a body; a client that goes away tears the source down instead of leaking it. */
+export async function sendStream(res: ServerResponse, status: number, headers: Headers, body: Readable): Promise<void> {
+  res.writeHead(status, headers);
+  try {
+    await pipeline(body, res);
+  } catch {
+    // Client disconnects are normal; pipeline has already destroyed both streams.
+  }
+}
+
+/** The spec's error JSON with its status; internal failures get a generic message (details go to the log). */
+export function sendError(res: ServerResponse, err: unknown, isHead = false): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const e = err instanceof RegistryError ? err : new RegistryError('UNKNOWN', 'internal error; see the server log');
+  sendJson(res, e.status, e.headers, e.toJSON(), isHead);
+}

@@ -1,0 +1,86 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseConfig } from '../config/load.js';
+import type { Config, ConfigInput } from '../config/schema.js';
+import { createLogger, type Logger } from '../log.js';
+import { Registry } from '../registry/registry.js';
+import { FsBlobStore } from '../storage/blobstore.js';
+import { SqliteMetadataStore } from '../storage/metadata.js';
+import { openAccess } from './access.js';
+import { createApp } from './app.js';
+import { listen } from './listen.js';
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  config: Config;
+  registry: Registry;
+  log: Logger;
+  /** Graceful: in-flight requests finish, then the database closes. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  logger?: Logger;
+  /** Set when the input was already validated by loadConfig/parseConfig. */
+  parsed?: boolean;
+}
+
+/** Starts airlock from a config object (the same shape as the YAML file). */
+export async function startServer(input: ConfigInput | Config = {}, options: StartOptions = {}): Promise<RunningServer> {
+  const config = options.parsed ? (input as Config) : parseConfig(input);
+  const log = options.logger ?? createLogger(config.log.level);
+
+  mkdirSync(config.storage, { recursive: true });
+  const blobs = new FsBlobStore(config.storage);
+  await blobs.init();
+  const meta = new SqliteMetadataStore(join(config.storage, 'airlock.db'));
+  const registry = new Registry(meta, blobs, log, { manifestLimit: config.limits.manifestBytes, uploadTTL: config.uploads.ttl });
+
+  const app = createApp({
+    registry,
+    access: openAccess,
+    log,
+    manifestLimit: config.limits.manifestBytes,
+    stats: () => ({ storage: meta.totals() }),
+    readiness: () => {
+      meta.totals();
+    },
+  });
+
+  let listening;
+  try {
+    listening = await listen(app, config, log);
+  } catch (e) {
+    meta.close();
+    throw e;
+  }
+
+  // Abandoned uploads are swept at start and then periodically.
+  const sweepEvery = Math.min(Math.max(config.uploads.ttl / 4, 1000), 10 * 60_000);
+  const sweep = () => registry.expireUploads().catch((err) => log.error({ err }, 'upload expiry failed'));
+  void sweep();
+  const sweeper = setInterval(sweep, sweepEvery);
+  sweeper.unref();
+
+  log.info({ url: listening.url, storage: config.storage, tls: Boolean(config.tls) }, 'airlock listening');
+
+  let closed: Promise<void> | undefined;
+  return {
+    url: listening.url,
+    port: listening.port,
+    config,
+    registry,
+    log,
+    close() {
+      closed ??= (async () => {
+        clearInterval(sweeper);
+        await listening.close();
+        meta.close();
+        log.info('airlock stopped');
+        log.flush();
+      })();
+      return closed;
+    },
+  };
+}

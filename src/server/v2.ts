@@ -1,0 +1,368 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
+import type { Logger } from '../log.js';
+import { RegistryError } from '../registry/errors.js';
+import { acceptsMediaType, MediaType } from '../registry/manifest.js';
+import { assertDigest, assertName } from '../registry/names.js';
+import type { ChunkInfo, Registry } from '../registry/registry.js';
+import type { ManifestRecord } from '../storage/metadata.js';
+import type { AccessControl, AccessNeed } from './access.js';
+import { parseContentRange, parseRangeHeader, type ByteRange } from './range.js';
+import { send, sendError, sendJson, sendStream, type Headers } from './respond.js';
+import { blobPath, manifestPath, matchV2Route, uploadPath, type V2Route } from './v2-routes.js';
+
+const API_VERSION = { 'Docker-Distribution-API-Version': 'registry/2.0' };
+const DEFAULT_PAGE = 1000;
+const MAX_PAGE = 10_000;
+
+export interface V2Deps {
+  registry: Registry;
+  access: AccessControl;
+  log: Logger;
+  manifestLimit: number;
+}
+
+interface Request {
+  req: IncomingMessage;
+  res: ServerResponse;
+  method: string;
+  path: string;
+  query: URLSearchParams;
+  isHead: boolean;
+}
+
+/** The /v2/ API: parses HTTP, checks access, calls the registry, writes HTTP. */
+export function createV2Handler(deps: V2Deps) {
+  const { registry, access } = deps;
+
+  return async function handleV2(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const r: Request = {
+      req,
+      res,
+      method: req.method ?? 'GET',
+      path: q === -1 ? url : url.slice(0, q),
+      query: new URLSearchParams(q === -1 ? '' : url.slice(q + 1)),
+      isHead: req.method === 'HEAD',
+    };
+    try {
+      const route = matchV2Route(r.path);
+      if (!route) throw new RegistryError('NAME_UNKNOWN', `no registry endpoint at ${r.path.slice(0, 200)}`, undefined, 404);
+      if ('name' in route) assertName(route.name);
+      await dispatch(route, r);
+    } catch (err) {
+      if (!(err instanceof RegistryError)) deps.log.error({ err, method: r.method, path: r.path }, 'request failed');
+      // Whatever is left of a request body is not ours to read any more.
+      sendError(res, err, r.isHead);
+    }
+  };
+
+  async function dispatch(route: V2Route, r: Request): Promise<void> {
+    switch (route.kind) {
+      case 'base':
+        allow(r, ['GET', 'HEAD']);
+        await access.check(r.req, []);
+        return sendJson(r.res, 200, { ...API_VERSION }, {}, r.isHead);
+      case 'catalog':
+        allow(r, ['GET']);
+        await access.check(r.req, [{ resource: { type: 'registry', name: 'catalog' }, actions: ['*'] }]);
+        return catalog(r);
+      case 'tags':
+        allow(r, ['GET']);
+        await need(r, route.name, 'pull');
+        return tags(r, route.name);
+      case 'manifest':
+        allow(r, ['GET', 'HEAD', 'PUT', 'DELETE']);
+        if (r.method === 'PUT') {
+          await need(r, route.name, 'push');
+          return putManifest(r, route.name, route.reference);
+        }
+        if (r.method === 'DELETE') {
+          await need(r, route.name, 'delete');
+          registry.deleteManifest(route.name, route.reference);
+          return send(r.res, 202, { ...API_VERSION, 'Content-Length': 0 });
+        }
+        await need(r, route.name, 'pull');
+        return getManifest(r, route.name, route.reference);
+      case 'blob':
+        allow(r, ['GET', 'HEAD', 'DELETE']);
+        if (r.method === 'DELETE') {
+          await need(r, route.name, 'delete');
+          registry.deleteBlob(route.name, route.digest);
+          return send(r.res, 202, { ...API_VERSION, 'Content-Length': 0 });
+        }
+        await need(r, route.name, 'pull');
+        return getBlob(r, route.name, route.digest);
+      case 'uploads':
+        allow(r, ['POST']);
+        return startUpload(r, route.name);
+      case 'upload':
+        allow(r, ['GET', 'PATCH', 'PUT', 'DELETE']);
+        await need(r, route.name, 'push');
+        return upload(r, route.name, route.id);
+      case 'referrers':
+        allow(r, ['GET']);
+        await need(r, route.name, 'pull');
+        return referrers(r, route.name, route.digest);
+    }
+  }
+
+  function need(r: Request, name: string, ...actions: AccessNeed['actions']) {
+    return access.check(r.req, [{ resource: { type: 'repository', name }, actions }]);
+  }
+
+  // ---- manifests -----------------------------------------------------------------------------
+
+  function getManifest(r: Request, name: string, reference: string): void {
+    const m = registry.getManifest(name, reference);
+    const accept = r.req.headers.accept;
+    if (!acceptsMediaType(accept, m.mediaType)) {
+      throw new RegistryError(
+        'MANIFEST_UNKNOWN',
+        `manifest ${reference} is a ${m.mediaType}, which the request's Accept header does not list`,
+        { mediaType: m.mediaType },
+      );
+    }
+    send(r.res, 200, manifestHeaders(m), m.content, r.isHead);
+  }
+
+  async function putManifest(r: Request, name: string, reference: string): Promise<void> {
+    const body = await readBody(r.req, deps.manifestLimit);
+    const { digest, subject } = registry.putManifest(name, reference, body, r.req.headers['content-type']);
+    const headers: Headers = {
+      ...API_VERSION,
+      Location: manifestPath(name, digest),
+      'Docker-Content-Digest': digest,
+      'Content-Length': 0,
+    };
+    if (subject) headers['OCI-Subject'] = subject;
+    send(r.res, 201, headers);
+  }
+
+  // ---- blobs ---------------------------------------------------------------------------------
+
+  async function getBlob(r: Request, name: string, digest: string): Promise<void> {
+    const size = registry.blobSize(name, digest);
+    const base: Headers = {
+      ...API_VERSION,
+      'Docker-Content-Digest': digest,
+      ETag: `"${digest}"`,
+      'Accept-Ranges': 'bytes',
+      'Cache-Control': 'max-age=31536000',
+    };
+    const ranges = parseRangeHeader(r.req.headers.range, size);
+    if (!ranges) {
+      const headers = { ...base, 'Content-Type': 'application/octet-stream', 'Content-Length': size };
+      if (r.isHead) return send(r.res, 200, headers, undefined);
+      return sendStream(r.res, 200, headers, await registry.openBlob(name, digest));
+    }
+    if (ranges.length === 1) {
+      const [range] = ranges as [ByteRange];
+      const headers = {
+        ...base,
+        'Content-Type': 'application/octet-stream',
+        'Content-Length': range.end - range.start + 1,
+        'Content-Range': `bytes ${range.start}-${range.end}/${size}`,
+      };
+      if (r.isHead) return send(r.res, 206, headers, undefined);
+      return sendStream(r.res, 206, headers, await registry.openBlob(name, digest, range));
+    }
+    const multipart = multipartByteranges(ranges, size);
+    const headers = { ...base, 'Content-Type': multipart.contentType, 'Content-Length': multipart.length };
+    if (r.isHead) return send(r.res, 206, headers, undefined);
+    const parts = await Promise.all(ranges.map((range) => registry.openBlob(name, digest, range)));
+    return sendStream(r.res, 206, headers, multipart.body(parts));
+  }
+
+  // ---- uploads -------------------------------------------------------------------------------
+
+  async function startUpload(r: Request, name: string): Promise<void> {
+    const mount = r.query.get('mount');
+    const from = r.query.get('from') ?? undefined;
+    const digest = r.query.get('digest');
+    if (mount !== null) {
+      assertDigest(mount);
+      if (from !== undefined) assertName(from);
+      await need(r, name, 'push');
+      // Mounting reveals the source's content, so it takes pull there too.
+      const source = from !== undefined ? await need(r, from, 'pull').then(() => from) : undefined;
+      if (registry.mountBlob(name, mount, source)) return sendCreatedBlob(r, name, mount);
+      // Not mountable: the spec says to fall back to an ordinary upload session.
+    } else {
+      await need(r, name, 'push');
+    }
+    if (digest !== null) {
+      assertDigest(digest);
+      const id = await registry.startUpload(name);
+      try {
+        await registry.completeUpload(name, id, digest, chunkOf(r));
+      } catch (e) {
+        await registry.cancelUpload(name, id).catch(() => undefined);
+        throw e;
+      }
+      return sendCreatedBlob(r, name, digest);
+    }
+    const id = await registry.startUpload(name);
+    send(r.res, 202, { ...API_VERSION, ...uploadHeaders(name, id, 0), 'Content-Length': 0 });
+  }
+
+  async function upload(r: Request, name: string, id: string): Promise<void> {
+    switch (r.method) {
+      case 'GET': {
+        const size = await registry.uploadStatus(name, id);
+        return send(r.res, 204, { ...API_VERSION, ...uploadHeaders(name, id, size), 'Content-Length': 0 });
+      }
+      case 'PATCH': {
+        const size = await registry.appendChunk(name, id, chunkOf(r)).catch((e: unknown) => {
+          if (e instanceof RegistryError && e.status === 416) e.withHeaders({ Location: uploadPath(name, id), 'Docker-Upload-UUID': id });
+          throw e;
+        });
+        return send(r.res, 202, { ...API_VERSION, ...uploadHeaders(name, id, size), 'Content-Length': 0 });
+      }
+      case 'PUT': {
+        const digest = r.query.get('digest');
+        if (digest === null) throw new RegistryError('DIGEST_INVALID', 'completing an upload needs ?digest=<digest of the whole blob>');
+        await registry.completeUpload(name, id, digest, hasBody(r.req) ? chunkOf(r) : undefined);
+        return sendCreatedBlob(r, name, digest);
+      }
+      case 'DELETE':
+        await registry.cancelUpload(name, id);
+        return send(r.res, 204, { ...API_VERSION, 'Content-Length': 0 });
+    }
+  }
+
+  function sendCreatedBlob(r: Request, name: string, digest: string): void {
+    send(r.res, 201, { ...API_VERSION, Location: blobPath(name, digest), 'Docker-Content-Digest': digest, 'Content-Length': 0 });
+  }
+
+  // ---- listings ------------------------------------------------------------------------------
+
+  function catalog(r: Request): void {
+    const { limit, last } = pagination(r.query);
+    const page = registry.catalog(limit, last);
+    const headers: Headers = { ...API_VERSION };
+    if (page.more) headers.Link = nextLink('/v2/_catalog', limit, page.items.at(-1)!);
+    sendJson(r.res, 200, headers, { repositories: page.items });
+  }
+
+  function tags(r: Request, name: string): void {
+    const { limit, last } = pagination(r.query);
+    const page = registry.listTags(name, limit, last);
+    const headers: Headers = { ...API_VERSION };
+    if (page.more) headers.Link = nextLink(`/v2/${name}/tags/list`, limit, page.items.at(-1)!);
+    sendJson(r.res, 200, headers, { name, tags: page.items });
+  }
+
+  function referrers(r: Request, name: string, digest: string): void {
+    const artifactType = r.query.get('artifactType') ?? undefined;
+    const found = registry.referrers(name, digest, artifactType);
+    const headers: Headers = { ...API_VERSION, 'Content-Type': MediaType.OCI_INDEX };
+    if (artifactType !== undefined) headers['OCI-Filters-Applied'] = 'artifactType';
+    const index = { schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: found.map(referrerDescriptor) };
+    send(r.res, 200, headers, JSON.stringify(index));
+  }
+}
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+function allow(r: Request, methods: string[]): void {
+  if (!methods.includes(r.method)) {
+    throw new RegistryError('UNSUPPORTED', `${r.method} is not supported on ${r.path.slice(0, 200)}`).withHeaders({
+      Allow: methods.join(', '),
+    });
+  }
+}
+
+function manifestHeaders(m: ManifestRecord): Headers {
+  return {
+    ...API_VERSION,
+    'Content-Type': m.mediaType,
+    'Content-Length': m.size,
+    'Docker-Content-Digest': m.digest,
+    ETag: `"${m.digest}"`,
+  };
+}
+
+function uploadHeaders(name: string, id: string, size: number): Headers {
+  // oc parses "0-<last>" without a unit; an empty upload is reported as 0-0 as distribution does.
+  return { Location: uploadPath(name, id), Range: `0-${Math.max(size - 1, 0)}`, 'Docker-Upload-UUID': id };
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  if (length !== undefined) return Number(length) > 0;
+  return req.headers['transfer-encoding'] !== undefined;
+}
+
+function chunkOf(r: Request): ChunkInfo {
+  const length = r.req.headers['content-length'];
+  return {
+    body: r.req,
+    contentLength: length === undefined ? undefined : Number(length),
+    range: parseContentRange(r.req.headers['content-range']),
+  };
+}
+
+function pagination(query: URLSearchParams): { limit: number; last?: string } {
+  const n = query.get('n');
+  let limit = DEFAULT_PAGE;
+  if (n !== null) {
+    if (!/^\d+$/.test(n)) throw new RegistryError('PAGINATION_NUMBER_INVALID', `n must be a non-negative integer, not "${n.slice(0, 50)}"`);
+    limit = Math.min(Number(n), MAX_PAGE);
+  }
+  return { limit, last: query.get('last') ?? undefined };
+}
+
+function nextLink(path: string, limit: number, last: string): string {
+  return `<${path}?n=${limit}&last=${encodeURIComponent(last)}>; rel="next"`;
+}
+
+function referrerDescriptor(m: ManifestRecord) {
+  const descriptor: Record<string, unknown> = { mediaType: m.mediaType, digest: m.digest, size: m.size };
+  if (m.artifactType) descriptor.artifactType = m.artifactType;
+  if (m.annotations) descriptor.annotations = JSON.parse(m.annotations);
+  return descriptor;
+}
+
+/** Reads a small request body whole (manifests), refusing more than `limit` bytes. */
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  const tooLarge = () =>
+    new RegistryError('MANIFEST_INVALID', `manifest is larger than the limit of ${limit} bytes`, undefined, 413).withHeaders({ Connection: 'close' });
+  if (declared > limit) throw tooLarge();
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of req) {
+    total += (chunk as Buffer).length;
+    if (total > limit) throw tooLarge();
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks, total);
+}
+
+/** A multipart/byteranges body over several file ranges, with its exact length known up front. */
+function multipartByteranges(ranges: ByteRange[], size: number) {
+  const boundary = `airlock-${Math.random().toString(36).slice(2)}${Date.now().toString(36)}`;
+  const heads = ranges.map(
+    (r, i) =>
+      Buffer.from(`${i === 0 ? '' : '\r\n'}--${boundary}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes ${r.start}-${r.end}/${size}\r\n\r\n`),
+  );
+  const tail = Buffer.from(`\r\n--${boundary}--\r\n`);
+  const length = heads.reduce((n, h, i) => n + h.length + ranges[i]!.end - ranges[i]!.start + 1, tail.length);
+  return {
+    contentType: `multipart/byteranges; boundary=${boundary}`,
+    length,
+    body(parts: Readable[]): Readable {
+      return Readable.from(
+        (async function* () {
+          for (let i = 0; i < parts.length; i++) {
+            yield heads[i]!;
+            yield* parts[i]!;
+          }
+          yield tail;
+        })(),
+      );
+    },
+  };
+}

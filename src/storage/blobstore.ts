@@ -1,0 +1,216 @@
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream, createWriteStream, type ReadStream } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Transform, type Readable } from 'node:stream';
+import type { DigestAlgorithm } from '../registry/names.js';
+
+/**
+ * Content-addressed blob files. A blob becomes visible at its final path only after its bytes
+ * were hashed, the digest verified, the file fsync'd and renamed (and the directory fsync'd), so a
+ * crash at any point leaves either no blob or a whole one.
+ *
+ * Object stores can implement the same interface later; nothing above storage/ sees paths.
+ */
+export interface BlobStore {
+  /** Size of a committed blob, or undefined when it is not on disk. */
+  size(digest: string): Promise<number | undefined>;
+  /**
+   * Opens a committed blob (or an inclusive byte range of it) for streaming; undefined when the
+   * file is missing. Opening first means a missing file is known before any response is sent.
+   */
+  open(digest: string, range?: { start: number; end: number }): Promise<Readable | undefined>;
+  remove(digest: string): Promise<void>;
+
+  /** Upload sessions: bytes appended in order, verified and promoted on commit. */
+  createUpload(id: string): Promise<void>;
+  /** Bytes received so far, or undefined when the session has no file. */
+  uploadSize(id: string): Promise<number | undefined>;
+  /** Appends a stream to the session; returns the new size. */
+  appendUpload(id: string, source: Readable, limit?: number): Promise<number>;
+  /** Verifies the session's bytes against the digest and promotes them; returns the size. */
+  commitUpload(id: string, digest: string, algorithm: DigestAlgorithm): Promise<number>;
+  removeUpload(id: string): Promise<void>;
+  listUploads(): Promise<string[]>;
+}
+
+/** Thrown by commitUpload when the bytes do not hash to the digest the client claimed. */
+export class DigestMismatchError extends Error {
+  constructor(
+    readonly expected: string,
+    readonly actual: string,
+  ) {
+    super(`content digest ${actual} does not match the digest ${expected} given by the client`);
+  }
+}
+
+/** Thrown by appendUpload when a body exceeds the caller's limit. */
+export class TooLargeError extends Error {}
+
+/**
+ * Running hash state of an upload, kept in memory between PATCH requests so that commit does not
+ * re-read the file. Lost on restart (Node cannot serialise a hash), in which case commit re-hashes
+ * the bytes on disk, which is what makes uploads resumable across restarts.
+ */
+interface UploadHashState {
+  hash: Hash;
+  size: number;
+}
+
+const READ_CHUNK = 256 * 1024;
+
+export class FsBlobStore implements BlobStore {
+  private readonly blobsDir: string;
+  private readonly uploadsDir: string;
+  private readonly hashes = new Map<string, UploadHashState>();
+
+  constructor(root: string) {
+    this.blobsDir = join(root, 'blobs');
+    this.uploadsDir = join(root, 'uploads');
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.blobsDir, { recursive: true });
+    await mkdir(this.uploadsDir, { recursive: true });
+  }
+
+  blobPath(digest: string): string {
+    const [algorithm, hex] = digest.split(':', 2) as [string, string];
+    return join(this.blobsDir, algorithm, hex.slice(0, 2), hex);
+  }
+
+  private uploadPath(id: string): string {
+    return join(this.uploadsDir, id);
+  }
+
+  async size(digest: string): Promise<number | undefined> {
+    try {
+      return (await stat(this.blobPath(digest))).size;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  async open(digest: string, range?: { start: number; end: number }): Promise<ReadStream | undefined> {
+    let fh;
+    try {
+      fh = await open(this.blobPath(digest), 'r');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+    return fh.createReadStream({ highWaterMark: READ_CHUNK, start: range?.start, end: range?.end });
+  }
+
+  async remove(digest: string): Promise<void> {
+    await rm(this.blobPath(digest), { force: true });
+  }
+
+  async createUpload(id: string): Promise<void> {
+    const fh = await open(this.uploadPath(id), 'wx', 0o644);
+    await fh.close();
+    this.hashes.set(id, { hash: createHash('sha256'), size: 0 });
+  }
+
+  async uploadSize(id: string): Promise<number | undefined> {
+    try {
+      return (await stat(this.uploadPath(id))).size;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  async appendUpload(id: string, source: Readable, limit = Infinity): Promise<number> {
+    const path = this.uploadPath(id);
+    const before = (await stat(path)).size;
+    let state = this.hashes.get(id);
+    // The running hash is only trustworthy if it covers exactly the bytes on disk.
+    if (state && state.size !== before) {
+      this.hashes.delete(id);
+      state = undefined;
+    }
+    let written = 0;
+    const hashing = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        written += chunk.length;
+        if (written > limit) return done(new TooLargeError(`body exceeds ${limit} bytes`));
+        state?.hash.update(chunk);
+        done(null, chunk);
+      },
+    });
+    try {
+      await pipeline(source, hashing, createWriteStream(path, { flags: 'a', highWaterMark: 1024 * 1024 }));
+    } catch (e) {
+      // Some bytes may have reached the file without the hash knowing exactly which: start over
+      // from the file at commit time. The bytes written stay, so GET status tells the truth.
+      this.hashes.delete(id);
+      throw e;
+    }
+    if (state) state.size += written;
+    return before + written;
+  }
+
+  async commitUpload(id: string, digest: string, algorithm: DigestAlgorithm): Promise<number> {
+    const path = this.uploadPath(id);
+    const fh = await open(path, 'r');
+    let size: number;
+    try {
+      size = (await fh.stat()).size;
+      const state = this.hashes.get(id);
+      const actual =
+        algorithm === 'sha256' && state && state.size === size
+          ? `sha256:${state.hash.digest('hex')}`
+          : `${algorithm}:${await hashFile(path, algorithm)}`;
+      this.hashes.delete(id);
+      if (actual !== digest) throw new DigestMismatchError(digest, actual);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    const target = this.blobPath(digest);
+    await mkdir(dirname(target), { recursive: true });
+    await rename(path, target);
+    await syncDirectory(dirname(target));
+    return size;
+  }
+
+  async removeUpload(id: string): Promise<void> {
+    this.hashes.delete(id);
+    await rm(this.uploadPath(id), { force: true });
+  }
+
+  async listUploads(): Promise<string[]> {
+    return readdir(this.uploadsDir);
+  }
+
+  /** Writes a whole stream as a blob, verifying it against the digest (used for pull-through). */
+  async ingest(id: string, source: Readable, digest: string, algorithm: DigestAlgorithm): Promise<number> {
+    await this.createUpload(id);
+    try {
+      await this.appendUpload(id, source);
+      return await this.commitUpload(id, digest, algorithm);
+    } catch (e) {
+      await this.removeUpload(id).catch(() => undefined);
+      throw e;
+    }
+  }
+}
+
+async function hashFile(path: string, algorithm: DigestAlgorithm): Promise<string> {
+  const hash = createHash(algorithm);
+  for await (const chunk of createReadStream(path, { highWaterMark: READ_CHUNK })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** fsync of the directory makes the rename itself durable. */
+async function syncDirectory(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}

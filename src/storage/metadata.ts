@@ -1,0 +1,383 @@
+import Database from 'better-sqlite3';
+import { MIGRATIONS } from './migrations.js';
+
+export interface ManifestRecord {
+  digest: string;
+  mediaType: string;
+  size: number;
+  content: Buffer;
+  subject: string | null;
+  artifactType: string | null;
+  /** JSON text of the manifest's annotations, for referrers listings. */
+  annotations: string | null;
+}
+
+export interface NewManifest extends ManifestRecord {
+  blobRefs: string[];
+  manifestRefs: string[];
+  cached?: boolean;
+}
+
+export interface Page<T> {
+  items: T[];
+  /** True when more items follow the last one returned. */
+  more: boolean;
+}
+
+export interface UploadRecord {
+  id: string;
+  repo: string;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface StorageTotals {
+  repositories: number;
+  manifests: number;
+  blobs: number;
+  bytes: number;
+}
+
+/**
+ * Everything the registry knows besides blob bytes. A PostgreSQL implementation can slot in later
+ * behind this interface; registry/ never sees SQL.
+ */
+export interface MetadataStore {
+  /** Size of the blob if the repository links it. */
+  linkedBlobSize(repo: string, digest: string): number | undefined;
+  /** Size of the blob if any repository (or an upload) committed it. */
+  blobSize(digest: string): number | undefined;
+  /** Records a verified blob and links it into the repository. */
+  linkBlob(repo: string, digest: string, size: number, cached?: boolean): void;
+  /** Removes the repository's link; true if there was one. */
+  unlinkBlob(repo: string, digest: string): boolean;
+  /** Repositories linking the digest (any of them can be a mount source). */
+  isBlobLinkedIn(repo: string, digest: string): boolean;
+  /** Digests among the given ones that the repository does not link. */
+  missingBlobs(repo: string, digests: string[]): string[];
+  /** Digests among the given ones that the repository has no manifest for. */
+  missingManifests(repo: string, digests: string[]): string[];
+
+  getManifest(repo: string, digest: string): ManifestRecord | undefined;
+  /** Resolves a tag to its manifest in one query. */
+  getTaggedManifest(repo: string, tag: string): ManifestRecord | undefined;
+  putManifest(repo: string, manifest: NewManifest, tag?: string): void;
+  /** Deletes the manifest and every tag pointing at it; true if it existed. */
+  deleteManifest(repo: string, digest: string): boolean;
+  deleteTag(repo: string, tag: string): boolean;
+  tagDigest(repo: string, tag: string): string | undefined;
+
+  repositoryExists(repo: string): boolean;
+  listTags(repo: string, limit: number, last?: string): Page<string>;
+  listRepositories(limit: number, last?: string): Page<string>;
+  referrers(repo: string, subject: string, artifactType?: string): ManifestRecord[];
+
+  createUpload(id: string, repo: string): void;
+  getUpload(id: string): UploadRecord | undefined;
+  touchUpload(id: string): void;
+  deleteUpload(id: string): void;
+  uploadsUpdatedBefore(time: number): UploadRecord[];
+
+  totals(): StorageTotals;
+  readCounters(): Record<string, number>;
+  addCounters(deltas: Record<string, number>): void;
+
+  close(): void;
+}
+
+type Row = Record<string, unknown>;
+
+function toManifest(row: Row | undefined): ManifestRecord | undefined {
+  if (!row) return undefined;
+  return {
+    digest: row.digest as string,
+    mediaType: row.media_type as string,
+    size: row.size as number,
+    content: row.content as Buffer,
+    subject: (row.subject as string | null) ?? null,
+    artifactType: (row.artifact_type as string | null) ?? null,
+    annotations: (row.annotations as string | null) ?? null,
+  };
+}
+
+export class SqliteMetadataStore implements MetadataStore {
+  private readonly db: Database.Database;
+  /** Repository ids never change once created, so they are cached for the process lifetime. */
+  private readonly repoIds = new Map<string, number>();
+  private readonly q;
+
+  constructor(path: string) {
+    this.db = new Database(path);
+    this.db.pragma('journal_mode = WAL');
+    // FULL: a commit acknowledged to a client survives power loss, not just a process crash.
+    this.db.pragma('synchronous = FULL');
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma('busy_timeout = 5000');
+    this.migrate();
+    const db = this.db;
+    const manifestColumns = 'digest, media_type, size, content, subject, artifact_type, annotations';
+    this.q = {
+      repoId: db.prepare('SELECT id FROM repositories WHERE name = ?').pluck(),
+      insertRepo: db.prepare('INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING'),
+      linkedBlobSize: db
+        .prepare('SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.repo_id = ? AND rb.digest = ?')
+        .pluck(),
+      blobSize: db.prepare('SELECT size FROM blobs WHERE digest = ?').pluck(),
+      insertBlob: db.prepare(
+        'INSERT INTO blobs (digest, size, created_at, last_access) VALUES (?, ?, ?, ?) ON CONFLICT(digest) DO NOTHING',
+      ),
+      linkBlob: db.prepare(
+        'INSERT INTO repo_blobs (repo_id, digest, cached, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING',
+      ),
+      unlinkBlob: db.prepare('DELETE FROM repo_blobs WHERE repo_id = ? AND digest = ?'),
+      getManifest: db.prepare(`SELECT ${manifestColumns} FROM manifests WHERE repo_id = ? AND digest = ?`),
+      getTaggedManifest: db.prepare(
+        `SELECT m.digest, m.media_type, m.size, m.content, m.subject, m.artifact_type, m.annotations
+         FROM tags t JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+         WHERE t.repo_id = ? AND t.name = ?`,
+      ),
+      hasManifest: db.prepare('SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?').pluck(),
+      insertManifest: db.prepare(
+        `INSERT INTO manifests (repo_id, digest, media_type, size, content, subject, artifact_type, annotations, cached, created_at, last_access)
+         VALUES (@repoId, @digest, @mediaType, @size, @content, @subject, @artifactType, @annotations, @cached, @now, @now)
+         ON CONFLICT(repo_id, digest) DO UPDATE SET cached = MIN(cached, excluded.cached)`,
+      ),
+      insertRef: db.prepare(
+        'INSERT INTO manifest_refs (repo_id, parent, child, kind) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING',
+      ),
+      upsertTag: db.prepare(
+        `INSERT INTO tags (repo_id, name, digest, cached, updated_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT(repo_id, name) DO UPDATE SET digest = excluded.digest, cached = excluded.cached, updated_at = excluded.updated_at`,
+      ),
+      tagDigest: db.prepare('SELECT digest FROM tags WHERE repo_id = ? AND name = ?').pluck(),
+      deleteManifest: db.prepare('DELETE FROM manifests WHERE repo_id = ? AND digest = ?'),
+      deleteRefs: db.prepare('DELETE FROM manifest_refs WHERE repo_id = ? AND parent = ?'),
+      deleteTagsOf: db.prepare('DELETE FROM tags WHERE repo_id = ? AND digest = ?'),
+      deleteTag: db.prepare('DELETE FROM tags WHERE repo_id = ? AND name = ?'),
+      listTags: db.prepare('SELECT name FROM tags WHERE repo_id = ? AND name > ? ORDER BY name LIMIT ?').pluck(),
+      listRepos: db
+        .prepare(
+          `SELECT r.name FROM repositories r
+           WHERE r.name > ? AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)
+           ORDER BY r.name LIMIT ?`,
+        )
+        .pluck(),
+      referrers: db.prepare(`SELECT ${manifestColumns} FROM manifests WHERE repo_id = ? AND subject = ? ORDER BY created_at, digest`),
+      createUpload: db.prepare('INSERT INTO uploads (id, repo_id, created_at, updated_at) VALUES (?, ?, ?, ?)'),
+      getUpload: db.prepare(
+        'SELECT u.id, r.name AS repo, u.created_at, u.updated_at FROM uploads u JOIN repositories r ON r.id = u.repo_id WHERE u.id = ?',
+      ),
+      touchUpload: db.prepare('UPDATE uploads SET updated_at = ? WHERE id = ?'),
+      deleteUpload: db.prepare('DELETE FROM uploads WHERE id = ?'),
+      uploadsBefore: db.prepare(
+        'SELECT u.id, r.name AS repo, u.created_at, u.updated_at FROM uploads u JOIN repositories r ON r.id = u.repo_id WHERE u.updated_at < ?',
+      ),
+      totals: db.prepare(
+        `SELECT (SELECT COUNT(*) FROM repositories r WHERE EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)) AS repositories,
+                (SELECT COUNT(DISTINCT digest) FROM manifests) AS manifests,
+                (SELECT COUNT(*) FROM blobs) AS blobs,
+                (SELECT COALESCE(SUM(size), 0) FROM blobs) AS bytes`,
+      ),
+      readCounters: db.prepare('SELECT name, value FROM counters'),
+      addCounter: db.prepare(
+        'INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value',
+      ),
+    };
+  }
+
+  private migrate(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    if (version > MIGRATIONS.length) {
+      throw new Error(
+        `the metadata database has schema version ${version}, newer than this airlock understands (${MIGRATIONS.length}); upgrade airlock`,
+      );
+    }
+    for (let i = version; i < MIGRATIONS.length; i++) {
+      this.db.transaction(() => {
+        this.db.exec(MIGRATIONS[i]!);
+        this.db.pragma(`user_version = ${i + 1}`);
+      })();
+    }
+  }
+
+  private findRepoId(name: string): number | undefined {
+    let id = this.repoIds.get(name);
+    if (id === undefined) {
+      id = this.q.repoId.get(name) as number | undefined;
+      if (id !== undefined) this.repoIds.set(name, id);
+    }
+    return id;
+  }
+
+  private ensureRepoId(name: string): number {
+    const existing = this.findRepoId(name);
+    if (existing !== undefined) return existing;
+    this.q.insertRepo.run(name, Date.now());
+    return this.findRepoId(name)!;
+  }
+
+  linkedBlobSize(repo: string, digest: string): number | undefined {
+    const id = this.findRepoId(repo);
+    return id === undefined ? undefined : (this.q.linkedBlobSize.get(id, digest) as number | undefined);
+  }
+
+  blobSize(digest: string): number | undefined {
+    return this.q.blobSize.get(digest) as number | undefined;
+  }
+
+  linkBlob(repo: string, digest: string, size: number, cached = false): void {
+    const now = Date.now();
+    this.db.transaction(() => {
+      const id = this.ensureRepoId(repo);
+      this.q.insertBlob.run(digest, size, now, now);
+      this.q.linkBlob.run(id, digest, cached ? 1 : 0, now);
+    })();
+  }
+
+  unlinkBlob(repo: string, digest: string): boolean {
+    const id = this.findRepoId(repo);
+    return id !== undefined && this.q.unlinkBlob.run(id, digest).changes > 0;
+  }
+
+  isBlobLinkedIn(repo: string, digest: string): boolean {
+    return this.linkedBlobSize(repo, digest) !== undefined;
+  }
+
+  missingBlobs(repo: string, digests: string[]): string[] {
+    const id = this.findRepoId(repo);
+    if (id === undefined) return [...digests];
+    return digests.filter((d) => this.q.linkedBlobSize.get(id, d) === undefined);
+  }
+
+  missingManifests(repo: string, digests: string[]): string[] {
+    const id = this.findRepoId(repo);
+    if (id === undefined) return [...digests];
+    return digests.filter((d) => this.q.hasManifest.get(id, d) === undefined);
+  }
+
+  getManifest(repo: string, digest: string): ManifestRecord | undefined {
+    const id = this.findRepoId(repo);
+    return id === undefined ? undefined : toManifest(this.q.getManifest.get(id, digest) as Row | undefined);
+  }
+
+  getTaggedManifest(repo: string, tag: string): ManifestRecord | undefined {
+    const id = this.findRepoId(repo);
+    return id === undefined ? undefined : toManifest(this.q.getTaggedManifest.get(id, tag) as Row | undefined);
+  }
+
+  putManifest(repo: string, m: NewManifest, tag?: string): void {
+    const now = Date.now();
+    const cached = m.cached ? 1 : 0;
+    this.db.transaction(() => {
+      const repoId = this.ensureRepoId(repo);
+      this.q.insertManifest.run({
+        repoId,
+        digest: m.digest,
+        mediaType: m.mediaType,
+        size: m.size,
+        content: m.content,
+        subject: m.subject,
+        artifactType: m.artifactType,
+        annotations: m.annotations,
+        cached,
+        now,
+      });
+      for (const child of m.blobRefs) this.q.insertRef.run(repoId, m.digest, child, 'blob');
+      for (const child of m.manifestRefs) this.q.insertRef.run(repoId, m.digest, child, 'manifest');
+      if (tag !== undefined) this.q.upsertTag.run(repoId, tag, m.digest, cached, now);
+    })();
+  }
+
+  deleteManifest(repo: string, digest: string): boolean {
+    const id = this.findRepoId(repo);
+    if (id === undefined) return false;
+    return this.db.transaction(() => {
+      const existed = this.q.deleteManifest.run(id, digest).changes > 0;
+      this.q.deleteRefs.run(id, digest);
+      this.q.deleteTagsOf.run(id, digest);
+      return existed;
+    })();
+  }
+
+  deleteTag(repo: string, tag: string): boolean {
+    const id = this.findRepoId(repo);
+    return id !== undefined && this.q.deleteTag.run(id, tag).changes > 0;
+  }
+
+  tagDigest(repo: string, tag: string): string | undefined {
+    const id = this.findRepoId(repo);
+    return id === undefined ? undefined : (this.q.tagDigest.get(id, tag) as string | undefined);
+  }
+
+  repositoryExists(repo: string): boolean {
+    return this.findRepoId(repo) !== undefined;
+  }
+
+  listTags(repo: string, limit: number, last = ''): Page<string> {
+    const id = this.findRepoId(repo);
+    if (id === undefined) return { items: [], more: false };
+    const rows = this.q.listTags.all(id, last, limit + 1) as string[];
+    return { items: rows.slice(0, limit), more: rows.length > limit };
+  }
+
+  listRepositories(limit: number, last = ''): Page<string> {
+    const rows = this.q.listRepos.all(last, limit + 1) as string[];
+    return { items: rows.slice(0, limit), more: rows.length > limit };
+  }
+
+  referrers(repo: string, subject: string, artifactType?: string): ManifestRecord[] {
+    const id = this.findRepoId(repo);
+    if (id === undefined) return [];
+    const all = (this.q.referrers.all(id, subject) as Row[]).map((r) => toManifest(r)!);
+    return artifactType === undefined ? all : all.filter((m) => m.artifactType === artifactType);
+  }
+
+  createUpload(id: string, repo: string): void {
+    const now = Date.now();
+    this.db.transaction(() => {
+      this.q.createUpload.run(id, this.ensureRepoId(repo), now, now);
+    })();
+  }
+
+  getUpload(id: string): UploadRecord | undefined {
+    const row = this.q.getUpload.get(id) as Row | undefined;
+    return row && { id: row.id as string, repo: row.repo as string, createdAt: row.created_at as number, updatedAt: row.updated_at as number };
+  }
+
+  touchUpload(id: string): void {
+    this.q.touchUpload.run(Date.now(), id);
+  }
+
+  deleteUpload(id: string): void {
+    this.q.deleteUpload.run(id);
+  }
+
+  uploadsUpdatedBefore(time: number): UploadRecord[] {
+    return (this.q.uploadsBefore.all(time) as Row[]).map((row) => ({
+      id: row.id as string,
+      repo: row.repo as string,
+      createdAt: row.created_at as number,
+      updatedAt: row.updated_at as number,
+    }));
+  }
+
+  totals(): StorageTotals {
+    return this.q.totals.get() as StorageTotals;
+  }
+
+  readCounters(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const row of this.q.readCounters.all() as { name: string; value: number }[]) out[row.name] = row.value;
+    return out;
+  }
+
+  addCounters(deltas: Record<string, number>): void {
+    this.db.transaction(() => {
+      for (const [name, value] of Object.entries(deltas)) if (value) this.q.addCounter.run(name, value);
+    })();
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}

@@ -1,0 +1,72 @@
+// Schema migrations, applied in order inside one transaction each; PRAGMA user_version records
+// how many have run. Append only: never edit a migration that has shipped.
+export const MIGRATIONS: string[] = [
+  `
+  CREATE TABLE repositories (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL
+  );
+  -- One row per blob on disk; size is the verified byte count.
+  CREATE TABLE blobs (
+    digest      TEXT PRIMARY KEY,
+    size        INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    last_access INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  -- A blob is served only from repositories that link it. cached = fetched from an upstream.
+  CREATE TABLE repo_blobs (
+    repo_id     INTEGER NOT NULL REFERENCES repositories(id),
+    digest      TEXT NOT NULL REFERENCES blobs(digest),
+    cached      INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (repo_id, digest)
+  ) WITHOUT ROWID;
+  CREATE INDEX repo_blobs_by_digest ON repo_blobs(digest);
+  -- Manifest bytes are small and kept here byte-exact.
+  CREATE TABLE manifests (
+    repo_id       INTEGER NOT NULL REFERENCES repositories(id),
+    digest        TEXT NOT NULL,
+    media_type    TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    content       BLOB NOT NULL,
+    subject       TEXT,
+    artifact_type TEXT,
+    annotations   TEXT,
+    cached        INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL,
+    last_access   INTEGER NOT NULL,
+    PRIMARY KEY (repo_id, digest)
+  ) WITHOUT ROWID;
+  CREATE INDEX manifests_by_subject ON manifests(repo_id, subject) WHERE subject IS NOT NULL;
+  -- What a manifest points at: blobs (config, layers) and child manifests (index entries).
+  CREATE TABLE manifest_refs (
+    repo_id     INTEGER NOT NULL,
+    parent      TEXT NOT NULL,
+    child       TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('blob', 'manifest')),
+    PRIMARY KEY (repo_id, parent, child)
+  ) WITHOUT ROWID;
+  CREATE INDEX manifest_refs_by_child ON manifest_refs(repo_id, child);
+  CREATE TABLE tags (
+    repo_id     INTEGER NOT NULL REFERENCES repositories(id),
+    name        TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    cached      INTEGER NOT NULL DEFAULT 0,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (repo_id, name)
+  ) WITHOUT ROWID;
+  CREATE INDEX tags_by_digest ON tags(repo_id, digest);
+  CREATE TABLE uploads (
+    id          TEXT PRIMARY KEY,
+    repo_id     INTEGER NOT NULL REFERENCES repositories(id),
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  -- Counters that must survive restarts (cache hits, bytes served, ...).
+  CREATE TABLE counters (
+    name        TEXT PRIMARY KEY,
+    value       INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  `,
+];
