@@ -1,0 +1,148 @@
+// Every way talking to an upstream registry can fail, as one typed error. The registry core decides
+// from `kind` alone whether to serve stale content, report a 404, or surface a 502/503/429.
+
+export type UpstreamErrorKind =
+  | 'unreachable' // connection refused, DNS failure, reset, TLS handshake failure
+  | 'timeout' // connect, response headers or body stalled past upstream.timeout
+  | 'server' // 5xx
+  | 'ratelimited' // 429
+  | 'unauthorized' // 401/403 after trying the credentials we have (or having none)
+  | 'notfound' // 404
+  | 'digest-mismatch' // content does not hash to the digest it was asked for / announced with
+  | 'invalid'; // anything else: unexpected status, malformed answer, oversized manifest
+
+export interface UpstreamErrorDetails {
+  /** The upstream's configured URL. */
+  upstream: string;
+  /** The upstream repository involved, when there is one. */
+  repository?: string;
+  /** HTTP status when the upstream answered. */
+  status?: number;
+  /** From a 429's Retry-After: how long the upstream asked us to wait. */
+  retryAfterMs?: number;
+  cause?: unknown;
+}
+
+export class UpstreamError extends Error {
+  readonly upstream: string;
+  readonly repository: string | undefined;
+  readonly status: number | undefined;
+  readonly retryAfterMs: number | undefined;
+
+  constructor(
+    readonly kind: UpstreamErrorKind,
+    message: string,
+    details: UpstreamErrorDetails,
+  ) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = 'UpstreamError';
+    this.upstream = details.upstream;
+    this.repository = details.repository;
+    this.status = details.status;
+    this.retryAfterMs = details.retryAfterMs;
+  }
+}
+
+const DOWN_KINDS: ReadonlySet<UpstreamErrorKind> = new Set(['unreachable', 'timeout', 'server', 'ratelimited']);
+
+/**
+ * True when the failure says "the upstream cannot serve right now" rather than "the upstream said no":
+ * these are the failures where serving stale cached content is right and the circuit breaker counts.
+ */
+export function isUpstreamDown(err: unknown): boolean {
+  return err instanceof UpstreamError && DOWN_KINDS.has(err.kind);
+}
+
+/** Retry-After is either delta-seconds or an HTTP date (RFC 9110 §10.2.3); returns milliseconds from now. */
+export function parseRetryAfter(value: string | undefined, now: number = Date.now()): number | undefined {
+  if (value === undefined) return undefined;
+  const text = value.trim();
+  if (/^\d+$/.test(text)) return Number(text) * 1000;
+  const at = Date.parse(text);
+  if (Number.isNaN(at)) return undefined;
+  return Math.max(0, at - now);
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
+
+/** Node/undici network error codes, with the words a person reading the log would use. */
+const UNREACHABLE_REASONS: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset',
+  EPIPE: 'connection closed while sending',
+  ENOTFOUND: 'host name not found',
+  EAI_AGAIN: 'DNS lookup failed',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  UND_ERR_SOCKET: 'connection closed unexpectedly',
+  UND_ERR_CLOSED: 'connection closed',
+  UND_ERR_RES_CONTENT_LENGTH_MISMATCH: 'response ended before its announced length',
+};
+
+function errorCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string') return code;
+  // Node wraps some connect failures (e.g. several addresses tried) in AggregateError.
+  const inner = (err as { errors?: unknown[] } | null)?.errors?.[0];
+  return inner === undefined ? undefined : errorCode(inner);
+}
+
+/** TLS verification failures carry OpenSSL-style codes; the fix is caFile or insecure, so say so. */
+function isTlsFailure(code: string | undefined): boolean {
+  return code !== undefined && /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ERR_TLS|ERR_SSL/.test(code);
+}
+
+/**
+ * Turns a thrown network/transport error into an UpstreamError. `subject` names what was being fetched
+ * ("manifest foo/bar:latest") so the message stands on its own in a log line.
+ */
+export function fromTransportError(err: unknown, subject: string, details: UpstreamErrorDetails): UpstreamError {
+  if (err instanceof UpstreamError) return err;
+  const code = errorCode(err);
+  const where = `upstream ${details.upstream}`;
+  if (code !== undefined && TIMEOUT_CODES.has(code)) {
+    return new UpstreamError('timeout', `${where} timed out (${code}) for ${subject}`, { ...details, cause: err });
+  }
+  if (isTlsFailure(code)) {
+    return new UpstreamError(
+      'unreachable',
+      `${where}: TLS verification failed (${code}) for ${subject}; set caFile to trust its CA, or insecure: true`,
+      { ...details, cause: err },
+    );
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  // System errno codes (E...) are network trouble; anything else is a bug or a bad argument, and
+  // calling it "unreachable" would send people looking at the network for nothing.
+  if (code === undefined || !(code in UNREACHABLE_REASONS || /^E[A-Z]+$/.test(code))) {
+    return new UpstreamError('invalid', `${where}: request failed (${message}) for ${subject}`, { ...details, cause: err });
+  }
+  const reason = UNREACHABLE_REASONS[code] ?? message;
+  return new UpstreamError('unreachable', `${where} is unreachable (${reason}, ${code}) for ${subject}`, {
+    ...details,
+    cause: err,
+  });
+}
+
+/**
+ * Turns an unwanted HTTP status into an UpstreamError. `detail` is the registry's own explanation
+ * when it sent one (e.g. Docker Hub's pull-rate-limit text), worth passing on verbatim.
+ * A registry's own 401/403 is answered in client.ts (the message depends on which credentials were
+ * tried); one reaching here came from elsewhere (e.g. an expired storage URL after a redirect): 'invalid'.
+ */
+export function fromStatus(
+  status: number,
+  subject: string,
+  details: UpstreamErrorDetails & { retryAfter?: string; detail?: string },
+): UpstreamError {
+  const where = `upstream ${details.upstream}`;
+  const why = details.detail ? `: ${details.detail}` : '';
+  const base = { upstream: details.upstream, repository: details.repository, status };
+  if (status === 404) return new UpstreamError('notfound', `${where} has no ${subject} (404${why})`, base);
+  if (status === 429) {
+    const retryAfterMs = parseRetryAfter(details.retryAfter);
+    const wait = retryAfterMs === undefined ? '' : `; retry after ${Math.ceil(retryAfterMs / 1000)}s`;
+    return new UpstreamError('ratelimited', `${where} is rate limiting (429) ${subject}${wait}${why}`, { ...base, retryAfterMs });
+  }
+  if (status >= 500) return new UpstreamError('server', `${where} failed (${status}) serving ${subject}${why}`, base);
+  return new UpstreamError('invalid', `${where} answered an unexpected ${status} for ${subject}${why}`, base);
+}
