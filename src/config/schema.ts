@@ -47,7 +47,18 @@ const upstream = z
     caFile: z.string().optional(),
     timeout: duration.default('30s'),
   })
-  .strict();
+  .strict()
+  .superRefine((u, ctx) => {
+    if (u.url.startsWith('http://') && !u.insecure) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['insecure'], message: `upstream ${u.url} is plain http: set insecure: true to allow it` });
+    }
+    if ((u.username === undefined) !== (u.password === undefined)) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['password'], message: 'username and password go together' });
+    }
+    if (u.authFile !== undefined && u.username !== undefined) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['authFile'], message: 'use either authFile or username/password, not both' });
+    }
+  });
 
 export const configSchema = z
   .object({

@@ -20,6 +20,8 @@ export const ERROR_STATUS = {
   TOOMANYREQUESTS: 429,
   UNAVAILABLE: 503,
   UNKNOWN: 500,
+  // An upstream answered, but not usefully (credentials rejected, corrupt content).
+  UPSTREAM_ERROR: 502,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

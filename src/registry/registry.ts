@@ -1,6 +1,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
+import type { CacheOutcome } from '../metrics.js';
+import type { PullThroughCache } from '../proxy/pull-through.js';
 import { DigestMismatchError, TooLargeError, type FsBlobStore } from '../storage/blobstore.js';
 import type { ManifestRecord, MetadataStore, Page } from '../storage/metadata.js';
 import { RegistryError } from './errors.js';
@@ -23,6 +25,24 @@ export interface ChunkInfo {
   range?: { start: number; end: number };
 }
 
+/** A manifest to answer with; `content` is absent for a HEAD answered from an upstream. */
+export interface ManifestAnswer {
+  digest: string;
+  mediaType: string;
+  size: number;
+  content?: Buffer;
+  /** Set for repositories served by an upstream. */
+  outcome?: CacheOutcome;
+}
+
+export interface BlobAnswer {
+  /** Undefined only when an upstream streams a blob without announcing its length. */
+  size: number | undefined;
+  outcome?: CacheOutcome;
+  /** Absent for a HEAD answered from an upstream. */
+  open?: (range?: { start: number; end: number }) => Promise<Readable>;
+}
+
 const UPLOAD_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /**
@@ -37,7 +57,32 @@ export class Registry {
     readonly blobs: FsBlobStore,
     private readonly log: Logger,
     private readonly options: RegistryOptions,
+    /** Fills repositories under an upstream prefix on demand; absent when no upstream is configured. */
+    private readonly proxy?: PullThroughCache,
   ) {}
+
+  /** The repository a request addresses (containerd's ?ns= puts it under that upstream's prefix). */
+  localName(name: string, ns: string | undefined): string {
+    return this.proxy ? this.proxy.localName(name, ns) : name;
+  }
+
+  /** A manifest by tag or digest: local content first, then the repository's upstream, if any. */
+  async findManifest(repo: string, reference: string, head: boolean): Promise<ManifestAnswer> {
+    const route = this.proxy?.route(repo);
+    if (!route) return this.getManifest(repo, reference);
+    const ref = parseReference(reference);
+    return ref.kind === 'digest'
+      ? this.proxy!.manifestByDigest(route, repo, ref.digest, head)
+      : this.proxy!.manifestByTag(route, repo, ref.tag, head);
+  }
+
+  /** A blob: local content first, then the repository's upstream, if any. */
+  async findBlob(repo: string, digest: string, head: boolean): Promise<BlobAnswer> {
+    const algorithm = assertDigest(digest);
+    const route = this.proxy?.route(repo);
+    if (!route) return { size: this.blobSize(repo, digest), open: (range) => this.openBlob(repo, digest, range) };
+    return this.proxy!.blob(route, repo, digest, algorithm, head);
+  }
 
   // ---- blobs ---------------------------------------------------------------------------------
 
@@ -268,6 +313,8 @@ export class Registry {
       },
       ref.kind === 'tag' ? ref.tag : undefined,
     );
+    this.proxy?.forgetNotFound(repo, reference);
+    this.proxy?.forgetNotFound(repo, digest);
     return { digest, subject: parsed.subject?.digest };
   }
 
@@ -282,7 +329,13 @@ export class Registry {
 
   // ---- listings ------------------------------------------------------------------------------
 
-  listTags(repo: string, limit: number, last?: string): Page<string> {
+  async listTags(repo: string, limit: number, last?: string): Promise<Page<string>> {
+    const route = this.proxy?.route(repo);
+    if (route) {
+      const all = await this.proxy!.tags(route, repo, () => this.meta.listTags(repo, Number.MAX_SAFE_INTEGER).items);
+      const after = last === undefined ? all : all.filter((t) => t > last);
+      return { items: after.slice(0, limit), more: after.length > limit };
+    }
     if (!this.meta.repositoryExists(repo)) throw new RegistryError('NAME_UNKNOWN', `repository ${repo} is not known to this registry`, { name: repo });
     return this.meta.listTags(repo, limit, last);
   }

@@ -2,7 +2,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { HttpBindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { Hono } from 'hono';
+import type { Registry as PromRegistry } from 'prom-client';
 import type { Logger } from '../log.js';
+import type { Stats } from '../metrics.js';
 import type { Registry } from '../registry/registry.js';
 import type { AccessControl } from './access.js';
 import { createV2Handler } from './v2.js';
@@ -12,8 +14,8 @@ export interface AppDeps {
   access: AccessControl;
   log: Logger;
   manifestLimit: number;
-  /** Figures for /api/v1/stats. */
-  stats: () => unknown;
+  stats: Stats;
+  metrics: PromRegistry;
   /** Throws when the server cannot serve (database or storage unusable). */
   readiness: () => void;
 }
@@ -40,7 +42,8 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
       return c.json({ status: 'not ready', reason: (err as Error).message }, 503);
     }
   });
-  app.get('/api/v1/stats', (c) => c.json(deps.stats() as object));
+  app.get('/api/v1/stats', (c) => c.json(deps.stats.snapshot()));
+  app.get('/metrics', async (c) => c.body(await deps.metrics.metrics(), 200, { 'Content-Type': deps.metrics.contentType }));
 
   app.notFound((c) => c.json({ errors: [{ code: 'NOT_FOUND', message: `no endpoint at ${c.req.path}`, detail: null }] }, 404));
   app.onError((err, c) => {

@@ -18,6 +18,8 @@ function withRequestLog(log: Logger, listener: (req: IncomingMessage, res: Serve
     const id = typeof incomingId === 'string' && REQUEST_ID_RE.test(incomingId) ? incomingId : randomUUID();
     res.setHeader('X-Request-Id', id);
     const started = performance.now();
+    // Read now: by the time 'close' fires the socket may already be detached (req.socket === null).
+    const remote = req.socket.remoteAddress;
     res.once('close', () => {
       log.info(
         {
@@ -26,7 +28,7 @@ function withRequestLog(log: Logger, listener: (req: IncomingMessage, res: Serve
           url: req.url,
           status: res.statusCode,
           ms: Math.round((performance.now() - started) * 10) / 10,
-          remote: req.socket.remoteAddress,
+          remote,
           ...(res.writableFinished ? {} : { aborted: true }),
         },
         'request',

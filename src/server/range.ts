@@ -10,7 +10,7 @@ const MAX_RANGES = 64;
 
 /**
  * Parses a `Range: bytes=a-b,c-d,-n,e-` request header against a blob of `size` bytes.
- * Returns undefined when there is no header. Malformed or unsatisfiable → 416 with the
+ * Returns undefined when there is no header or its unit is not bytes. Malformed or unsatisfiable → 416 with the
  * `Content-Range: bytes *\/size` the client needs to recover.
  */
 export function parseRangeHeader(header: string | undefined, size: number): ByteRange[] | undefined {
@@ -19,6 +19,8 @@ export function parseRangeHeader(header: string | undefined, size: number): Byte
     new RegistryError('RANGE_INVALID', `${why}; the blob has ${size} bytes`, { range: header.slice(0, 200) }).withHeaders({
       'Content-Range': `bytes */${size}`,
     });
+  // A range unit other than bytes is not ours to interpret: RFC 9110 §14.2 says to ignore the header.
+  if (!/^\s*bytes\s*=/i.test(header)) return undefined;
   const m = /^\s*bytes\s*=\s*(.+)$/i.exec(header);
   if (!m) throw unsatisfiable(`Range "${header.slice(0, 100)}" is not of the form bytes=start-end`);
   const parts = m[1]!.split(',');

@@ -1,8 +1,10 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseConfig } from '../config/load.js';
+import { ConfigError, parseConfig } from '../config/load.js';
 import type { Config, ConfigInput } from '../config/schema.js';
 import { createLogger, type Logger } from '../log.js';
+import { createPrometheusRegistry, Stats } from '../metrics.js';
+import { PullThroughCache } from '../proxy/pull-through.js';
 import { Registry } from '../registry/registry.js';
 import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
@@ -35,14 +37,24 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
   const blobs = new FsBlobStore(config.storage);
   await blobs.init();
   const meta = new SqliteMetadataStore(join(config.storage, 'airlock.db'));
-  const registry = new Registry(meta, blobs, log, { manifestLimit: config.limits.manifestBytes, uploadTTL: config.uploads.ttl });
+  const stats = new Stats(meta, config.upstreams);
+  let proxy: PullThroughCache | undefined;
+  try {
+    proxy = config.upstreams.length ? new PullThroughCache(config.upstreams, meta, blobs, stats, log) : undefined;
+  } catch (e) {
+    stats.close();
+    meta.close();
+    throw new ConfigError(`invalid upstream configuration: ${(e as Error).message}`);
+  }
+  const registry = new Registry(meta, blobs, log, { manifestLimit: config.limits.manifestBytes, uploadTTL: config.uploads.ttl }, proxy);
 
   const app = createApp({
     registry,
     access: openAccess,
     log,
     manifestLimit: config.limits.manifestBytes,
-    stats: () => ({ storage: meta.totals() }),
+    stats,
+    metrics: createPrometheusRegistry(stats),
     readiness: () => {
       meta.totals();
     },
@@ -52,6 +64,8 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
   try {
     listening = await listen(app, config, log);
   } catch (e) {
+    await proxy?.close();
+    stats.close();
     meta.close();
     throw e;
   }
@@ -76,6 +90,8 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       closed ??= (async () => {
         clearInterval(sweeper);
         await listening.close();
+        await proxy?.close();
+        stats.close();
         meta.close();
         log.info('airlock stopped');
         log.flush();

@@ -4,7 +4,8 @@ import type { Logger } from '../log.js';
 import { RegistryError } from '../registry/errors.js';
 import { acceptsMediaType, MediaType } from '../registry/manifest.js';
 import { assertDigest, assertName } from '../registry/names.js';
-import type { ChunkInfo, Registry } from '../registry/registry.js';
+import type { CacheOutcome, Stats } from '../metrics.js';
+import type { ChunkInfo, ManifestAnswer, Registry } from '../registry/registry.js';
 import type { ManifestRecord } from '../storage/metadata.js';
 import type { AccessControl, AccessNeed } from './access.js';
 import { parseContentRange, parseRangeHeader, type ByteRange } from './range.js';
@@ -20,6 +21,7 @@ export interface V2Deps {
   access: AccessControl;
   log: Logger;
   manifestLimit: number;
+  stats?: Stats;
 }
 
 interface Request {
@@ -49,7 +51,10 @@ export function createV2Handler(deps: V2Deps) {
     try {
       const route = matchV2Route(r.path);
       if (!route) throw new RegistryError('NAME_UNKNOWN', `no registry endpoint at ${r.path.slice(0, 200)}`, undefined, 404);
-      if ('name' in route) assertName(route.name);
+      if ('name' in route) {
+        assertName(route.name);
+        route.name = registry.localName(route.name, r.query.get('ns') ?? undefined);
+      }
       await dispatch(route, r);
     } catch (err) {
       if (!(err instanceof RegistryError)) deps.log.error({ err, method: r.method, path: r.path }, 'request failed');
@@ -114,8 +119,8 @@ export function createV2Handler(deps: V2Deps) {
 
   // ---- manifests -----------------------------------------------------------------------------
 
-  function getManifest(r: Request, name: string, reference: string): void {
-    const m = registry.getManifest(name, reference);
+  async function getManifest(r: Request, name: string, reference: string): Promise<void> {
+    const m = await registry.findManifest(name, reference, r.isHead);
     const accept = r.req.headers.accept;
     if (!acceptsMediaType(accept, m.mediaType)) {
       throw new RegistryError(
@@ -143,35 +148,47 @@ export function createV2Handler(deps: V2Deps) {
   // ---- blobs ---------------------------------------------------------------------------------
 
   async function getBlob(r: Request, name: string, digest: string): Promise<void> {
-    const size = registry.blobSize(name, digest);
-    const base: Headers = {
+    const blob = await registry.findBlob(name, digest, r.isHead);
+    const headers: Headers = {
       ...API_VERSION,
       'Docker-Content-Digest': digest,
       ETag: `"${digest}"`,
-      'Accept-Ranges': 'bytes',
       'Cache-Control': 'max-age=31536000',
+      'Content-Type': 'application/octet-stream',
+      ...cacheHeader(blob.outcome),
     };
+    const { size } = blob;
+    if (size === undefined) {
+      // An upstream streaming without a length: pass it on whole, chunked.
+      if (r.isHead || !blob.open) return send(r.res, 200, headers, undefined);
+      return sendStream(r.res, 200, headers, await blob.open());
+    }
+    headers['Accept-Ranges'] = 'bytes';
     const ranges = parseRangeHeader(r.req.headers.range, size);
+    const served = (length: number) => {
+      if (blob.outcome === 'hit' || blob.outcome === 'stale') deps.stats?.bytesFromCache(length);
+    };
     if (!ranges) {
-      const headers = { ...base, 'Content-Type': 'application/octet-stream', 'Content-Length': size };
-      if (r.isHead) return send(r.res, 200, headers, undefined);
-      return sendStream(r.res, 200, headers, await registry.openBlob(name, digest));
+      headers['Content-Length'] = size;
+      if (r.isHead || !blob.open) return send(r.res, 200, headers, undefined);
+      served(size);
+      return sendStream(r.res, 200, headers, await blob.open());
     }
     if (ranges.length === 1) {
       const [range] = ranges as [ByteRange];
-      const headers = {
-        ...base,
-        'Content-Type': 'application/octet-stream',
-        'Content-Length': range.end - range.start + 1,
-        'Content-Range': `bytes ${range.start}-${range.end}/${size}`,
-      };
-      if (r.isHead) return send(r.res, 206, headers, undefined);
-      return sendStream(r.res, 206, headers, await registry.openBlob(name, digest, range));
+      headers['Content-Length'] = range.end - range.start + 1;
+      headers['Content-Range'] = `bytes ${range.start}-${range.end}/${size}`;
+      if (r.isHead || !blob.open) return send(r.res, 206, headers, undefined);
+      served(range.end - range.start + 1);
+      return sendStream(r.res, 206, headers, await blob.open(range));
     }
     const multipart = multipartByteranges(ranges, size);
-    const headers = { ...base, 'Content-Type': multipart.contentType, 'Content-Length': multipart.length };
-    if (r.isHead) return send(r.res, 206, headers, undefined);
-    const parts = await Promise.all(ranges.map((range) => registry.openBlob(name, digest, range)));
+    headers['Content-Type'] = multipart.contentType;
+    headers['Content-Length'] = multipart.length;
+    if (r.isHead || !blob.open) return send(r.res, 206, headers, undefined);
+    const open = blob.open;
+    served(multipart.length);
+    const parts = await Promise.all(ranges.map((range) => open(range)));
     return sendStream(r.res, 206, headers, multipart.body(parts));
   }
 
@@ -246,9 +263,9 @@ export function createV2Handler(deps: V2Deps) {
     sendJson(r.res, 200, headers, { repositories: page.items });
   }
 
-  function tags(r: Request, name: string): void {
+  async function tags(r: Request, name: string): Promise<void> {
     const { limit, last } = pagination(r.query);
-    const page = registry.listTags(name, limit, last);
+    const page = await registry.listTags(name, limit, last);
     const headers: Headers = { ...API_VERSION };
     if (page.more) headers.Link = nextLink(`/v2/${name}/tags/list`, limit, page.items.at(-1)!);
     sendJson(r.res, 200, headers, { name, tags: page.items });
@@ -274,14 +291,20 @@ function allow(r: Request, methods: string[]): void {
   }
 }
 
-function manifestHeaders(m: ManifestRecord): Headers {
+function manifestHeaders(m: ManifestAnswer): Headers {
   return {
     ...API_VERSION,
     'Content-Type': m.mediaType,
     'Content-Length': m.size,
     'Docker-Content-Digest': m.digest,
     ETag: `"${m.digest}"`,
+    ...cacheHeader(m.outcome),
   };
+}
+
+/** Tells clients (and operators with curl) how a proxied answer was served. */
+function cacheHeader(outcome: CacheOutcome | undefined): Headers {
+  return outcome ? { 'X-Cache': outcome.toUpperCase() } : {};
 }
 
 function uploadHeaders(name: string, id: string, size: number): Headers {

@@ -1,9 +1,8 @@
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream, type ReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { createReadStream, type ReadStream } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { Transform, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { DigestAlgorithm } from '../registry/names.js';
 
 /**
@@ -27,8 +26,11 @@ export interface BlobStore {
   createUpload(id: string): Promise<void>;
   /** Bytes received so far, or undefined when the session has no file. */
   uploadSize(id: string): Promise<number | undefined>;
-  /** Appends a stream to the session; returns the new size. */
-  appendUpload(id: string, source: Readable, limit?: number): Promise<number>;
+  /** Appends a stream to the session; returns the new size. `onWritten` sees the size after each write. */
+  appendUpload(id: string, source: Readable, limit?: number, onWritten?: (size: number) => void): Promise<number>;
+  /** Opens an upload's file for reading while it grows (a pull-through fill being tailed). */
+  openUpload(id: string): Promise<FileHandle | undefined>;
+  openCommitted(digest: string): Promise<FileHandle | undefined>;
   /** Verifies the session's bytes against the digest and promotes them; returns the size. */
   commitUpload(id: string, digest: string, algorithm: DigestAlgorithm): Promise<number>;
   removeUpload(id: string): Promise<void>;
@@ -94,14 +96,8 @@ export class FsBlobStore implements BlobStore {
   }
 
   async open(digest: string, range?: { start: number; end: number }): Promise<ReadStream | undefined> {
-    let fh;
-    try {
-      fh = await open(this.blobPath(digest), 'r');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw e;
-    }
-    return fh.createReadStream({ highWaterMark: READ_CHUNK, start: range?.start, end: range?.end });
+    const fh = await this.openCommitted(digest);
+    return fh?.createReadStream({ highWaterMark: READ_CHUNK, start: range?.start, end: range?.end });
   }
 
   async remove(digest: string): Promise<void> {
@@ -123,34 +119,44 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  async appendUpload(id: string, source: Readable, limit = Infinity): Promise<number> {
+  async appendUpload(id: string, source: Readable, limit = Infinity, onWritten?: (size: number) => void): Promise<number> {
     const path = this.uploadPath(id);
-    const before = (await stat(path)).size;
+    const fh = await open(path, 'a');
+    let size = (await fh.stat()).size;
+    const before = size;
     let state = this.hashes.get(id);
     // The running hash is only trustworthy if it covers exactly the bytes on disk.
-    if (state && state.size !== before) {
+    if (state && state.size !== size) {
       this.hashes.delete(id);
       state = undefined;
     }
-    let written = 0;
-    const hashing = new Transform({
-      transform(chunk: Buffer, _enc, done) {
-        written += chunk.length;
-        if (written > limit) return done(new TooLargeError(`body exceeds ${limit} bytes`));
-        state?.hash.update(chunk);
-        done(null, chunk);
-      },
-    });
     try {
-      await pipeline(source, hashing, createWriteStream(path, { flags: 'a', highWaterMark: 1024 * 1024 }));
+      for await (const chunk of source as AsyncIterable<Buffer>) {
+        if (size - before + chunk.length > limit) throw new TooLargeError(`body exceeds ${limit} bytes`);
+        state?.hash.update(chunk);
+        await fh.write(chunk);
+        size += chunk.length;
+        if (state) state.size = size;
+        onWritten?.(size);
+      }
     } catch (e) {
-      // Some bytes may have reached the file without the hash knowing exactly which: start over
-      // from the file at commit time. The bytes written stay, so GET status tells the truth.
+      // A failed write may have left part of a chunk in the file without the hash knowing exactly
+      // how much: re-hash from the file at commit time. The bytes written stay, so GET status
+      // reports the truth and the client can resume.
       this.hashes.delete(id);
       throw e;
+    } finally {
+      await fh.close();
     }
-    if (state) state.size += written;
-    return before + written;
+    return size;
+  }
+
+  openUpload(id: string): Promise<FileHandle | undefined> {
+    return openIfExists(this.uploadPath(id));
+  }
+
+  openCommitted(digest: string): Promise<FileHandle | undefined> {
+    return openIfExists(this.blobPath(digest));
   }
 
   async commitUpload(id: string, digest: string, algorithm: DigestAlgorithm): Promise<number> {
@@ -185,17 +191,14 @@ export class FsBlobStore implements BlobStore {
   async listUploads(): Promise<string[]> {
     return readdir(this.uploadsDir);
   }
+}
 
-  /** Writes a whole stream as a blob, verifying it against the digest (used for pull-through). */
-  async ingest(id: string, source: Readable, digest: string, algorithm: DigestAlgorithm): Promise<number> {
-    await this.createUpload(id);
-    try {
-      await this.appendUpload(id, source);
-      return await this.commitUpload(id, digest, algorithm);
-    } catch (e) {
-      await this.removeUpload(id).catch(() => undefined);
-      throw e;
-    }
+async function openIfExists(path: string): Promise<FileHandle | undefined> {
+  try {
+    return await open(path, 'r');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
   }
 }
 

@@ -31,6 +31,13 @@ export interface UploadRecord {
   updatedAt: number;
 }
 
+export interface TagRecord {
+  digest: string;
+  /** True when the tag was learnt from an upstream (and may be revalidated), false when pushed here. */
+  cached: boolean;
+  updatedAt: number;
+}
+
 export interface StorageTotals {
   repositories: number;
   manifests: number;
@@ -66,6 +73,9 @@ export interface MetadataStore {
   deleteManifest(repo: string, digest: string): boolean;
   deleteTag(repo: string, tag: string): boolean;
   tagDigest(repo: string, tag: string): string | undefined;
+  getTag(repo: string, tag: string): TagRecord | undefined;
+  /** Records that an upstream confirmed the cached tag still points where it did. */
+  touchTag(repo: string, tag: string): void;
 
   repositoryExists(repo: string): boolean;
   listTags(repo: string, limit: number, last?: string): Page<string>;
@@ -150,6 +160,8 @@ export class SqliteMetadataStore implements MetadataStore {
          ON CONFLICT(repo_id, name) DO UPDATE SET digest = excluded.digest, cached = excluded.cached, updated_at = excluded.updated_at`,
       ),
       tagDigest: db.prepare('SELECT digest FROM tags WHERE repo_id = ? AND name = ?').pluck(),
+      getTag: db.prepare('SELECT digest, cached, updated_at FROM tags WHERE repo_id = ? AND name = ?'),
+      touchTag: db.prepare('UPDATE tags SET updated_at = ? WHERE repo_id = ? AND name = ?'),
       deleteManifest: db.prepare('DELETE FROM manifests WHERE repo_id = ? AND digest = ?'),
       deleteRefs: db.prepare('DELETE FROM manifest_refs WHERE repo_id = ? AND parent = ?'),
       deleteTagsOf: db.prepare('DELETE FROM tags WHERE repo_id = ? AND digest = ?'),
@@ -307,6 +319,17 @@ export class SqliteMetadataStore implements MetadataStore {
   tagDigest(repo: string, tag: string): string | undefined {
     const id = this.findRepoId(repo);
     return id === undefined ? undefined : (this.q.tagDigest.get(id, tag) as string | undefined);
+  }
+
+  getTag(repo: string, tag: string): TagRecord | undefined {
+    const id = this.findRepoId(repo);
+    const row = id === undefined ? undefined : (this.q.getTag.get(id, tag) as Row | undefined);
+    return row && { digest: row.digest as string, cached: row.cached === 1, updatedAt: row.updated_at as number };
+  }
+
+  touchTag(repo: string, tag: string): void {
+    const id = this.findRepoId(repo);
+    if (id !== undefined) this.q.touchTag.run(Date.now(), id, tag);
   }
 
   repositoryExists(repo: string): boolean {

@@ -1,0 +1,162 @@
+import { Counter, Gauge, Registry as PromRegistry } from 'prom-client';
+import type { UpstreamConfig } from './config/schema.js';
+import type { MetadataStore } from './storage/metadata.js';
+
+const CACHE_KEYS = ['hits', 'misses', 'staleServed', 'bytesFromCache', 'bytesFromUpstream'] as const;
+const UPSTREAM_KEYS = ['hits', 'misses', 'errors', 'bytesFromUpstream'] as const;
+type CacheKey = (typeof CACHE_KEYS)[number];
+type UpstreamKey = (typeof UPSTREAM_KEYS)[number];
+
+/** How a proxied request was served; also sent to clients in the X-Cache header. */
+export type CacheOutcome = 'hit' | 'miss' | 'stale';
+
+/**
+ * Cache statistics. Counted in memory on the hot path and written to the metadata store in
+ * batches (every few seconds and at shutdown), so counts survive restarts without a database
+ * write per request.
+ */
+export class Stats {
+  private readonly totals: Record<string, number>;
+  private pending: Record<string, number> = {};
+  private readonly lastErrors = new Map<string, string | null>();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly meta: MetadataStore,
+    private readonly upstreams: UpstreamConfig[],
+    flushEveryMs = 5000,
+  ) {
+    this.totals = meta.readCounters();
+    this.timer = setInterval(() => this.flush(), flushEveryMs);
+    this.timer.unref();
+  }
+
+  private add(name: string, value = 1): void {
+    if (!value) return;
+    this.totals[name] = (this.totals[name] ?? 0) + value;
+    this.pending[name] = (this.pending[name] ?? 0) + value;
+  }
+
+  private get(name: string): number {
+    return this.totals[name] ?? 0;
+  }
+
+  /** A proxied request answered from local storage (hit/stale) or fetched upstream (miss). */
+  outcome(prefix: string, outcome: CacheOutcome): void {
+    // Stale answers come from local storage, so they are hits too (counted apart as well).
+    const key = outcome === 'miss' ? 'misses' : 'hits';
+    this.add(`cache.${key}`);
+    this.add(`upstream.${prefix}.${key}`);
+    if (outcome === 'stale') this.add('cache.staleServed');
+  }
+
+  bytesFromCache(bytes: number): void {
+    this.add('cache.bytesFromCache', bytes);
+  }
+
+  bytesFromUpstream(prefix: string, bytes: number): void {
+    this.add('cache.bytesFromUpstream', bytes);
+    this.add(`upstream.${prefix}.bytesFromUpstream`, bytes);
+  }
+
+  upstreamError(prefix: string, message: string): void {
+    this.add(`upstream.${prefix}.errors`);
+    this.lastErrors.set(prefix, `${new Date().toISOString()} ${message}`);
+  }
+
+  /** Writes counted-but-unsaved deltas; cheap when nothing happened. */
+  flush(): void {
+    if (Object.keys(this.pending).length === 0) return;
+    const deltas = this.pending;
+    this.pending = {};
+    try {
+      this.meta.addCounters(deltas);
+    } catch {
+      // Keep the deltas for the next attempt rather than losing counts.
+      for (const [k, v] of Object.entries(deltas)) this.pending[k] = (this.pending[k] ?? 0) + v;
+    }
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    this.flush();
+  }
+
+  /** The /api/v1/stats document. */
+  snapshot() {
+    const cache = Object.fromEntries(CACHE_KEYS.map((k) => [k, this.get(`cache.${k}`)])) as Record<CacheKey, number>;
+    const lookups = cache.hits + cache.misses;
+    return {
+      cache: { ...cache, hitRatio: lookups ? cache.hits / lookups : 0 },
+      upstreams: this.upstreams.map((u) => ({
+        prefix: u.prefix,
+        url: u.url,
+        ...(Object.fromEntries(UPSTREAM_KEYS.map((k) => [k, this.get(`upstream.${u.prefix}.${k}`)])) as Record<UpstreamKey, number>),
+        lastError: this.lastErrors.get(u.prefix) ?? null,
+      })),
+      storage: this.meta.totals(),
+    };
+  }
+}
+
+/** Prometheus exposition of the same figures, computed at scrape time from the snapshot. */
+export function createPrometheusRegistry(stats: Stats): PromRegistry {
+  const registry = new PromRegistry();
+  // One snapshot serves all metrics of a scrape (it runs a few COUNT queries).
+  let snap: ReturnType<Stats['snapshot']> | undefined;
+  let takenAt = 0;
+  const current = () => {
+    if (!snap || Date.now() - takenAt > 1000) {
+      snap = stats.snapshot();
+      takenAt = Date.now();
+    }
+    return snap;
+  };
+
+  const counter = (name: string, help: string, read: () => number) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  counter('airlock_cache_hits_total', 'Proxied requests answered from local storage', () => current().cache.hits);
+  counter('airlock_cache_misses_total', 'Proxied requests fetched from an upstream', () => current().cache.misses);
+  counter('airlock_cache_stale_served_total', 'Cached content served because the upstream was unreachable', () => current().cache.staleServed);
+  counter('airlock_cache_bytes_from_cache_total', 'Blob bytes of proxied repositories served from disk', () => current().cache.bytesFromCache);
+  counter('airlock_cache_bytes_from_upstream_total', 'Blob bytes fetched from upstreams', () => current().cache.bytesFromUpstream);
+
+  const perUpstream = (name: string, help: string, key: UpstreamKey) =>
+    new Counter({
+      name,
+      help,
+      labelNames: ['prefix', 'url'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const u of current().upstreams) this.inc({ prefix: u.prefix, url: u.url }, u[key]);
+      },
+    });
+  perUpstream('airlock_upstream_hits_total', 'Cache hits per upstream', 'hits');
+  perUpstream('airlock_upstream_misses_total', 'Cache misses per upstream', 'misses');
+  perUpstream('airlock_upstream_errors_total', 'Failed upstream requests', 'errors');
+  perUpstream('airlock_upstream_bytes_total', 'Bytes fetched per upstream', 'bytesFromUpstream');
+
+  const gauge = (name: string, help: string, read: () => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(read());
+      },
+    });
+  gauge('airlock_storage_repositories', 'Repositories holding at least one manifest', () => current().storage.repositories);
+  gauge('airlock_storage_manifests', 'Distinct manifests stored', () => current().storage.manifests);
+  gauge('airlock_storage_blobs', 'Blobs stored', () => current().storage.blobs);
+  gauge('airlock_storage_bytes', 'Bytes of blobs stored', () => current().storage.bytes);
+  return registry;
+}

@@ -1,0 +1,142 @@
+// One upstream blob transfer being written into the cache. Clients never read the upstream
+// response directly: they tail the file the fill writes. So any number of clients share one
+// transfer, a client that goes away does not disturb the others (nor the fill, which completes
+// the cache), and memory stays flat whatever the blob size.
+
+import { randomUUID } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import type { FsBlobStore } from '../storage/blobstore.js';
+import type { DigestAlgorithm } from '../registry/names.js';
+import type { BlobResult } from './client.js';
+
+const READ_CHUNK = 256 * 1024;
+
+export class BlobFill {
+  readonly uploadId = randomUUID();
+  /** Bytes on disk so far. */
+  written = 0;
+  /** Set once the blob is committed under its digest. */
+  committed = false;
+  failure: Error | undefined;
+  /** Resolves when the transfer ends either way; never rejects. */
+  settled: Promise<void> = Promise.resolve();
+  private wake: () => void = () => undefined;
+  private changed = new Promise<void>((resolve) => (this.wake = resolve));
+
+  private constructor(
+    readonly digest: string,
+    /** From the upstream's Content-Length; undefined when it streams without one. */
+    readonly size: number | undefined,
+    private readonly blobs: FsBlobStore,
+  ) {}
+
+  /**
+   * Starts writing an upstream response into the blob store and returns at once; the transfer goes
+   * on in the background. `onCommitted` records the blob in the metadata before any reader is told
+   * the transfer is over.
+   */
+  static async start(
+    blobs: FsBlobStore,
+    digest: string,
+    algorithm: DigestAlgorithm,
+    response: BlobResult,
+    onCommitted: (size: number) => void,
+  ): Promise<BlobFill> {
+    const fill = new BlobFill(digest, response.size, blobs);
+    try {
+      await blobs.createUpload(fill.uploadId);
+    } catch (e) {
+      response.abort();
+      throw e;
+    }
+    fill.settled = fill.transfer(response, algorithm, onCommitted).then(
+      () => fill.finish(undefined),
+      (e: unknown) => fill.finish(e instanceof Error ? e : new Error(String(e))),
+    );
+    return fill;
+  }
+
+  private async transfer(response: BlobResult, algorithm: DigestAlgorithm, onCommitted: (size: number) => void): Promise<void> {
+    try {
+      await this.blobs.appendUpload(this.uploadId, response.body, Infinity, (size) => this.progress(size));
+      if (this.size !== undefined && this.written !== this.size) {
+        throw new Error(`upstream sent ${this.written} of ${this.size} bytes of blob ${this.digest}`);
+      }
+      onCommitted(await this.blobs.commitUpload(this.uploadId, this.digest, algorithm));
+      this.committed = true;
+    } catch (e) {
+      response.abort();
+      await this.blobs.removeUpload(this.uploadId).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private progress(size: number): void {
+    this.written = size;
+    this.notify();
+  }
+
+  private finish(failure: Error | undefined): void {
+    this.failure = failure;
+    this.notify();
+  }
+
+  private notify(): void {
+    const wake = this.wake;
+    this.changed = new Promise<void>((resolve) => (this.wake = resolve));
+    wake();
+  }
+
+  private get over(): boolean {
+    return this.committed || this.failure !== undefined;
+  }
+
+  /**
+   * A stream of the blob's bytes [start, end] as they arrive. It errors if the transfer fails, so
+   * the client sees a cut-short response, never bytes that were not verified... except the bytes
+   * before the failure, which any streaming proxy must send before it can know.
+   */
+  async reader(range?: { start: number; end: number }): Promise<Readable> {
+    const fh = await this.open();
+    const fill = this;
+    const start = range?.start ?? 0;
+    const end = range?.end;
+    async function* tail(): AsyncGenerator<Buffer> {
+      let position = start;
+      try {
+        for (;;) {
+          const available = end === undefined ? fill.written : Math.min(fill.written, end + 1);
+          if (position < available) {
+            const length = Math.min(READ_CHUNK, available - position);
+            const chunk = Buffer.allocUnsafe(length);
+            const { bytesRead } = await fh.read(chunk, 0, length, position);
+            position += bytesRead;
+            yield bytesRead === length ? chunk : chunk.subarray(0, bytesRead);
+            continue;
+          }
+          if (end !== undefined && position > end) return;
+          if (fill.failure) throw fill.failure;
+          if (fill.committed) return;
+          await fill.changed;
+        }
+      } finally {
+        await fh.close();
+      }
+    }
+    return Readable.from(tail(), { objectMode: false });
+  }
+
+  /** The upload file while the fill runs; the committed blob (same bytes, renamed) once it is done. */
+  private async open(): Promise<FileHandle> {
+    if (!this.over) {
+      const fh = await this.blobs.openUpload(this.uploadId);
+      if (fh) return fh;
+    }
+    await this.settled;
+    if (this.failure) throw this.failure;
+    const fh = await this.blobs.openCommitted(this.digest);
+    if (!fh) throw new Error(`blob ${this.digest} vanished right after it was cached`);
+    return fh;
+  }
+}

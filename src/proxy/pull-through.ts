@@ -1,0 +1,330 @@
+// The pull-through cache: what to do when a proxied repository lacks a manifest or blob, or holds
+// a cached tag that may have moved. Local storage always answers first; the upstream is asked only
+// on a miss (or to revalidate an expired tag), and when it cannot answer, cached content is served.
+
+import type { Readable } from 'node:stream';
+import type { UpstreamConfig } from '../config/schema.js';
+import type { Logger } from '../log.js';
+import type { CacheOutcome, Stats } from '../metrics.js';
+import { RegistryError } from '../registry/errors.js';
+import { parseManifest } from '../registry/manifest.js';
+import type { DigestAlgorithm } from '../registry/names.js';
+import type { FsBlobStore } from '../storage/blobstore.js';
+import type { ManifestRecord, MetadataStore, TagRecord } from '../storage/metadata.js';
+import { BlobFill } from './blob-fill.js';
+import { CircuitBreaker } from './circuit.js';
+import { UpstreamClient, type ManifestResult } from './client.js';
+import { UpstreamError, isUpstreamDown } from './errors.js';
+import { NegativeCache } from './negative-cache.js';
+import { selectUpstream } from './routing.js';
+import { SingleFlight } from './singleflight.js';
+
+/** An upstream with the state kept for it. */
+interface Upstream {
+  config: UpstreamConfig;
+  client: UpstreamClient;
+  circuit: CircuitBreaker;
+}
+
+export interface ProxyRoute {
+  upstream: Upstream;
+  remoteRepo: string;
+}
+
+/** A manifest answer: whole for GET, or only its description for a HEAD answered from upstream. */
+export interface ManifestAnswer {
+  digest: string;
+  mediaType: string;
+  size: number;
+  content?: Buffer;
+  outcome: CacheOutcome;
+}
+
+export interface BlobAnswer {
+  size: number | undefined;
+  outcome: CacheOutcome;
+  /** Opens the bytes (or an inclusive range); undefined for a HEAD answered from upstream. */
+  open?: (range?: { start: number; end: number }) => Promise<Readable>;
+}
+
+export class PullThroughCache {
+  private readonly upstreams: Upstream[];
+  private readonly byConfig = new Map<UpstreamConfig, Upstream>();
+  private readonly manifestFlights = new SingleFlight<string, ManifestRecord>();
+  private readonly fills = new Map<string, Promise<BlobFill>>();
+  private readonly notFound = new NegativeCache();
+  /** Repositories already reported as served stale, so the log gets one line per repository. */
+  private readonly staleLogged = new Set<string>();
+
+  constructor(
+    configs: UpstreamConfig[],
+    private readonly meta: MetadataStore,
+    private readonly blobs: FsBlobStore,
+    private readonly stats: Stats,
+    private readonly log: Logger,
+  ) {
+    this.upstreams = configs.map((config) => {
+      const upstream = { config, client: new UpstreamClient(config, { userAgent: 'airlock' }), circuit: new CircuitBreaker(config.url) };
+      this.byConfig.set(config, upstream);
+      return upstream;
+    });
+  }
+
+  /** The local repository name a request addresses: with containerd's ?ns=, under that upstream's prefix. */
+  localName(repo: string, ns: string | undefined): string {
+    if (!ns) return repo;
+    const route = selectUpstream(this.upstreams.map((u) => u.config), repo, ns);
+    if (!route || route.upstream.prefix === '') return repo;
+    return `${route.upstream.prefix}/${repo}`;
+  }
+
+  route(repo: string): ProxyRoute | undefined {
+    const found = selectUpstream(this.upstreams.map((u) => u.config), repo);
+    return found && { upstream: this.byConfig.get(found.upstream)!, remoteRepo: found.remoteRepo };
+  }
+
+  // ---- manifests -----------------------------------------------------------------------------
+
+  /** By digest: cached forever once fetched and verified. */
+  async manifestByDigest(route: ProxyRoute, repo: string, digest: string, head: boolean): Promise<ManifestAnswer> {
+    const local = this.meta.getManifest(repo, digest);
+    if (local) return this.answered(route, local, 'hit');
+    this.checkNotFound(route, repo, digest, 'MANIFEST_UNKNOWN');
+    if (head) return this.headManifest(route, repo, digest);
+    const record = await this.manifestFlights.do(`${repo}@${digest}`, () => this.fetchManifest(route, repo, digest));
+    return this.answered(route, record, 'miss');
+  }
+
+  /** By tag: a pushed tag is served as is; a cached one while younger than tagTTL, then revalidated. */
+  async manifestByTag(route: ProxyRoute, repo: string, tag: string, head: boolean): Promise<ManifestAnswer> {
+    const known = this.meta.getTag(repo, tag);
+    const cached = known && this.meta.getManifest(repo, known.digest);
+    if (known && cached && (!known.cached || route.upstream.config.offline || Date.now() - known.updatedAt < route.upstream.config.tagTTL)) {
+      return this.answered(route, cached, 'hit');
+    }
+    if (!cached) this.checkNotFound(route, repo, tag, 'MANIFEST_UNKNOWN');
+    try {
+      if (cached) {
+        const current = await this.call(route, repo, tag, (c) => c.getManifest(route.remoteRepo, tag, { method: 'HEAD' }));
+        if (current.digest === known.digest) {
+          this.meta.touchTag(repo, tag);
+          return this.answered(route, cached, 'hit');
+        }
+      } else if (head) {
+        return await this.headManifest(route, repo, tag);
+      }
+      const record = await this.manifestFlights.do(`${repo}:${tag}`, () => this.fetchManifest(route, repo, tag));
+      return this.answered(route, record, 'miss');
+    } catch (e) {
+      if (cached && isUpstreamDown(e)) return this.servedStale(route, repo, tag, known, cached);
+      if (cached && e instanceof UpstreamError && e.kind === 'notfound') this.meta.deleteTag(repo, tag);
+      throw this.clientError(e, 'MANIFEST_UNKNOWN');
+    }
+  }
+
+  private servedStale(route: ProxyRoute, repo: string, tag: string, known: TagRecord, cached: ManifestRecord): ManifestAnswer {
+    if (!this.staleLogged.has(repo)) {
+      this.staleLogged.add(repo);
+      this.log.warn(
+        { repo, tag, upstream: route.upstream.config.url, cachedAt: new Date(known.updatedAt).toISOString() },
+        'upstream unavailable: serving cached tags of this repository stale',
+      );
+    }
+    return this.answered(route, cached, 'stale');
+  }
+
+  private async headManifest(route: ProxyRoute, repo: string, reference: string): Promise<ManifestAnswer> {
+    try {
+      const found = await this.call(route, repo, reference, (c) => c.getManifest(route.remoteRepo, reference, { method: 'HEAD' }));
+      this.stats.outcome(route.upstream.config.prefix, 'miss');
+      return { digest: found.digest, mediaType: found.mediaType, size: found.size, outcome: 'miss' };
+    } catch (e) {
+      throw this.clientError(e, 'MANIFEST_UNKNOWN');
+    }
+  }
+
+  private async fetchManifest(route: ProxyRoute, repo: string, reference: string): Promise<ManifestRecord> {
+    let found: ManifestResult;
+    try {
+      found = await this.call(route, repo, reference, (c) => c.getManifest(route.remoteRepo, reference));
+    } catch (e) {
+      throw this.clientError(e, 'MANIFEST_UNKNOWN');
+    }
+    const body = found.body!;
+    const record = this.describeManifest(found, body);
+    // Cached content is stored exactly as the upstream sent it. Its blobs and children arrive
+    // lazily when clients ask, so unlike a push nothing else has to be present yet.
+    this.meta.putManifest(
+      repo,
+      { ...record, blobRefs: [], manifestRefs: [], cached: true },
+      reference.includes(':') ? undefined : reference,
+    );
+    return record;
+  }
+
+  private describeManifest(found: ManifestResult, body: Buffer): ManifestRecord {
+    const base = { digest: found.digest, mediaType: found.mediaType, size: body.length, content: body, subject: null, artifactType: null, annotations: null };
+    try {
+      const parsed = parseManifest(body, found.mediaType);
+      return {
+        ...base,
+        mediaType: parsed.mediaType,
+        subject: parsed.subject?.digest ?? null,
+        artifactType: parsed.artifactType ?? null,
+        annotations: parsed.annotations ? JSON.stringify(parsed.annotations) : null,
+      };
+    } catch {
+      // Whatever the upstream serves is passed on unchanged, even a type airlock would not accept on push.
+      return base;
+    }
+  }
+
+  private answered(route: ProxyRoute, m: ManifestRecord, outcome: CacheOutcome): ManifestAnswer {
+    this.stats.outcome(route.upstream.config.prefix, outcome);
+    return { digest: m.digest, mediaType: m.mediaType, size: m.size, content: m.content, outcome };
+  }
+
+  // ---- blobs ---------------------------------------------------------------------------------
+
+  async blob(route: ProxyRoute, repo: string, digest: string, algorithm: DigestAlgorithm, head: boolean): Promise<BlobAnswer> {
+    const prefix = route.upstream.config.prefix;
+    const linked = this.meta.linkedBlobSize(repo, digest);
+    if (linked !== undefined) {
+      this.stats.outcome(prefix, 'hit');
+      return { size: linked, outcome: 'hit', open: (range) => this.openCached(digest, range) };
+    }
+    this.checkNotFound(route, repo, digest, 'BLOB_UNKNOWN');
+    try {
+      const elsewhere = this.meta.blobSize(digest);
+      if (head || elsewhere !== undefined) {
+        // Either the client only asks about it, or the bytes are already here under another
+        // repository: the upstream only has to confirm that this repository has the blob.
+        const { size } = await this.call(route, repo, digest, (c) => c.headBlob(route.remoteRepo, digest));
+        if (elsewhere !== undefined) {
+          this.meta.linkBlob(repo, digest, elsewhere, true);
+          this.stats.outcome(prefix, 'hit');
+          return { size: elsewhere, outcome: 'hit', open: (range) => this.openCached(digest, range) };
+        }
+        this.stats.outcome(prefix, 'miss');
+        return { size, outcome: 'miss' };
+      }
+      const fill = await this.fill(route, repo, digest, algorithm);
+      this.stats.outcome(prefix, 'miss');
+      return { size: fill.size, outcome: 'miss', open: (range) => fill.reader(range) };
+    } catch (e) {
+      throw this.clientError(e, 'BLOB_UNKNOWN');
+    }
+  }
+
+  private async openCached(digest: string, range?: { start: number; end: number }): Promise<Readable> {
+    const stream = await this.blobs.open(digest, range);
+    if (!stream) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is missing from storage; run airlock fsck`, { digest });
+    return stream;
+  }
+
+  /** Joins the transfer of this blob already under way, or starts one. */
+  private fill(route: ProxyRoute, repo: string, digest: string, algorithm: DigestAlgorithm): Promise<BlobFill> {
+    const key = `${route.upstream.config.url}\0${route.remoteRepo}\0${digest}`;
+    let pending = this.fills.get(key);
+    if (!pending) {
+      const prefix = route.upstream.config.prefix;
+      pending = this.call(route, repo, digest, (c) => c.getBlob(route.remoteRepo, digest)).then((response) =>
+        BlobFill.start(this.blobs, digest, algorithm, response, (size) => {
+          this.meta.linkBlob(repo, digest, size, true);
+          this.stats.bytesFromUpstream(prefix, size);
+        }),
+      );
+      this.fills.set(key, pending);
+      pending.then(
+        (fill) =>
+          fill.settled.then(() => {
+            this.fills.delete(key);
+            if (fill.failure) {
+              this.stats.upstreamError(prefix, fill.failure.message);
+              this.log.warn({ digest, repo, upstream: route.upstream.config.url, err: fill.failure.message }, 'blob transfer from upstream failed; nothing was cached');
+            }
+          }),
+        () => this.fills.delete(key),
+      );
+    }
+    return pending;
+  }
+
+  // ---- tags ----------------------------------------------------------------------------------
+
+  /** Upstream tags merged with the local ones; the local ones alone when the upstream cannot answer. */
+  async tags(route: ProxyRoute, repo: string, localTags: () => string[]): Promise<string[]> {
+    const local = localTags();
+    try {
+      const remote = await this.call(route, repo, 'tags/list', (c) => c.listTags(route.remoteRepo));
+      return [...new Set([...remote, ...local])].sort();
+    } catch (e) {
+      if (local.length > 0 || this.meta.repositoryExists(repo)) {
+        if (!(e instanceof UpstreamError && e.kind === 'notfound')) {
+          this.log.warn({ repo, err: (e as Error).message }, 'listing cached tags only: upstream did not answer');
+        }
+        return local;
+      }
+      throw this.clientError(e, 'NAME_UNKNOWN');
+    }
+  }
+
+  // ---- upstream calls ------------------------------------------------------------------------
+
+  /** One upstream call: offline and circuit checks, error counting, 404 memory. */
+  private async call<T>(route: ProxyRoute, repo: string, reference: string, fn: (client: UpstreamClient) => Promise<T>): Promise<T> {
+    const { config, circuit, client } = route.upstream;
+    if (config.offline) {
+      throw new UpstreamError('unreachable', `upstream ${config.url} is configured offline`, { upstream: config.url, repository: route.remoteRepo });
+    }
+    try {
+      return await circuit.run(() => fn(client));
+    } catch (e) {
+      if (e instanceof UpstreamError && e.kind === 'notfound') {
+        this.notFound.remember(config.url, repo, reference);
+      } else {
+        this.stats.upstreamError(config.prefix, (e as Error).message);
+      }
+      throw e;
+    }
+  }
+
+  private checkNotFound(route: ProxyRoute, repo: string, reference: string, code: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN'): void {
+    if (this.notFound.has(route.upstream.config.url, repo, reference)) {
+      throw new RegistryError(code, `${reference} was not found at upstream ${route.upstream.config.url} (${route.remoteRepo}) moments ago`, {
+        upstream: route.upstream.config.url,
+      });
+    }
+  }
+
+  /** Forgets a remembered 404 after a local push made the content exist. */
+  forgetNotFound(repo: string, reference: string): void {
+    const route = this.route(repo);
+    if (route) this.notFound.forget(route.upstream.config.url, repo, reference);
+  }
+
+  /** Turns an upstream failure into what the client is told. */
+  private clientError(e: unknown, notFoundCode: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' | 'NAME_UNKNOWN'): unknown {
+    if (!(e instanceof UpstreamError)) return e;
+    const detail = { upstream: e.upstream, repository: e.repository };
+    switch (e.kind) {
+      case 'notfound':
+        return new RegistryError(notFoundCode, e.message, detail);
+      case 'ratelimited': {
+        const err = new RegistryError('TOOMANYREQUESTS', e.message, detail);
+        return e.retryAfterMs ? err.withHeaders({ 'Retry-After': String(Math.ceil(e.retryAfterMs / 1000)) }) : err;
+      }
+      case 'unreachable':
+      case 'timeout':
+      case 'server':
+        return new RegistryError('UNAVAILABLE', `not cached, and the upstream cannot be reached: ${e.message}`, detail);
+      default:
+        return new RegistryError('UPSTREAM_ERROR', e.message, detail);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.fills.values()].map((p) => p.then((f) => f.settled)));
+    await Promise.allSettled(this.upstreams.map((u) => u.client.close()));
+  }
+}
