@@ -111,9 +111,13 @@ describe('UpstreamClient failures', () => {
   });
 
   it('refuses plain http unless the upstream is marked insecure', () => {
-    expect(() => new UpstreamClient(upstreamConfig({ prefix: 'up', url: 'http://127.0.0.1:1' }))).toThrow(
-      'upstream http://127.0.0.1:1 uses plain http; set insecure: true to allow it',
+    // The config schema refuses it first, naming the key to set...
+    expect(() => upstreamConfig({ prefix: 'up', url: 'http://127.0.0.1:1' })).toThrow(
+      'upstream http://127.0.0.1:1 is plain http: set insecure: true to allow it',
     );
+    // ...and the client refuses it too when handed such a config by code.
+    const config = { ...upstreamConfig({ prefix: 'up', url: 'http://127.0.0.1:1', insecure: true }), insecure: false };
+    expect(() => new UpstreamClient(config)).toThrow('upstream http://127.0.0.1:1 uses plain http; set insecure: true to allow it');
   });
 });
 
