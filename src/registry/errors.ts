@@ -20,6 +20,8 @@ export const ERROR_STATUS = {
   TOOMANYREQUESTS: 429,
   UNAVAILABLE: 503,
   UNKNOWN: 500,
+  // Not in the spec, which has no code for it: the storage volume (or its quota) is full.
+  STORAGE_FULL: 507,
   // An upstream answered, but not usefully (credentials rejected, corrupt content).
   UPSTREAM_ERROR: 502,
 } as const;
@@ -51,4 +53,10 @@ export class RegistryError extends Error {
   toJSON() {
     return { errors: [{ code: this.code, message: this.message, detail: this.detail ?? null }] };
   }
+}
+
+/** Operating-system and SQLite failures that mean "no space left", whatever layer hit them. */
+export function isStorageFull(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'SQLITE_FULL';
 }

@@ -214,8 +214,8 @@ export class Registry {
     } catch (e) {
       if (e instanceof DigestMismatchError) {
         // The bytes are useless; the client must start over.
-        this.meta.deleteUpload(id);
         await this.blobs.removeUpload(id);
+        this.meta.deleteUpload(id);
         throw new RegistryError('DIGEST_INVALID', e.message, { expected: e.expected, actual: e.actual });
       }
       throw e;
@@ -225,8 +225,9 @@ export class Registry {
   async cancelUpload(repo: string, id: string): Promise<void> {
     await this.uploadLocks.run(id, async () => {
       await this.session(repo, id);
-      this.meta.deleteUpload(id);
+      // Bytes first: on a full disk, freeing them is what lets the metadata write succeed.
       await this.blobs.removeUpload(id);
+      this.meta.deleteUpload(id);
     });
   }
 

@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { RegistryError } from '../registry/errors.js';
+import { isStorageFull, RegistryError } from '../registry/errors.js';
 
 export type Headers = Record<string, string | number | string[]>;
 
@@ -33,6 +33,11 @@ export function sendError(res: ServerResponse, err: unknown, isHead = false): vo
     res.destroy();
     return;
   }
-  const e = err instanceof RegistryError ? err : new RegistryError('UNKNOWN', 'internal error; see the server log');
+  const e =
+    err instanceof RegistryError
+      ? err
+      : isStorageFull(err)
+        ? new RegistryError('STORAGE_FULL', 'the registry storage is full; nothing of this request was stored (an operator must free space)')
+        : new RegistryError('UNKNOWN', 'internal error; see the server log');
   sendJson(res, e.status, e.headers, e.toJSON(), isHead);
 }

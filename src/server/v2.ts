@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
-import { RegistryError } from '../registry/errors.js';
+import { isStorageFull, RegistryError } from '../registry/errors.js';
 import { acceptsMediaType, MediaType } from '../registry/manifest.js';
 import { assertDigest, assertName } from '../registry/names.js';
 import type { CacheOutcome, Stats } from '../metrics.js';
@@ -57,8 +57,14 @@ export function createV2Handler(deps: V2Deps) {
       }
       await dispatch(route, r);
     } catch (err) {
-      if (!(err instanceof RegistryError)) deps.log.error({ err, method: r.method, path: r.path }, 'request failed');
-      // Whatever is left of a request body is not ours to read any more.
+      if (isStorageFull(err)) deps.log.error({ err: (err as Error).message, method: r.method, path: r.path }, 'storage is full');
+      else if (!(err instanceof RegistryError)) deps.log.error({ err, method: r.method, path: r.path }, 'request failed');
+      if (!req.complete) {
+        // Answering before the body was read: discard the rest and close the connection after
+        // the answer, rather than leave it busy with a body nobody reads.
+        res.setHeader('Connection', 'close');
+        req.resume();
+      }
       sendError(res, err, r.isHead);
     }
   };
