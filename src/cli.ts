@@ -2,17 +2,27 @@
 // Command-line entry: parses arguments and hands over to a command. Nothing else lives here.
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config/load.js';
+import { runCert } from './commands/cert.js';
+import { runUserAdd } from './commands/user.js';
 import { startServer } from './server/start.js';
 
 const USAGE = `airlock — container mirror registry for disconnected and firewalled clusters
 
 Usage:
   airlock serve [--config FILE] [--listen HOST:PORT] [--storage DIR] [--log-level LEVEL]
+  airlock user add NAME [--htpasswd FILE | --config FILE] [--password-stdin]
+  airlock cert --host NAME [--host NAME…] [--ip ADDR…] --out DIR [--days N] [--port PORT]
   airlock --help | --version
 
 serve      Run the registry. Config comes from FILE (default config/airlock.yaml, or $AIRLOCK_CONFIG;
            built-in defaults when absent), then AIRLOCK_LISTEN, AIRLOCK_STORAGE, AIRLOCK_LOG_LEVEL,
            then the flags. Defaults: listen 0.0.0.0:5000, storage ./storage, log level info.
+user add   Add or update a user (bcrypt) in the htpasswd file: --htpasswd FILE, else the config's
+           auth.htpasswd. Prompts for the password twice, or reads one line from stdin with
+           --password-stdin.
+cert       Write ca.crt/ca.key and server.crt/server.key (with Subject Alternative Names for every
+           --host and --ip) into DIR, and print how to make clients and clusters trust the CA.
+           An existing ca.crt/ca.key in DIR is reused.
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad configuration.
 `;
@@ -48,7 +58,69 @@ async function serve(args: string[]): Promise<number> {
   return 0;
 }
 
-const COMMANDS: Record<string, Command> = { serve };
+async function user(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      htpasswd: { type: 'string' },
+      config: { type: 'string', short: 'c' },
+      'password-stdin': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const [sub, name, ...extra] = positionals;
+  if (sub !== 'add' || name === undefined || extra.length > 0) {
+    process.stderr.write(`airlock: usage: airlock user add NAME [--htpasswd FILE | --config FILE] [--password-stdin]\n`);
+    return 2;
+  }
+  const file = values.htpasswd ?? loadConfig({ config: values.config }).auth?.htpasswd;
+  if (file === undefined) {
+    process.stderr.write('airlock: no htpasswd file: pass --htpasswd FILE, or a --config whose auth.htpasswd names one\n');
+    return 2;
+  }
+  return runUserAdd({
+    file,
+    name,
+    passwordStdin: values['password-stdin'] ?? false,
+    stdin: process.stdin,
+    stdout: process.stdout,
+    stderr: process.stderr,
+  });
+}
+
+async function cert(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      host: { type: 'string', multiple: true },
+      ip: { type: 'string', multiple: true },
+      out: { type: 'string', short: 'o' },
+      days: { type: 'string' },
+      port: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const days = values.days === undefined ? undefined : Number(values.days);
+  const port = values.port === undefined ? undefined : Number(values.port);
+  if (!values.out || (!values.host?.length && !values.ip?.length) || (days !== undefined && !(days > 0)) || (port !== undefined && !(port > 0 && port < 65536))) {
+    process.stderr.write('airlock: usage: airlock cert --host NAME [--ip ADDR] --out DIR [--days N (>0)] [--port PORT]\n');
+    return 2;
+  }
+  return runCert({ hosts: values.host ?? [], ips: values.ip ?? [], outDir: values.out, days, port, stdout: process.stdout, stderr: process.stderr });
+}
+
+const COMMANDS: Record<string, Command> = { serve, user, cert };
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;

@@ -108,6 +108,8 @@ export const configSchema = z
         headersTimeout: duration.default('30s'),
         /** A connection with no traffic for this long is closed (bodies included). */
         idleTimeout: duration.default('2m'),
+        /** Upload sessions one user (or one anonymous address) may have open at once. */
+        uploadSessionsPerUser: z.number().int().positive().default(100),
       })
       .strict()
       .default({}),

@@ -15,6 +15,8 @@ export interface RegistryOptions {
   manifestLimit: number;
   /** Upload sessions untouched for this many milliseconds are removed. */
   uploadTTL: number;
+  /** Most upload sessions one owner may have open at once. */
+  uploadsPerOwner: number;
 }
 
 export interface ChunkInfo {
@@ -113,10 +115,18 @@ export class Registry {
 
   // ---- uploads -------------------------------------------------------------------------------
 
-  async startUpload(repo: string): Promise<string> {
+  /** Opens an upload session; `owner` (a user, or anonymous@address) is bounded in open sessions. */
+  async startUpload(repo: string, owner = ''): Promise<string> {
+    const open = this.meta.countUploads(owner);
+    if (open >= this.options.uploadsPerOwner) {
+      throw new RegistryError(
+        'TOOMANYREQUESTS',
+        `${owner || 'this client'} already has ${open} upload sessions open (limit ${this.options.uploadsPerOwner}); finish or cancel some — abandoned ones expire`,
+      ).withHeaders({ 'Retry-After': '30' });
+    }
     const id = randomUUID();
     await this.blobs.createUpload(id);
-    this.meta.createUpload(id, repo);
+    this.meta.createUpload(id, repo, owner);
     return id;
   }
 
@@ -243,12 +253,14 @@ export class Registry {
       removed++;
     }
     for (const id of await this.blobs.listUploads()) {
-      if (!this.meta.getUpload(id)) {
-        // A file with no session: left by a crash between creating the file and recording it,
-        // or by a commit interrupted after the rename. Either way nothing refers to it.
-        await this.blobs.removeUpload(id);
-        removed++;
-      }
+      if (this.meta.getUpload(id)) continue;
+      // A file with no session: an upload being opened (the file comes before its record), a
+      // pull-through fill in progress (it has no session at all), or a crash's leftover. Only the
+      // last stops changing, so only files nobody wrote to within the TTL go.
+      const modified = await this.blobs.uploadModifiedAt(id);
+      if (modified === undefined || modified >= cutoff) continue;
+      await this.blobs.removeUpload(id);
+      removed++;
     }
     if (removed) this.log.info({ removed }, 'expired abandoned upload sessions');
     return removed;

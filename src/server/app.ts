@@ -6,7 +6,11 @@ import type { Registry as PromRegistry } from 'prom-client';
 import type { Logger } from '../log.js';
 import type { Stats } from '../metrics.js';
 import type { Registry } from '../registry/registry.js';
+import type { Authorizer } from '../auth/authorizer.js';
+import { RegistryError } from '../registry/errors.js';
 import type { AccessControl } from './access.js';
+import { issueToken, TOKEN_PATH } from './auth.js';
+import { sendError, sendJson } from './respond.js';
 import { createV2Handler } from './v2.js';
 
 export interface AppDeps {
@@ -16,6 +20,8 @@ export interface AppDeps {
   manifestLimit: number;
   stats: Stats;
   metrics: PromRegistry;
+  /** Present when `auth:` is configured: serves the token endpoint. */
+  authorizer?: Authorizer;
   /** Throws when the server cannot serve (database or storage unusable). */
   readiness: () => void;
 }
@@ -31,6 +37,22 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
 
   app.all('/v2', handleV2);
   app.all('/v2/*', handleV2);
+
+  const authorizer = deps.authorizer;
+  if (authorizer) {
+    app.get(TOKEN_PATH, async (c) => {
+      const { incoming: req, outgoing: res } = c.env;
+      const url = new URL(req.url ?? '/', 'http://airlock');
+      try {
+        const token = await issueToken(authorizer, req, url.searchParams);
+        sendJson(res, 200, { 'Cache-Control': 'no-store' }, token);
+      } catch (e) {
+        if (!(e instanceof RegistryError)) deps.log.error({ err: e }, 'token request failed');
+        sendError(res, e);
+      }
+      return RESPONSE_ALREADY_SENT;
+    });
+  }
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', (c) => {

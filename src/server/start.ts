@@ -8,7 +8,9 @@ import { PullThroughCache } from '../proxy/pull-through.js';
 import { Registry } from '../registry/registry.js';
 import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
+import { Authorizer } from '../auth/authorizer.js';
 import { openAccess } from './access.js';
+import { createAuthAccess } from './auth.js';
 import { createApp } from './app.js';
 import { listen } from './listen.js';
 
@@ -46,11 +48,30 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     meta.close();
     throw new ConfigError(`invalid upstream configuration: ${(e as Error).message}`);
   }
-  const registry = new Registry(meta, blobs, log, { manifestLimit: config.limits.manifestBytes, uploadTTL: config.uploads.ttl }, proxy);
+  const registry = new Registry(meta, blobs, log, {
+      manifestLimit: config.limits.manifestBytes,
+      uploadTTL: config.uploads.ttl,
+      uploadsPerOwner: config.limits.uploadSessionsPerUser,
+    }, proxy);
+
+  let authorizer: Authorizer | undefined;
+  if (config.auth) {
+    authorizer = new Authorizer(config.auth, config.storage, log);
+    try {
+      await authorizer.ready();
+    } catch (e) {
+      await proxy?.close();
+      stats.close();
+      meta.close();
+      throw new ConfigError(`auth: ${(e as Error).message}`);
+    }
+  }
+  const access = authorizer ? createAuthAccess(authorizer, log, { realm: config.auth?.realm, tls: Boolean(config.tls) }) : openAccess;
 
   const app = createApp({
     registry,
-    access: openAccess,
+    access,
+    authorizer,
     log,
     manifestLimit: config.limits.manifestBytes,
     stats,

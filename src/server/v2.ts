@@ -31,6 +31,8 @@ interface Request {
   path: string;
   query: URLSearchParams;
   isHead: boolean;
+  /** The authenticated user, once a check passed (undefined = anonymous). */
+  user?: string;
 }
 
 /** The /v2/ API: parses HTTP, checks access, calls the registry, writes HTTP. */
@@ -92,6 +94,7 @@ export function createV2Handler(deps: V2Deps) {
         if (r.method === 'DELETE') {
           await need(r, route.name, 'delete');
           registry.deleteManifest(route.name, route.reference);
+          audit(r, 'delete', route.name, route.reference);
           return send(r.res, 202, { ...API_VERSION, 'Content-Length': 0 });
         }
         await need(r, route.name, 'pull');
@@ -101,6 +104,7 @@ export function createV2Handler(deps: V2Deps) {
         if (r.method === 'DELETE') {
           await need(r, route.name, 'delete');
           registry.deleteBlob(route.name, route.digest);
+          audit(r, 'delete', route.name, route.digest);
           return send(r.res, 202, { ...API_VERSION, 'Content-Length': 0 });
         }
         await need(r, route.name, 'pull');
@@ -119,8 +123,17 @@ export function createV2Handler(deps: V2Deps) {
     }
   }
 
-  function need(r: Request, name: string, ...actions: AccessNeed['actions']) {
-    return access.check(r.req, [{ resource: { type: 'repository', name }, actions }]);
+  async function need(r: Request, name: string, ...actions: AccessNeed['actions']): Promise<void> {
+    const principal = await access.check(r.req, [{ resource: { type: 'repository', name }, actions }]);
+    r.user = principal.user;
+  }
+
+  /** One line per change of content, for whoever must later answer "who pushed or deleted this". */
+  function audit(r: Request, action: 'push' | 'mount' | 'delete', repo: string, digest: string, tag?: string): void {
+    deps.log.info(
+      { audit: action, user: r.user ?? '(anonymous)', repo, digest, ...(tag ? { tag } : {}), remote: r.req.socket.remoteAddress },
+      `${action} ${repo}@${digest}`,
+    );
   }
 
   // ---- manifests -----------------------------------------------------------------------------
@@ -141,6 +154,7 @@ export function createV2Handler(deps: V2Deps) {
   async function putManifest(r: Request, name: string, reference: string): Promise<void> {
     const body = await readBody(r.req, deps.manifestLimit);
     const { digest, subject } = registry.putManifest(name, reference, body, r.req.headers['content-type']);
+    audit(r, 'push', name, digest, reference === digest ? undefined : reference);
     const headers: Headers = {
       ...API_VERSION,
       Location: manifestPath(name, digest),
@@ -209,44 +223,56 @@ export function createV2Handler(deps: V2Deps) {
       if (from !== undefined) assertName(from);
       await need(r, name, 'push');
       // Mounting reveals the source's content, so it takes pull there too.
-      const source = from !== undefined ? await need(r, from, 'pull').then(() => from) : undefined;
-      if (registry.mountBlob(name, mount, source)) return sendCreatedBlob(r, name, mount);
+      if (from !== undefined) await need(r, from, 'pull');
+      if (registry.mountBlob(name, mount, from)) {
+        audit(r, 'mount', name, mount);
+        return sendCreatedBlob(r, name, mount);
+      }
       // Not mountable: the spec says to fall back to an ordinary upload session.
     } else {
       await need(r, name, 'push');
     }
     if (digest !== null) {
       assertDigest(digest);
-      const id = await registry.startUpload(name);
+      const id = await registry.startUpload(name, uploadOwner(r));
       try {
         await registry.completeUpload(name, id, digest, chunkOf(r));
       } catch (e) {
         await registry.cancelUpload(name, id).catch(() => undefined);
         throw e;
       }
+      audit(r, 'push', name, digest);
       return sendCreatedBlob(r, name, digest);
     }
-    const id = await registry.startUpload(name);
+    const id = await registry.startUpload(name, uploadOwner(r));
     send(r.res, 202, { ...API_VERSION, ...uploadHeaders(name, id, 0), 'Content-Length': 0 });
   }
 
   async function upload(r: Request, name: string, id: string): Promise<void> {
+    // A 416 (chunk out of order, malformed Content-Range) tells the client where the upload stands,
+    // so it can resume from there; an unknown session is a 404 instead.
+    const resumable = async (e: unknown): Promise<never> => {
+      if (e instanceof RegistryError && e.status === 416) e.withHeaders(uploadHeaders(name, id, await registry.uploadStatus(name, id)));
+      throw e;
+    };
     switch (r.method) {
       case 'GET': {
         const size = await registry.uploadStatus(name, id);
         return send(r.res, 204, { ...API_VERSION, ...uploadHeaders(name, id, size), 'Content-Length': 0 });
       }
       case 'PATCH': {
-        const size = await registry.appendChunk(name, id, chunkOf(r)).catch((e: unknown) => {
-          if (e instanceof RegistryError && e.status === 416) e.withHeaders({ Location: uploadPath(name, id), 'Docker-Upload-UUID': id });
-          throw e;
-        });
+        const size = await Promise.resolve()
+          .then(() => registry.appendChunk(name, id, chunkOf(r)))
+          .catch(resumable);
         return send(r.res, 202, { ...API_VERSION, ...uploadHeaders(name, id, size), 'Content-Length': 0 });
       }
       case 'PUT': {
         const digest = r.query.get('digest');
         if (digest === null) throw new RegistryError('DIGEST_INVALID', 'completing an upload needs ?digest=<digest of the whole blob>');
-        await registry.completeUpload(name, id, digest, hasBody(r.req) ? chunkOf(r) : undefined);
+        await Promise.resolve()
+          .then(() => registry.completeUpload(name, id, digest, hasBody(r.req) ? chunkOf(r) : undefined))
+          .catch(resumable);
+        audit(r, 'push', name, digest);
         return sendCreatedBlob(r, name, digest);
       }
       case 'DELETE':
@@ -297,6 +323,11 @@ function allow(r: Request, methods: string[]): void {
   }
 }
 
+/** Whose quota an upload session counts against: the user, or an anonymous client's address. */
+function uploadOwner(r: Request): string {
+  return r.user ?? `anonymous@${r.req.socket.remoteAddress ?? 'unknown'}`;
+}
+
 function manifestHeaders(m: ManifestAnswer): Headers {
   return {
     ...API_VERSION,
@@ -313,7 +344,7 @@ function cacheHeader(outcome: CacheOutcome | undefined): Headers {
   return outcome ? { 'X-Cache': outcome.toUpperCase() } : {};
 }
 
-function uploadHeaders(name: string, id: string, size: number): Headers {
+function uploadHeaders(name: string, id: string, size: number): Record<string, string> {
   // oc parses "0-<last>" without a unit; an empty upload is reported as 0-0 as distribution does.
   return { Location: uploadPath(name, id), Range: `0-${Math.max(size - 1, 0)}`, 'Docker-Upload-UUID': id };
 }

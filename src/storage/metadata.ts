@@ -82,7 +82,9 @@ export interface MetadataStore {
   listRepositories(limit: number, last?: string): Page<string>;
   referrers(repo: string, subject: string, artifactType?: string): ManifestRecord[];
 
-  createUpload(id: string, repo: string): void;
+  createUpload(id: string, repo: string, owner?: string): void;
+  /** Upload sessions currently open for an owner (user name, or anonymous@address). */
+  countUploads(owner: string): number;
   getUpload(id: string): UploadRecord | undefined;
   touchUpload(id: string): void;
   deleteUpload(id: string): void;
@@ -175,7 +177,8 @@ export class SqliteMetadataStore implements MetadataStore {
         )
         .pluck(),
       referrers: db.prepare(`SELECT ${manifestColumns} FROM manifests WHERE repo_id = ? AND subject = ? ORDER BY created_at, digest`),
-      createUpload: db.prepare('INSERT INTO uploads (id, repo_id, created_at, updated_at) VALUES (?, ?, ?, ?)'),
+      createUpload: db.prepare('INSERT INTO uploads (id, repo_id, owner, created_at, updated_at) VALUES (?, ?, ?, ?, ?)'),
+      countUploads: db.prepare('SELECT COUNT(*) FROM uploads WHERE owner = ?').pluck(),
       getUpload: db.prepare(
         'SELECT u.id, r.name AS repo, u.created_at, u.updated_at FROM uploads u JOIN repositories r ON r.id = u.repo_id WHERE u.id = ?',
       ),
@@ -355,11 +358,15 @@ export class SqliteMetadataStore implements MetadataStore {
     return artifactType === undefined ? all : all.filter((m) => m.artifactType === artifactType);
   }
 
-  createUpload(id: string, repo: string): void {
+  createUpload(id: string, repo: string, owner = ''): void {
     const now = Date.now();
     this.db.transaction(() => {
-      this.q.createUpload.run(id, this.ensureRepoId(repo), now, now);
+      this.q.createUpload.run(id, this.ensureRepoId(repo), owner, now, now);
     })();
+  }
+
+  countUploads(owner: string): number {
+    return this.q.countUploads.get(owner) as number;
   }
 
   getUpload(id: string): UploadRecord | undefined {

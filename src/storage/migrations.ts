@@ -69,4 +69,9 @@ export const MIGRATIONS: string[] = [
     value       INTEGER NOT NULL
   ) WITHOUT ROWID;
   `,
+  `
+  -- Who opened an upload session, so open sessions can be bounded per user.
+  ALTER TABLE uploads ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+  CREATE INDEX uploads_by_owner ON uploads(owner);
+  `,
 ];
