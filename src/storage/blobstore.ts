@@ -35,6 +35,8 @@ export interface BlobStore {
   commitUpload(id: string, digest: string, algorithm: DigestAlgorithm): Promise<number>;
   removeUpload(id: string): Promise<void>;
   listUploads(): Promise<string[]>;
+  /** When the upload's file was last written (ms since the epoch), or undefined when it has none. */
+  uploadModifiedAt(id: string): Promise<number | undefined>;
 }
 
 /** Thrown by commitUpload when the bytes do not hash to the digest the client claimed. */
@@ -190,6 +192,15 @@ export class FsBlobStore implements BlobStore {
 
   async listUploads(): Promise<string[]> {
     return readdir(this.uploadsDir);
+  }
+
+  async uploadModifiedAt(id: string): Promise<number | undefined> {
+    try {
+      return (await stat(this.uploadPath(id))).mtimeMs;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
   }
 }
 

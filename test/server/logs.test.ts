@@ -1,0 +1,59 @@
+// The access log: one JSON line per request on stdout, with a request id, never a credential.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { http, sha256 } from '../helpers/http.js';
+import { startCli, waitFor, type CliProcess } from './cli.js';
+
+let storage: string;
+let child: CliProcess;
+beforeAll(async () => {
+  storage = mkdtempSync(join(tmpdir(), 'airlock-logs-'));
+  child = await startCli(['--listen', '127.0.0.1:0', '--storage', storage, '--log-level', 'debug']);
+});
+afterAll(async () => {
+  await child.kill();
+  rmSync(storage, { recursive: true, force: true });
+});
+
+it('requests with Basic credentials are logged with a request id and without the credential', async () => {
+  const password = 'S3cret-Passw0rd-xyz';
+  const credential = Buffer.from(`mirror-writer:${password}`).toString('base64');
+  const authorization = `Basic ${credential}`;
+  const requests = [
+    http(child.url, '/v2/', { headers: { authorization } }),
+    http(child.url, `/v2/logs/app/manifests/${sha256('none')}`, { headers: { authorization } }),
+    http(child.url, '/v2/logs/app/blobs/uploads/', { method: 'POST', headers: { authorization, 'x-request-id': 'client-chosen-id.1' } }),
+    http(child.url, '/v2/Bad/Name/tags/list', { headers: { authorization, cookie: `session=${password}` } }),
+  ];
+  const responses = await Promise.all(requests);
+  const ids = responses.map((r) => r.header('x-request-id'));
+  expect(ids[2]).toBe('client-chosen-id.1');
+  expect(new Set(ids).size).toBe(ids.length);
+
+  const lines = await waitFor('four request log lines', () => {
+    const found = child.logLines().filter((l) => l.msg === 'request' && ids.includes(l.reqId as string));
+    return found.length === ids.length ? found : undefined;
+  });
+  for (const line of lines) {
+    expect(typeof line.reqId).toBe('string');
+    expect(line).toMatchObject({ method: expect.any(String), url: expect.stringMatching(/^\/v2\//), status: expect.any(Number) });
+  }
+  expect(lines.map((l) => l.status).sort()).toEqual(responses.map((r) => r.status).sort());
+
+  const stdout = child.stdout();
+  const stderr = child.stderr();
+  for (const secret of [credential, password, authorization]) {
+    expect(stdout).not.toContain(secret);
+    expect(stderr).not.toContain(secret);
+  }
+});
+
+it('an unacceptable X-Request-Id is replaced by a generated one', async () => {
+  const res = await http(child.url, '/v2/', { headers: { 'x-request-id': 'bad id with spaces' } });
+  const id = res.header('x-request-id')!;
+  expect(id).not.toBe('bad id with spaces');
+  expect(id).toMatch(/^[0-9a-f-]{36}$/);
+  await waitFor('its log line', () => (child.logLines().some((l) => l.msg === 'request' && l.reqId === id) ? true : undefined));
+});
