@@ -106,7 +106,10 @@ export class BlobFill {
       let position = start;
       try {
         for (;;) {
-          const available = end === undefined ? fill.written : Math.min(fill.written, end + 1);
+          // The last byte waits for the digest check: with Content-Length sent, handing it out first
+          // would let a client take unverified (possibly wrong) bytes for a complete, good answer.
+          const releasable = fill.committed || fill.size === undefined ? fill.written : Math.min(fill.written, fill.size - 1);
+          const available = end === undefined ? releasable : Math.min(releasable, end + 1);
           if (position < available) {
             const length = Math.min(READ_CHUNK, available - position);
             const chunk = Buffer.allocUnsafe(length);
