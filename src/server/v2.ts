@@ -416,11 +416,16 @@ function multipartByteranges(ranges: ByteRange[], size: number) {
     body(parts: Readable[]): Readable {
       return Readable.from(
         (async function* () {
-          for (let i = 0; i < parts.length; i++) {
-            yield heads[i]!;
-            yield* parts[i]!;
+          try {
+            for (let i = 0; i < parts.length; i++) {
+              yield heads[i]!;
+              yield* parts[i]!;
+            }
+            yield tail;
+          } finally {
+            // A client that leaves early must not leave the parts not yet sent holding their files open.
+            for (const part of parts) part.destroy();
           }
-          yield tail;
         })(),
       );
     },

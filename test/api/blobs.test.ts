@@ -1,5 +1,7 @@
 // Pulling blobs: GET, HEAD, single and multiple byte ranges, unsatisfiable ranges, DELETE.
 import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expectError, expectStatus, http, parseMultipart, pushBlob, sha256 } from '../helpers/http.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -110,6 +112,32 @@ describe('Range', () => {
     expect(parts[0]!.body.equals(data.subarray(0, 5))).toBe(true);
     expect(parts[1]!.body.equals(data.subarray(5000, 5010))).toBe(true);
     expect(parts[2]!.body.equals(data.subarray(9997))).toBe(true);
+  });
+
+  it('a client that leaves in the middle of a multi-range download leaves no file open', async () => {
+    const big = randomBytes(4 * 1024 * 1024);
+    const d = await pushBlob(t.url, 'pull/ranges', big);
+    const ranges = Array.from({ length: 64 }, (_, i) => `${i * 65536}-${i * 65536 + 65535}`).join(',');
+    const openFiles = () => readdirSync('/proc/self/fd').length;
+    const before = openFiles();
+    const url = new URL(t.url);
+    for (let i = 0; i < 10; i++) {
+      await new Promise<void>((resolve) => {
+        const req = httpRequest({ host: url.hostname, port: url.port, path: `/v2/pull/ranges/blobs/${d}`, headers: { range: `bytes=${ranges}` }, agent: false }, (res) => {
+          expect(res.statusCode).toBe(206);
+          res.once('data', () => {
+            req.destroy();
+            resolve();
+          });
+        });
+        req.on('error', () => resolve());
+        req.end();
+      });
+    }
+    // The server notices the departures asynchronously.
+    const deadline = Date.now() + 3_000;
+    while (openFiles() > before + 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(openFiles()).toBeLessThanOrEqual(before + 5);
   });
 
   it('a range starting past the end → 416 with Content-Range bytes */size', async () => {

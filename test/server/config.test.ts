@@ -1,6 +1,7 @@
 // `airlock serve` configuration through the real CLI: bad configs exit 2 naming the key and the
 // reason; AIRLOCK_* environment variables override the file; flags override both.
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -87,6 +88,22 @@ describe('bad configuration exits 2 with the key path and the reason', () => {
     const command = await runCli(['serv'], { cwd: dir });
     expect(command.code).toBe(2);
     expect(command.stderr).toMatch(/unknown command "serv"/);
+  });
+});
+
+describe('start-up failures', () => {
+  it('a listen address already in use exits 1 naming the address', async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const { port } = blocker.address() as AddressInfo;
+    try {
+      const { code, stderr } = await runCli(['serve', '--listen', `127.0.0.1:${port}`, '--storage', join(dir, 's-busy')], { cwd: dir });
+      expect(code).toBe(1);
+      expect(stderr).toContain(`127.0.0.1:${port}`);
+      expect(stderr).toMatch(/EADDRINUSE|in use/);
+    } finally {
+      blocker.close();
+    }
   });
 });
 

@@ -1,7 +1,8 @@
 // The access log: one JSON line per request on stdout, with a request id, never a credential.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import bcrypt from 'bcryptjs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { http, sha256 } from '../helpers/http.js';
 import { startCli, waitFor, type CliProcess } from './cli.js';
@@ -56,4 +57,44 @@ it('an unacceptable X-Request-Id is replaced by a generated one', async () => {
   expect(id).not.toBe('bad id with spaces');
   expect(id).toMatch(/^[0-9a-f-]{36}$/);
   await waitFor('its log line', () => (child.logLines().some((l) => l.msg === 'request' && l.reqId === id) ? true : undefined));
+});
+
+it('with auth configured, neither passwords nor issued tokens reach the log', async () => {
+  const password = 'An0ther-Secret-pw';
+  const htpasswd = join(storage, 'users.htpasswd');
+  writeFileSync(htpasswd, `writer:${bcrypt.hashSync(password, 4)}\n`);
+  const config = join(storage, 'auth.yaml');
+  writeFileSync(
+    config,
+    [
+      'auth:',
+      `  htpasswd: ${JSON.stringify(htpasswd)}`,
+      '  rules:',
+      '    - { users: [writer], repos: ["**"], actions: [pull, push, delete] }',
+      '',
+    ].join('\n'),
+  );
+  const secured = await startCli(['--config', config, '--listen', '127.0.0.1:0', '--storage', join(storage, 'secured'), '--log-level', 'debug']);
+  try {
+    const good = `Basic ${Buffer.from(`writer:${password}`).toString('base64')}`;
+    const wrongPassword = `${password}-wrong`;
+    const bad = `Basic ${Buffer.from(`writer:${wrongPassword}`).toString('base64')}`;
+    expect((await http(secured.url, '/v2/', { headers: { authorization: bad } })).status).toBe(401);
+    expect((await http(secured.url, '/v2/', { headers: { authorization: good } })).status).toBe(200);
+    const tokenRes = await http(secured.url, '/auth/token?service=airlock&scope=repository:logs/app:pull,push', { headers: { authorization: good } });
+    expect(tokenRes.status).toBe(200);
+    const token = (tokenRes.json().token ?? tokenRes.json().access_token) as string;
+    expect(token.length).toBeGreaterThan(20);
+    const tags = await http(secured.url, '/v2/logs/app/tags/list', { headers: { authorization: `Bearer ${token}` } });
+    expect(tags.status).toBe(404);
+    const ids = [tags.header('x-request-id')];
+    await waitFor('the request log line', () => (secured.logLines().some((l) => l.msg === 'request' && ids.includes(l.reqId as string)) ? true : undefined));
+
+    const output = secured.stdout() + secured.stderr();
+    // The failed login was logged (a warning), just not its password.
+    expect(secured.logLines().some((l) => (l.level ?? 0) >= 40)).toBe(true);
+    for (const secret of [password, wrongPassword, good.slice(6), bad.slice(6), token, token.split('.')[2]!]) expect(output).not.toContain(secret);
+  } finally {
+    await secured.kill();
+  }
 });
