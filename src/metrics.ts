@@ -18,7 +18,8 @@ export type CacheOutcome = 'hit' | 'miss' | 'stale';
 export class Stats {
   private readonly totals: Record<string, number>;
   private pending: Record<string, number> = {};
-  private readonly lastErrors = new Map<string, string | null>();
+  private readonly lastErrors: Map<string, string>;
+  private pendingErrors = new Map<string, string>();
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -27,6 +28,7 @@ export class Stats {
     flushEveryMs = 5000,
   ) {
     this.totals = meta.readCounters();
+    this.lastErrors = meta.readUpstreamErrors();
     this.timer = setInterval(() => this.flush(), flushEveryMs);
     this.timer.unref();
   }
@@ -61,11 +63,22 @@ export class Stats {
 
   upstreamError(prefix: string, message: string): void {
     this.add(`upstream.${prefix}.errors`);
-    this.lastErrors.set(prefix, `${new Date().toISOString()} ${message}`);
+    const note = `${new Date().toISOString()} ${message}`;
+    this.lastErrors.set(prefix, note);
+    this.pendingErrors.set(prefix, note);
   }
 
   /** Writes counted-but-unsaved deltas; cheap when nothing happened. */
   flush(): void {
+    if (this.pendingErrors.size > 0) {
+      const errors = this.pendingErrors;
+      this.pendingErrors = new Map();
+      try {
+        this.meta.saveUpstreamErrors(errors);
+      } catch {
+        for (const [k, v] of errors) if (!this.pendingErrors.has(k)) this.pendingErrors.set(k, v);
+      }
+    }
     if (Object.keys(this.pending).length === 0) return;
     const deltas = this.pending;
     this.pending = {};

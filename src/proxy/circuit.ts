@@ -48,6 +48,14 @@ export class CircuitBreaker {
   /** Throws UpstreamError 'unreachable' while the circuit is open. */
   check(): void {
     if (this.state !== 'open') return;
+    if (this.lastFailure?.kind === 'ratelimited') {
+      // Still rate limited: say so, with the time left, rather than "unreachable".
+      throw new UpstreamError('ratelimited', `upstream ${this.upstream} asked to slow down; retrying after ${new Date(this.openUntil).toISOString()}`, {
+        upstream: this.upstream,
+        retryAfterMs: this.openUntil - this.now(),
+        cause: this.lastFailure,
+      });
+    }
     const last = this.lastFailure === undefined ? '' : `; last error: ${this.lastFailure.message}`;
     throw new UpstreamError(
       'unreachable',

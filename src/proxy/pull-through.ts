@@ -78,8 +78,14 @@ export class PullThroughCache {
     return `${route.upstream.prefix}/${repo}`;
   }
 
-  route(repo: string): ProxyRoute | undefined {
-    const found = selectUpstream(this.upstreams.map((u) => u.config), repo);
+  /**
+   * The upstream serving a local repository. With containerd's ?ns= naming a registry no upstream
+   * points at, none: a catch-all upstream must not answer for another registry's images.
+   */
+  route(repo: string, ns?: string): ProxyRoute | undefined {
+    const configs = this.upstreams.map((u) => u.config);
+    if (ns && !configs.some((u) => selectUpstream([u], repo, ns))) return undefined;
+    const found = selectUpstream(configs, repo);
     return found && { upstream: this.byConfig.get(found.upstream)!, remoteRepo: found.remoteRepo };
   }
 

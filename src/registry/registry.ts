@@ -69,8 +69,8 @@ export class Registry {
   }
 
   /** A manifest by tag or digest: local content first, then the repository's upstream, if any. */
-  async findManifest(repo: string, reference: string, head: boolean): Promise<ManifestAnswer> {
-    const route = this.proxy?.route(repo);
+  async findManifest(repo: string, reference: string, head: boolean, ns?: string): Promise<ManifestAnswer> {
+    const route = this.proxy?.route(repo, ns);
     if (!route) return this.getManifest(repo, reference);
     const ref = parseReference(reference);
     return ref.kind === 'digest'
@@ -79,9 +79,9 @@ export class Registry {
   }
 
   /** A blob: local content first, then the repository's upstream, if any. */
-  async findBlob(repo: string, digest: string, head: boolean): Promise<BlobAnswer> {
+  async findBlob(repo: string, digest: string, head: boolean, ns?: string): Promise<BlobAnswer> {
     const algorithm = assertDigest(digest);
-    const route = this.proxy?.route(repo);
+    const route = this.proxy?.route(repo, ns);
     if (!route) return { size: this.blobSize(repo, digest), open: (range) => this.openBlob(repo, digest, range) };
     return this.proxy!.blob(route, repo, digest, algorithm, head);
   }
@@ -342,8 +342,8 @@ export class Registry {
 
   // ---- listings ------------------------------------------------------------------------------
 
-  async listTags(repo: string, limit: number, last?: string): Promise<Page<string>> {
-    const route = this.proxy?.route(repo);
+  async listTags(repo: string, limit: number, last?: string, ns?: string): Promise<Page<string>> {
+    const route = this.proxy?.route(repo, ns);
     if (route) {
       const all = await this.proxy!.tags(route, repo, () => this.meta.listTags(repo, Number.MAX_SAFE_INTEGER).items);
       const after = last === undefined ? all : all.filter((t) => t > last);

@@ -55,7 +55,7 @@ export function createV2Handler(deps: V2Deps) {
       if (!route) throw new RegistryError('NAME_UNKNOWN', `no registry endpoint at ${r.path.slice(0, 200)}`, undefined, 404);
       if ('name' in route) {
         assertName(route.name);
-        route.name = registry.localName(route.name, r.query.get('ns') ?? undefined);
+        route.name = registry.localName(route.name, namespace(r));
       }
       await dispatch(route, r);
     } catch (err) {
@@ -139,7 +139,7 @@ export function createV2Handler(deps: V2Deps) {
   // ---- manifests -----------------------------------------------------------------------------
 
   async function getManifest(r: Request, name: string, reference: string): Promise<void> {
-    const m = await registry.findManifest(name, reference, r.isHead);
+    const m = await registry.findManifest(name, reference, r.isHead, namespace(r));
     const accept = r.req.headers.accept;
     if (!acceptsMediaType(accept, m.mediaType)) {
       throw new RegistryError(
@@ -168,7 +168,7 @@ export function createV2Handler(deps: V2Deps) {
   // ---- blobs ---------------------------------------------------------------------------------
 
   async function getBlob(r: Request, name: string, digest: string): Promise<void> {
-    const blob = await registry.findBlob(name, digest, r.isHead);
+    const blob = await registry.findBlob(name, digest, r.isHead, namespace(r));
     const headers: Headers = {
       ...API_VERSION,
       'Docker-Content-Digest': digest,
@@ -297,7 +297,7 @@ export function createV2Handler(deps: V2Deps) {
 
   async function tags(r: Request, name: string): Promise<void> {
     const { limit, last } = pagination(r.query);
-    const page = await registry.listTags(name, limit, last);
+    const page = await registry.listTags(name, limit, last, namespace(r));
     const headers: Headers = { ...API_VERSION };
     if (page.more) headers.Link = nextLink(`/v2/${name}/tags/list`, limit, page.items.at(-1)!);
     sendJson(r.res, 200, headers, { name, tags: page.items });
@@ -321,6 +321,11 @@ function allow(r: Request, methods: string[]): void {
       Allow: methods.join(', '),
     });
   }
+}
+
+/** containerd's ?ns=<registry> query: which registry the client meant. */
+function namespace(r: Request): string | undefined {
+  return r.query.get('ns') || undefined;
 }
 
 /** Whose quota an upload session counts against: the user, or an anonymous client's address. */

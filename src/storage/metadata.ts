@@ -93,6 +93,9 @@ export interface MetadataStore {
   totals(): StorageTotals;
   readCounters(): Record<string, number>;
   addCounters(deltas: Record<string, number>): void;
+  /** Last error recorded per upstream prefix. */
+  readUpstreamErrors(): Map<string, string>;
+  saveUpstreamErrors(errors: Map<string, string>): void;
 
   close(): void;
 }
@@ -194,6 +197,10 @@ export class SqliteMetadataStore implements MetadataStore {
                 (SELECT COALESCE(SUM(size), 0) FROM blobs) AS bytes`,
       ),
       readCounters: db.prepare('SELECT name, value FROM counters'),
+      readUpstreamErrors: db.prepare('SELECT prefix, last_error FROM upstream_notes WHERE last_error IS NOT NULL'),
+      saveUpstreamError: db.prepare(
+        'INSERT INTO upstream_notes (prefix, last_error) VALUES (?, ?) ON CONFLICT(prefix) DO UPDATE SET last_error = excluded.last_error',
+      ),
       addCounter: db.prepare(
         'INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value',
       ),
@@ -404,6 +411,17 @@ export class SqliteMetadataStore implements MetadataStore {
   addCounters(deltas: Record<string, number>): void {
     this.db.transaction(() => {
       for (const [name, value] of Object.entries(deltas)) if (value) this.q.addCounter.run(name, value);
+    })();
+  }
+
+  readUpstreamErrors(): Map<string, string> {
+    const rows = this.q.readUpstreamErrors.all() as { prefix: string; last_error: string }[];
+    return new Map(rows.map((r) => [r.prefix, r.last_error]));
+  }
+
+  saveUpstreamErrors(errors: Map<string, string>): void {
+    this.db.transaction(() => {
+      for (const [prefix, text] of errors) this.q.saveUpstreamError.run(prefix, text);
     })();
   }
 

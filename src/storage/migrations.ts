@@ -74,4 +74,11 @@ export const MIGRATIONS: string[] = [
   ALTER TABLE uploads ADD COLUMN owner TEXT NOT NULL DEFAULT '';
   CREATE INDEX uploads_by_owner ON uploads(owner);
   `,
+  `
+  -- Text facts about each upstream that must survive restarts (the last error operators see).
+  CREATE TABLE upstream_notes (
+    prefix      TEXT PRIMARY KEY,
+    last_error  TEXT
+  ) WITHOUT ROWID;
+  `,
 ];

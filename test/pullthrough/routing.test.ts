@@ -105,6 +105,14 @@ describe('routing', () => {
     // Unknown everywhere: the catch-all's 404, after asking it.
     expectError(await getManifest(catchAll.url, 'nobody/has-this', 'v1'), 404, 'MANIFEST_UNKNOWN');
     expect(paths(pRedhat)).toContain('GET /v2/nobody/has-this/manifests/v1');
+
+    // containerd naming a registry no upstream points at is not sent to the catch-all: such a
+    // request sees local content only, like a plain registry.
+    reset();
+    const other = await call(catchAll.url, '/v2/library/alpine/manifests/latest?ns=ghcr.io');
+    expectError(other, 404, 'MANIFEST_UNKNOWN');
+    expect(pRedhat.requests).toEqual([]);
+    expect(pQuay.requests).toEqual([]);
   });
 
   it('?ns=quay.io selects the upstream and stores under its prefix', async () => {

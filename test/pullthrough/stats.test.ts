@@ -141,6 +141,9 @@ describe('stats', () => {
     expect(s.upstreams[0]).toMatchObject({ hits: 3, misses: 3, errors: 0 });
     expect(s.upstreams[1]).toMatchObject({ hits: 1, misses: 1, errors: 1 });
     expect(s.upstreams[2]).toMatchObject({ errors: 1 });
+    // The last error an operator would look for is kept across restarts too.
+    expect(s.upstreams[1]!.lastError).toContain('503');
+    expect(s.upstreams[2]!.lastError).toContain('connection refused');
     expect(s.storage).toEqual(expected.storage);
     for (const path of ['/healthz', '/readyz']) expect((await call(airlock.url, path)).status, path).toBe(200);
   });

@@ -112,6 +112,14 @@ describe('rate limiting and not-found answers', () => {
     expectError(blob, 429, 'TOOMANYREQUESTS');
     expect(blob.header('retry-after')).toBe('7');
     expect(proxy.count()).toBe(2);
+    // A third 429 opens the circuit: clients are still told to slow down (not "unreachable"),
+    // with the time left, and the upstream is left alone meanwhile.
+    expectError(await getManifest(airlock.url, 'limited/team/app', 'v2'), 429, 'TOOMANYREQUESTS');
+    expect(proxy.count()).toBe(3);
+    const held = await getManifest(airlock.url, 'limited/team/app', 'v3');
+    expectError(held, 429, 'TOOMANYREQUESTS');
+    expect(Number(held.header('retry-after'))).toBeGreaterThan(0);
+    expect(proxy.count()).toBe(3);
     proxy.fault = undefined;
   });
 
