@@ -145,7 +145,13 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`airlock: ${e.message}\n`);
       return 2;
     }
-    if ((e as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
+      const reason = { EADDRINUSE: 'the address is already in use', EACCES: 'permission denied', EADDRNOTAVAIL: 'no such local address' }[code];
+      process.stderr.write(`airlock: cannot listen on ${(e as { address?: string }).address ?? '?'}:${(e as { port?: number }).port ?? '?'}: ${reason}\n`);
+      return 1;
+    }
+    if (code?.startsWith('ERR_PARSE_ARGS')) {
       process.stderr.write(`airlock: ${(e as Error).message}\n\n${USAGE}`);
       return 2;
     }
