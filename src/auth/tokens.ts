@@ -131,7 +131,8 @@ export class TokenIssuer {
       .setAudience(request.service ?? DEFAULT_SERVICE)
       .setIssuedAt(iat)
       .setNotBefore(iat)
-      .setExpirationTime(iat + expiresIn)
+      // Rounded up: iat is rounded down, and a token must live at least the expires_in it is sold with.
+      .setExpirationTime(Math.ceil(issuedAtMs / 1000) + expiresIn)
       .setJti(randomUUID())
       .sign(this.key.privateKey);
     return { token, access_token: token, expires_in: expiresIn, issued_at: new Date(iat * 1000).toISOString() };

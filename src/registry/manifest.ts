@@ -67,6 +67,11 @@ function invalid(message: string, detail?: unknown): RegistryError {
   return new RegistryError('MANIFEST_INVALID', message, detail);
 }
 
+/** Quotes client-sent text in an error without echoing megabytes of it back. */
+function clip(text: string): string {
+  return text.length > 200 ? `${text.slice(0, 200)}…` : text;
+}
+
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -80,7 +85,7 @@ function isDigestString(value: unknown): value is string {
 
 function parseDescriptor(value: unknown, where: string, mediaTypeRequired: boolean): Descriptor {
   if (!isObject(value)) throw invalid(`${where} must be a descriptor object`);
-  if (!isDigestString(value.digest)) throw invalid(`${where}.digest is not a valid sha256/sha512 digest`, { digest: value.digest });
+  if (!isDigestString(value.digest)) throw invalid(`${where}.digest is not a valid sha256/sha512 digest`, typeof value.digest === 'string' ? { digest: clip(value.digest) } : undefined);
   if (typeof value.size !== 'number' || !Number.isSafeInteger(value.size) || value.size < 0) {
     throw invalid(`${where}.size must be a non-negative integer`);
   }
@@ -112,13 +117,13 @@ function resolveMediaType(doc: Record<string, unknown>, contentType: string | un
   }
   const known = (t: string) => MANIFEST_MEDIA_TYPES.includes(t);
   if (declared !== undefined && !known(declared)) {
-    throw invalid(`unsupported manifest mediaType "${declared}": expected one of ${MANIFEST_MEDIA_TYPES.join(', ')}`);
+    throw invalid(`unsupported manifest mediaType "${clip(declared)}": expected one of ${MANIFEST_MEDIA_TYPES.join(', ')}`);
   }
   if (!GENERIC_TYPES.has(header) && !known(header)) {
-    throw invalid(`unsupported manifest Content-Type "${header}": expected one of ${MANIFEST_MEDIA_TYPES.join(', ')}`);
+    throw invalid(`unsupported manifest Content-Type "${clip(header)}": expected one of ${MANIFEST_MEDIA_TYPES.join(', ')}`);
   }
   if (declared !== undefined && !GENERIC_TYPES.has(header) && declared !== header) {
-    throw invalid(`manifest mediaType "${declared}" does not match the Content-Type "${header}" it was sent with`);
+    throw invalid(`manifest mediaType "${clip(declared)}" does not match the Content-Type "${clip(header)}" it was sent with`);
   }
   if (declared !== undefined) return declared;
   if (known(header)) return header;

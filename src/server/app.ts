@@ -67,7 +67,12 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
   app.get('/api/v1/stats', (c) => c.json(deps.stats.snapshot()));
   app.get('/metrics', async (c) => c.body(await deps.metrics.metrics(), 200, { 'Content-Type': deps.metrics.contentType }));
 
-  app.notFound((c) => c.json({ errors: [{ code: 'NOT_FOUND', message: `no endpoint at ${c.req.path}`, detail: null }] }, 404));
+  app.notFound((c) => {
+    // Routing sees the WHATWG-normalised URL ("/v2/../x" and "/v2/%2e%2e/x" become "/x"); a raw /v2 path
+    // still belongs to the v2 handler, which judges the path as sent (NAME_INVALID and friends).
+    if (/^\/v2(\/|$|\?)/.test(c.env.incoming.url ?? '')) return handleV2(c);
+    return c.json({ errors: [{ code: 'NOT_FOUND', message: `no endpoint at ${c.req.path}`, detail: null }] }, 404);
+  });
   app.onError((err, c) => {
     deps.log.error({ err }, 'request failed');
     return c.json({ errors: [{ code: 'UNKNOWN', message: 'internal error; see the server log', detail: null }] }, 500);

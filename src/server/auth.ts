@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { Authorizer, AccessNeed as AuthNeed } from '../auth/authorizer.js';
+import { parseAuthorizationHeader } from '../auth/challenge.js';
 import type { Logger } from '../log.js';
 import { RegistryError } from '../registry/errors.js';
 import type { AccessControl, AccessNeed, Principal } from './access.js';
@@ -23,6 +24,29 @@ function toAuthNeeds(needs: AccessNeed[]): AuthNeed[] {
   );
 }
 
+/** Who a refused request claimed to be: the refused user, the Basic user name, or how it came. */
+function claimedUser(error: RegistryError, header: string | undefined): string {
+  const refused = (error.detail as { user?: unknown } | undefined)?.user;
+  if (typeof refused === 'string') return refused;
+  try {
+    const credentials = parseAuthorizationHeader(header);
+    if (credentials?.kind === 'basic') return credentials.user;
+    return credentials ? '(bearer token)' : '(anonymous)';
+  } catch {
+    return '(malformed credentials)';
+  }
+}
+
+/** The digest a refused request addressed, if any: in its path (blobs, manifests by digest) or ?digest= / ?mount=. */
+function digestOf(url: string | undefined): string | undefined {
+  const q = (url ?? '').indexOf('?');
+  const path = q === -1 ? (url ?? '') : url!.slice(0, q);
+  const last = path.slice(path.lastIndexOf('/') + 1);
+  const query = new URLSearchParams(q === -1 ? '' : url!.slice(q + 1));
+  const digest = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(last) ? last : (query.get('digest') ?? query.get('mount') ?? undefined);
+  return digest?.slice(0, 200);
+}
+
 /** `auth:` configured: every request is checked against the rules, and refusals are audited. */
 export function createAuthAccess(authorizer: Authorizer, log: Logger, options: { realm?: string; tls: boolean }): AccessControl {
   return {
@@ -37,6 +61,9 @@ export function createAuthAccess(authorizer: Authorizer, log: Logger, options: {
             {
               audit: 'denied',
               code: e.code,
+              user: claimedUser(e, req.headers.authorization),
+              repo: needs.find((n) => n.resource.type === 'repository')?.resource.name,
+              digest: digestOf(req.url),
               method: req.method,
               path: req.url?.split('?', 1)[0],
               needs: needs.map((n) => `${n.resource.type}:${n.resource.name}:${n.actions.join(',')}`),

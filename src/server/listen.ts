@@ -47,18 +47,23 @@ export interface Listening {
 }
 
 export async function listen(app: Hono<any>, config: Config, log: Logger): Promise<Listening> {
-  const listener = withRequestLog(log, getRequestListener(app.fetch));
+  // `hostname`: an HTTP/1.0 request may come without a Host header (load-balancer probes do).
+  const listener = withRequestLog(log, getRequestListener(app.fetch, { hostname: 'localhost' }));
   const tls = config.tls;
+  // Node enforces headersTimeout only when it sweeps its connections (every 30 s by default): sweep
+  // often enough that a slow-loris client is cut off close to the configured limit.
+  const connectionsCheckingInterval = Math.min(1_000, Math.max(50, Math.floor(config.limits.headersTimeout / 4)));
   const server: Server = tls
-    ? createHttpsServer({ cert: readFileSync(tls.cert), key: readFileSync(tls.key) }, listener)
-    : createHttpServer(listener);
+    ? createHttpsServer({ cert: readFileSync(tls.cert), key: readFileSync(tls.key), connectionsCheckingInterval }, listener)
+    : createHttpServer({ connectionsCheckingInterval }, listener);
 
   // Slow clients cannot pin connections: headers must arrive promptly and an idle connection
   // (no bytes either way) is closed. There is no whole-request timeout, since a 10 GiB layer
   // over a slow link legitimately takes long while bytes keep flowing.
   server.headersTimeout = config.limits.headersTimeout;
   server.requestTimeout = 0;
-  server.keepAliveTimeout = 65_000;
+  // Between requests Node applies keepAliveTimeout instead of the socket timeout: bound it by idleTimeout too.
+  server.keepAliveTimeout = config.limits.idleTimeout > 0 ? Math.min(65_000, config.limits.idleTimeout) : 65_000;
   server.setTimeout(config.limits.idleTimeout, (socket) => socket.destroy());
   server.maxHeadersCount = 200;
 

@@ -7,7 +7,7 @@ import { assertDigest, assertName } from '../registry/names.js';
 import type { CacheOutcome, Stats } from '../metrics.js';
 import type { ChunkInfo, ManifestAnswer, Registry } from '../registry/registry.js';
 import type { ManifestRecord } from '../storage/metadata.js';
-import type { AccessControl, AccessNeed } from './access.js';
+import { openAccess, type AccessControl, type AccessNeed } from './access.js';
 import { parseContentRange, parseRangeHeader, type ByteRange } from './range.js';
 import { send, sendError, sendJson, sendStream, type Headers } from './respond.js';
 import { blobPath, manifestPath, matchV2Route, uploadPath, type V2Route } from './v2-routes.js';
@@ -221,10 +221,15 @@ export function createV2Handler(deps: V2Deps) {
     if (mount !== null) {
       assertDigest(mount);
       if (from !== undefined) assertName(from);
-      await need(r, name, 'push');
-      // Mounting reveals the source's content, so it takes pull there too.
-      if (from !== undefined) await need(r, from, 'pull');
-      if (registry.mountBlob(name, mount, from)) {
+      // Mounting reveals the source's content, so it takes pull there too. One check for both, so
+      // that a refusal's challenge names every scope the client's token must cover.
+      const needs: AccessNeed[] = [{ resource: { type: 'repository', name }, actions: ['push'] }];
+      if (from !== undefined) needs.push({ resource: { type: 'repository', name: from }, actions: ['pull'] });
+      r.user = (await access.check(r.req, needs)).user;
+      // Without from=, the blob could come out of any repository, including ones the client may not
+      // pull: mount that way only when nothing is access-controlled.
+      const mountable = from !== undefined || access === openAccess;
+      if (mountable && (await registry.mountBlob(name, mount, from))) {
         audit(r, 'mount', name, mount);
         return sendCreatedBlob(r, name, mount);
       }

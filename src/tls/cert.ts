@@ -80,6 +80,17 @@ interface Authority {
   privateKey: CryptoKey;
 }
 
+/**
+ * A random positive 128-bit serial number with a minimal DER encoding. Left to @peculiar/x509, one
+ * serial in 512 starts with a 0x00 byte followed by one below 0x80: a non-minimal DER INTEGER that
+ * OpenSSL 3 refuses to parse ("illegal padding"), so Node and skopeo then fail to trust the registry.
+ */
+function serialNumber(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[0] = (bytes[0]! % 0x7f) + 1; // 0x01..0x7f: no leading zero, high bit clear
+  return Buffer.from(bytes).toString('hex');
+}
+
 function validity(days: number): { notBefore: Date; notAfter: Date } {
   const now = Date.now();
   return { notBefore: new Date(now - BACKDATE_MS), notAfter: new Date(now + days * DAY_MS) };
@@ -97,6 +108,7 @@ async function createAuthority(days: number): Promise<Authority> {
     {
       name: `CN=airlock registry CA ${stamp}, O=airlock`,
       keys,
+      serialNumber: serialNumber(),
       signingAlgorithm: SIGNING,
       ...validity(days),
       extensions: [
@@ -147,6 +159,7 @@ async function createServerCertificate(authority: Authority, names: SubjectNames
     {
       subject: `CN=${commonName(names.dnsNames[0] ?? names.ipAddresses[0]!)}`,
       issuer: authority.cert.subjectName,
+      serialNumber: serialNumber(),
       publicKey: keys.publicKey,
       signingKey: authority.privateKey,
       signingAlgorithm: authority.privateKey.algorithm.name === 'ECDSA' ? SIGNING : { name: 'RSASSA-PKCS1-v1_5' },
