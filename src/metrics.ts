@@ -2,7 +2,7 @@ import { Counter, Gauge, Registry as PromRegistry } from 'prom-client';
 import type { UpstreamConfig } from './config/schema.js';
 import type { MetadataStore } from './storage/metadata.js';
 
-const CACHE_KEYS = ['hits', 'misses', 'staleServed', 'bytesFromCache', 'bytesFromUpstream'] as const;
+const CACHE_KEYS = ['hits', 'misses', 'staleServed', 'bytesFromCache', 'bytesFromUpstream', 'evictedBlobs', 'evictedBytes'] as const;
 const UPSTREAM_KEYS = ['hits', 'misses', 'errors', 'bytesFromUpstream'] as const;
 type CacheKey = (typeof CACHE_KEYS)[number];
 type UpstreamKey = (typeof UPSTREAM_KEYS)[number];
@@ -59,6 +59,12 @@ export class Stats {
   bytesFromUpstream(prefix: string, bytes: number): void {
     this.add('cache.bytesFromUpstream', bytes);
     this.add(`upstream.${prefix}.bytesFromUpstream`, bytes);
+  }
+
+  /** Cached blobs removed to stay within cache.maxBytes. */
+  evicted(blobs: number, bytes: number): void {
+    this.add('cache.evictedBlobs', blobs);
+    this.add('cache.evictedBytes', bytes);
   }
 
   upstreamError(prefix: string, message: string): void {
@@ -141,6 +147,8 @@ export function createPrometheusRegistry(stats: Stats): PromRegistry {
   counter('airlock_cache_stale_served_total', 'Cached content served because the upstream was unreachable', () => current().cache.staleServed);
   counter('airlock_cache_bytes_from_cache_total', 'Blob bytes of proxied repositories served from disk', () => current().cache.bytesFromCache);
   counter('airlock_cache_bytes_from_upstream_total', 'Blob bytes fetched from upstreams', () => current().cache.bytesFromUpstream);
+  counter('airlock_cache_evicted_blobs_total', 'Cached blobs removed to stay within cache.maxBytes', () => current().cache.evictedBlobs);
+  counter('airlock_cache_evicted_bytes_total', 'Bytes of cached blobs removed to stay within cache.maxBytes', () => current().cache.evictedBytes);
 
   const perUpstream = (name: string, help: string, key: UpstreamKey) =>
     new Counter({

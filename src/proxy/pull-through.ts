@@ -11,6 +11,7 @@ import { parseManifest } from '../registry/manifest.js';
 import type { DigestAlgorithm } from '../registry/names.js';
 import type { FsBlobStore } from '../storage/blobstore.js';
 import type { ManifestRecord, MetadataStore, TagRecord } from '../storage/metadata.js';
+import type { KeyedLock } from '../registry/keyed-lock.js';
 import { BlobFill } from './blob-fill.js';
 import { CircuitBreaker } from './circuit.js';
 import { UpstreamClient, type ManifestResult } from './client.js';
@@ -62,6 +63,8 @@ export class PullThroughCache {
     private readonly blobs: FsBlobStore,
     private readonly stats: Stats,
     private readonly log: Logger,
+    /** Per-digest lock shared with the registry, against eviction removing what is being linked. */
+    private readonly blobLocks: KeyedLock,
   ) {
     this.upstreams = configs.map((config) => {
       const upstream = { config, client: new UpstreamClient(config, { userAgent: 'airlock' }), circuit: new CircuitBreaker(config.url) };
@@ -207,7 +210,12 @@ export class PullThroughCache {
         // repository: the upstream only has to confirm that this repository has the blob.
         const { size } = await this.call(route, repo, digest, (c) => c.headBlob(route.remoteRepo, digest));
         if (elsewhere !== undefined) {
-          this.meta.linkBlob(repo, digest, elsewhere, true);
+          const stillHere = await this.blobLocks.run(digest, async () => {
+            const size = this.meta.blobSize(digest);
+            if (size !== undefined) this.meta.linkBlob(repo, digest, size, true);
+            return size !== undefined;
+          });
+          if (!stillHere) return this.blob(route, repo, digest, algorithm, head);
           this.stats.outcome(prefix, 'hit');
           return { size: elsewhere, outcome: 'hit', open: (range) => this.openCached(digest, range) };
         }
@@ -301,6 +309,12 @@ export class PullThroughCache {
         upstream: route.upstream.config.url,
       });
     }
+  }
+
+  /** True while an upstream transfer of this blob is being written. */
+  isFilling(digest: string): boolean {
+    for (const key of this.fills.keys()) if (key.endsWith(`\0${digest}`)) return true;
+    return false;
   }
 
   /** Forgets a remembered 404 after a local push made the content exist. */

@@ -61,6 +61,13 @@ export class Registry {
     private readonly options: RegistryOptions,
     /** Fills repositories under an upstream prefix on demand; absent when no upstream is configured. */
     private readonly proxy?: PullThroughCache,
+    /**
+     * Serialises what writes a blob's file or links against what removes them (cache eviction),
+     * per digest. Shared with the pull-through cache.
+     */
+    private readonly blobLocks = new KeyedLock(),
+    /** Notes which blobs are served, for least-recently-used eviction. */
+    private readonly onServed: (digest: string) => void = () => undefined,
   ) {}
 
   /** The repository a request addresses (containerd's ?ns= puts it under that upstream's prefix). */
@@ -82,8 +89,24 @@ export class Registry {
   async findBlob(repo: string, digest: string, head: boolean, ns?: string): Promise<BlobAnswer> {
     const algorithm = assertDigest(digest);
     const route = this.proxy?.route(repo, ns);
-    if (!route) return { size: this.blobSize(repo, digest), open: (range) => this.openBlob(repo, digest, range) };
-    return this.proxy!.blob(route, repo, digest, algorithm, head);
+    const answer: BlobAnswer = route
+      ? await this.proxy!.blob(route, repo, digest, algorithm, head)
+      : { size: this.blobSize(repo, digest), open: (range) => this.openBlob(repo, digest, range) };
+    if (!head) this.onServed(digest);
+    return answer;
+  }
+
+  /**
+   * Removes a blob that only pull-through links hold and that was not served since `servedBefore`
+   * (cache eviction); true if removed. Pushed content is never touched.
+   */
+  async evictCachedBlob(digest: string, servedBefore: number): Promise<boolean> {
+    if (this.proxy?.isFilling(digest)) return false;
+    return this.blobLocks.run(digest, async () => {
+      if (!this.meta.forgetCachedBlob(digest, servedBefore)) return false;
+      await this.blobs.remove(digest);
+      return true;
+    });
   }
 
   // ---- blobs ---------------------------------------------------------------------------------
@@ -134,12 +157,14 @@ export class Registry {
    * Links a blob that already exists into the repository without transferring it. With `from`,
    * only if that repository links it; without, if any repository does. False when not possible.
    */
-  mountBlob(repo: string, digest: string, from?: string): boolean {
+  async mountBlob(repo: string, digest: string, from?: string): Promise<boolean> {
     assertDigest(digest);
-    const size = from === undefined ? this.meta.blobSize(digest) : this.meta.linkedBlobSize(from, digest);
-    if (size === undefined) return false;
-    this.meta.linkBlob(repo, digest, size);
-    return true;
+    return this.blobLocks.run(digest, async () => {
+      const size = from === undefined ? this.meta.blobSize(digest) : this.meta.linkedBlobSize(from, digest);
+      if (size === undefined) return false;
+      this.meta.linkBlob(repo, digest, size);
+      return true;
+    });
   }
 
   private async session(repo: string, id: string): Promise<{ size: number }> {
@@ -211,8 +236,11 @@ export class Registry {
           throw this.uploadWriteError(e, id);
         }
       }
-      const committed = await this.commit(id, digest, algorithm);
-      this.meta.linkBlob(repo, digest, committed);
+      const committed = await this.blobLocks.run(digest, async () => {
+        const size = await this.commit(id, digest, algorithm);
+        this.meta.linkBlob(repo, digest, size);
+        return size;
+      });
       this.meta.deleteUpload(id);
       return committed;
     });

@@ -1,17 +1,20 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { Authorizer } from '../auth/authorizer.js';
 import { ConfigError, parseConfig } from '../config/load.js';
 import type { Config, ConfigInput } from '../config/schema.js';
+import { AccessTracker } from '../lifecycle/access-tracker.js';
+import { CacheEvictor } from '../lifecycle/eviction.js';
 import { createLogger, type Logger } from '../log.js';
 import { createPrometheusRegistry, Stats } from '../metrics.js';
 import { PullThroughCache } from '../proxy/pull-through.js';
+import { KeyedLock } from '../registry/keyed-lock.js';
 import { Registry } from '../registry/registry.js';
 import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
-import { Authorizer } from '../auth/authorizer.js';
 import { openAccess } from './access.js';
-import { createAuthAccess } from './auth.js';
 import { createApp } from './app.js';
+import { createAuthAccess } from './auth.js';
 import { listen } from './listen.js';
 
 export interface RunningServer {
@@ -20,6 +23,8 @@ export interface RunningServer {
   config: Config;
   registry: Registry;
   log: Logger;
+  /** Runs one cache eviction pass now (when cache.maxBytes is set). */
+  evictCache(): Promise<void>;
   /** Graceful: in-flight requests finish, then the database closes. */
   close(): Promise<void>;
 }
@@ -30,94 +35,119 @@ export interface StartOptions {
   parsed?: boolean;
 }
 
+const EVICTION_EVERY_MS = 60_000;
+
 /** Starts airlock from a config object (the same shape as the YAML file). */
 export async function startServer(input: ConfigInput | Config = {}, options: StartOptions = {}): Promise<RunningServer> {
   const config = options.parsed ? (input as Config) : parseConfig(input);
   const log = options.logger ?? createLogger(config.log.level);
+  // Everything opened so far, closed in reverse order on shutdown or when starting fails midway.
+  const closers: (() => void | Promise<void>)[] = [];
+  const closeAll = async () => {
+    for (const close of closers.reverse()) await close();
+  };
 
-  mkdirSync(config.storage, { recursive: true });
-  const blobs = new FsBlobStore(config.storage);
-  await blobs.init();
-  const meta = new SqliteMetadataStore(join(config.storage, 'airlock.db'));
-  const stats = new Stats(meta, config.upstreams);
-  let proxy: PullThroughCache | undefined;
   try {
-    proxy = config.upstreams.length ? new PullThroughCache(config.upstreams, meta, blobs, stats, log) : undefined;
-  } catch (e) {
-    stats.close();
-    meta.close();
-    throw new ConfigError(`invalid upstream configuration: ${(e as Error).message}`);
-  }
-  const registry = new Registry(meta, blobs, log, {
-      manifestLimit: config.limits.manifestBytes,
-      uploadTTL: config.uploads.ttl,
-      uploadsPerOwner: config.limits.uploadSessionsPerUser,
-    }, proxy);
+    mkdirSync(config.storage, { recursive: true });
+    const blobs = new FsBlobStore(config.storage);
+    await blobs.init();
+    const meta = new SqliteMetadataStore(join(config.storage, 'airlock.db'));
+    closers.push(() => meta.close());
+    const stats = new Stats(meta, config.upstreams);
+    closers.push(() => stats.close());
+    const tracker = new AccessTracker(meta);
+    closers.push(() => tracker.close());
 
-  let authorizer: Authorizer | undefined;
-  if (config.auth) {
-    authorizer = new Authorizer(config.auth, config.storage, log);
-    try {
-      await authorizer.ready();
-    } catch (e) {
-      await proxy?.close();
-      stats.close();
-      meta.close();
-      throw new ConfigError(`auth: ${(e as Error).message}`);
+    const blobLocks = new KeyedLock();
+    let proxy: PullThroughCache | undefined;
+    if (config.upstreams.length) {
+      try {
+        proxy = new PullThroughCache(config.upstreams, meta, blobs, stats, log, blobLocks);
+      } catch (e) {
+        throw new ConfigError(`invalid upstream configuration: ${(e as Error).message}`);
+      }
+      const opened = proxy;
+      closers.push(() => opened.close());
     }
-  }
-  const access = authorizer ? createAuthAccess(authorizer, log, { realm: config.auth?.realm, tls: Boolean(config.tls) }) : openAccess;
+    const registry = new Registry(
+      meta,
+      blobs,
+      log,
+      { manifestLimit: config.limits.manifestBytes, uploadTTL: config.uploads.ttl, uploadsPerOwner: config.limits.uploadSessionsPerUser },
+      proxy,
+      blobLocks,
+      tracker.touch,
+    );
 
-  const app = createApp({
-    registry,
-    access,
-    authorizer,
-    log,
-    manifestLimit: config.limits.manifestBytes,
-    stats,
-    metrics: createPrometheusRegistry(stats),
-    readiness: () => {
-      meta.totals();
-    },
-  });
+    let authorizer: Authorizer | undefined;
+    if (config.auth) {
+      authorizer = new Authorizer(config.auth, config.storage, log);
+      try {
+        await authorizer.ready();
+      } catch (e) {
+        throw new ConfigError(`auth: ${(e as Error).message}`);
+      }
+    }
+    const access = authorizer ? createAuthAccess(authorizer, log, { realm: config.auth?.realm, tls: Boolean(config.tls) }) : openAccess;
 
-  let listening;
-  try {
-    listening = await listen(app, config, log);
+    const app = createApp({
+      registry,
+      access,
+      authorizer,
+      log,
+      manifestLimit: config.limits.manifestBytes,
+      stats,
+      metrics: createPrometheusRegistry(stats),
+      readiness: () => {
+        meta.totals();
+      },
+    });
+    const listening = await listen(app, config, log);
+    closers.push(() => listening.close());
+
+    // Abandoned uploads are swept at start and then periodically.
+    const sweepEvery = Math.min(Math.max(config.uploads.ttl / 4, 1000), 10 * 60_000);
+    const sweep = () => registry.expireUploads().catch((err) => log.error({ err }, 'upload expiry failed'));
+    void sweep();
+    const sweeper = setInterval(sweep, sweepEvery);
+    sweeper.unref();
+    closers.push(() => clearInterval(sweeper));
+
+    const maxBytes = config.cache.maxBytes;
+    const evictor =
+      maxBytes === undefined
+        ? undefined
+        : new CacheEvictor(maxBytes, meta, registry, tracker, log, (count, bytes) => stats.evicted(count, bytes));
+    const evict = async () => {
+      await evictor?.run().catch((err) => log.error({ err }, 'cache eviction failed'));
+    };
+    if (evictor) {
+      void evict();
+      const evictTimer = setInterval(evict, EVICTION_EVERY_MS);
+      evictTimer.unref();
+      closers.push(() => clearInterval(evictTimer));
+    }
+
+    log.info({ url: listening.url, storage: config.storage, tls: Boolean(config.tls) }, 'airlock listening');
+
+    let closed: Promise<void> | undefined;
+    return {
+      url: listening.url,
+      port: listening.port,
+      config,
+      registry,
+      log,
+      evictCache: evict,
+      close() {
+        closed ??= closeAll().then(() => {
+          log.info('airlock stopped');
+          log.flush();
+        });
+        return closed;
+      },
+    };
   } catch (e) {
-    await proxy?.close();
-    stats.close();
-    meta.close();
+    await closeAll();
     throw e;
   }
-
-  // Abandoned uploads are swept at start and then periodically.
-  const sweepEvery = Math.min(Math.max(config.uploads.ttl / 4, 1000), 10 * 60_000);
-  const sweep = () => registry.expireUploads().catch((err) => log.error({ err }, 'upload expiry failed'));
-  void sweep();
-  const sweeper = setInterval(sweep, sweepEvery);
-  sweeper.unref();
-
-  log.info({ url: listening.url, storage: config.storage, tls: Boolean(config.tls) }, 'airlock listening');
-
-  let closed: Promise<void> | undefined;
-  return {
-    url: listening.url,
-    port: listening.port,
-    config,
-    registry,
-    log,
-    close() {
-      closed ??= (async () => {
-        clearInterval(sweeper);
-        await listening.close();
-        await proxy?.close();
-        stats.close();
-        meta.close();
-        log.info('airlock stopped');
-        log.flush();
-      })();
-      return closed;
-    },
-  };
 }

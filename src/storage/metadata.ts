@@ -93,6 +93,17 @@ export interface MetadataStore {
   totals(): StorageTotals;
   readCounters(): Record<string, number>;
   addCounters(deltas: Record<string, number>): void;
+  /** Records when blobs were last served (batched by the caller). */
+  touchBlobs(digests: Iterable<string>, time: number): void;
+  /** Bytes of blobs that only pull-through links hold (what cache.maxBytes budgets). */
+  cachedOnlyBytes(): number;
+  /** Cached-only blobs, least recently served first. */
+  evictionCandidates(limit: number): { digest: string; size: number }[];
+  /**
+   * Forgets a blob if it is still held only by cached links and was not served since `servedBefore`;
+   * true if forgotten (the caller then removes the file).
+   */
+  forgetCachedBlob(digest: string, servedBefore: number): boolean;
   /** Last error recorded per upstream prefix. */
   readUpstreamErrors(): Map<string, string>;
   saveUpstreamErrors(errors: Map<string, string>): void;
@@ -142,7 +153,9 @@ export class SqliteMetadataStore implements MetadataStore {
         'INSERT INTO blobs (digest, size, created_at, last_access) VALUES (?, ?, ?, ?) ON CONFLICT(digest) DO NOTHING',
       ),
       linkBlob: db.prepare(
-        'INSERT INTO repo_blobs (repo_id, digest, cached, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING',
+        // A push over a cached link makes it pushed content (never evicted); never the other way.
+        `INSERT INTO repo_blobs (repo_id, digest, cached, created_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT(repo_id, digest) DO UPDATE SET cached = MIN(cached, excluded.cached)`,
       ),
       unlinkBlob: db.prepare('DELETE FROM repo_blobs WHERE repo_id = ? AND digest = ?'),
       getManifest: db.prepare(`SELECT ${manifestColumns} FROM manifests WHERE repo_id = ? AND digest = ?`),
@@ -197,6 +210,26 @@ export class SqliteMetadataStore implements MetadataStore {
                 (SELECT COALESCE(SUM(size), 0) FROM blobs) AS bytes`,
       ),
       readCounters: db.prepare('SELECT name, value FROM counters'),
+      touchBlob: db.prepare('UPDATE blobs SET last_access = ? WHERE digest = ? AND last_access < ?'),
+      cachedOnlyBytes: db
+        .prepare(
+          `SELECT COALESCE(SUM(b.size), 0) FROM blobs b
+           WHERE NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest AND rb.cached = 0)`,
+        )
+        .pluck(),
+      evictionCandidates: db.prepare(
+        `SELECT b.digest, b.size FROM blobs b
+         WHERE NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest AND rb.cached = 0)
+         ORDER BY b.last_access LIMIT ?`,
+      ),
+      isCachedOnlyAndIdle: db
+        .prepare(
+          `SELECT 1 FROM blobs b WHERE b.digest = ? AND b.last_access < ?
+           AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest AND rb.cached = 0)`,
+        )
+        .pluck(),
+      deleteBlobLinks: db.prepare('DELETE FROM repo_blobs WHERE digest = ?'),
+      deleteBlob: db.prepare('DELETE FROM blobs WHERE digest = ?'),
       readUpstreamErrors: db.prepare('SELECT prefix, last_error FROM upstream_notes WHERE last_error IS NOT NULL'),
       saveUpstreamError: db.prepare(
         'INSERT INTO upstream_notes (prefix, last_error) VALUES (?, ?) ON CONFLICT(prefix) DO UPDATE SET last_error = excluded.last_error',
@@ -411,6 +444,29 @@ export class SqliteMetadataStore implements MetadataStore {
   addCounters(deltas: Record<string, number>): void {
     this.db.transaction(() => {
       for (const [name, value] of Object.entries(deltas)) if (value) this.q.addCounter.run(name, value);
+    })();
+  }
+
+  touchBlobs(digests: Iterable<string>, time: number): void {
+    this.db.transaction(() => {
+      for (const digest of digests) this.q.touchBlob.run(time, digest, time);
+    })();
+  }
+
+  cachedOnlyBytes(): number {
+    return this.q.cachedOnlyBytes.get() as number;
+  }
+
+  evictionCandidates(limit: number): { digest: string; size: number }[] {
+    return this.q.evictionCandidates.all(limit) as { digest: string; size: number }[];
+  }
+
+  forgetCachedBlob(digest: string, servedBefore: number): boolean {
+    return this.db.transaction(() => {
+      if (this.q.isCachedOnlyAndIdle.get(digest, servedBefore) === undefined) return false;
+      this.q.deleteBlobLinks.run(digest);
+      this.q.deleteBlob.run(digest);
+      return true;
     })();
   }
 

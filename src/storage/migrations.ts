@@ -81,4 +81,8 @@ export const MIGRATIONS: string[] = [
     last_error  TEXT
   ) WITHOUT ROWID;
   `,
+  `
+  -- Cache eviction walks cached blobs from the least recently served.
+  CREATE INDEX blobs_by_last_access ON blobs(last_access);
+  `,
 ];

@@ -86,6 +86,8 @@ describe('stats', () => {
       staleServed: 1,
       bytesFromCache: layerSize,
       bytesFromUpstream: layerSize + configSize,
+      evictedBlobs: 0,
+      evictedBytes: 0,
     });
     const [up, fresh, down] = s.upstreams;
     expect(up).toEqual({ prefix: 'up', url: proxy.url, hits: 2, misses: 3, errors: 0, bytesFromUpstream: layerSize + configSize, lastError: null });
