@@ -1,0 +1,222 @@
+// The workloads. Each is { id, title, run(ctx) } and records figures through ctx.report; run.mjs
+// runs them in list order against the same two seeded servers.
+//
+// ctx = {
+//   servers,   // [airlock, distribution] ServerProcess objects (url, client, pid, rss sampler)
+//   content,   // what seed.mjs pushed (digests, sizes, bytes of the small blobs)
+//   opts,      // duration, maxRequests, warmup, downloads, pushRepeats
+//   report,    // Report: add({ id, label, unit, better, server, value }), detail({...})
+//   progress,  // (message) => void, to stderr
+//   root,      // the run's temp directory (removed at the end)
+//   track,     // (server) => server: registers an extra ServerProcess for cleanup
+// }
+//
+// A pull-through workload fits the same shape: start a third registry (startDistribution) as the
+// upstream under ctx.root, seed it with seed.mjs, start airlock with `config: { upstreams: [...] }`
+// and distribution with `proxy: { remoteurl }` (all through ctx.track), then time cold and warm
+// pulls with the helpers below. Append it to `workloads`.
+import { createHash } from 'node:crypto';
+import { BenchError, MANIFEST_ACCEPT } from './client.mjs';
+import { bytesOf, MiB } from './data.mjs';
+import { load } from './load.mjs';
+import { cpuSeconds } from './machine.mjs';
+import { CHUNK, REPOS } from './seed.mjs';
+
+const MB = 1e6; // throughput is reported in decimal megabytes per second
+
+/**
+ * Runs `fn(server)` for each server, alternating which goes first from one call to the next so
+ * that neither always runs on a "warmer" or "colder" machine.
+ */
+let turn = 0;
+export async function eachServer(ctx, fn) {
+  const order = turn++ % 2 === 0 ? ctx.servers : [...ctx.servers].reverse();
+  for (const server of order) {
+    ctx.progress(`  ${server.name}`);
+    await fn(server);
+    server.assertAlive();
+  }
+}
+
+/**
+ * A discarded short run first (JIT, caches, connection setup), then the measured run. The CPU
+ * time the server and the load generator used is kept with the result: on a 2-core machine both
+ * compete for the same cores, and CPU per request shows whether a figure is the server's limit
+ * or the generator's.
+ */
+async function measured(ctx, server, spec) {
+  if (ctx.opts.warmup > 0) await load({ ...spec, duration: ctx.opts.warmup, maxRequests: Math.ceil(ctx.opts.maxRequests / 10) });
+  const serverCpu = cpuSeconds(server.pid);
+  const benchCpu = cpuSeconds(process.pid);
+  const r = await load({ ...spec, duration: ctx.opts.duration, maxRequests: ctx.opts.maxRequests });
+  r.serverCpuSeconds = cpuSeconds(server.pid) - serverCpu;
+  r.benchCpuSeconds = cpuSeconds(process.pid) - benchCpu;
+  r.serverCpuMsPerRequest = (r.serverCpuSeconds * 1000) / r.requests;
+  return r;
+}
+
+const manifestPulls = {
+  id: 'manifests',
+  title: 'manifest GET by tag / HEAD by digest',
+  async run(ctx) {
+    const { manifests } = ctx.content;
+    const byDigest = new Map(manifests.map((m) => [m.blob.digest, m]));
+    // The answer must be the manifest pushed, as its own media type, with its exact length.
+    const check = (_status, h) => {
+      const m = byDigest.get(h['docker-content-digest']);
+      if (!m) return `Docker-Content-Digest ${h['docker-content-digest']} is not a seeded manifest`;
+      if (h['content-type'] !== m.mediaType) return `Content-Type ${h['content-type']} for a ${m.mediaType}`;
+      if (Number(h['content-length']) !== m.blob.size) return `Content-Length ${h['content-length']} for ${m.blob.size} bytes`;
+      return undefined;
+    };
+    const headers = { accept: MANIFEST_ACCEPT };
+    // Each connection alternates between the OCI and the Docker schema2 image.
+    const ops = [
+      { key: 'get-tag', label: 'manifest GET by tag', requests: manifests.map((m) => ({ method: 'GET', path: `/v2/${m.repo}/manifests/${m.tag}`, headers })) },
+      { key: 'head-digest', label: 'manifest HEAD by digest', requests: manifests.map((m) => ({ method: 'HEAD', path: `/v2/${m.repo}/manifests/${m.blob.digest}`, headers })) },
+    ];
+    for (const op of ops) {
+      for (const connections of [1, 16, 64]) {
+        ctx.progress(`${op.label}, c=${connections}`);
+        await eachServer(ctx, async (server) => {
+          const r = await measured(ctx, server, { base: server.url, requests: op.requests, connections, check });
+          const id = `manifest.${op.key}.c${connections}`;
+          ctx.report.add({ id: `${id}.rps`, label: `${op.label}, c=${connections}`, unit: 'req/s', server: server.name, value: r.rps });
+          ctx.report.add({ id: `${id}.p99`, label: `${op.label}, c=${connections}, p99`, unit: 'ms', better: 'lower', server: server.name, value: r.latencyMs.p99 });
+          ctx.report.detail({ id, server: server.name, ...r });
+        });
+      }
+    }
+  },
+};
+
+const smallBlobPulls = {
+  id: 'blob-1m',
+  title: 'blob GET, 1 MiB layer, c=16',
+  async run(ctx) {
+    const layer = ctx.content.layer1m;
+    const check = (_status, h) => {
+      if (h['docker-content-digest'] !== layer.digest) return `Docker-Content-Digest ${h['docker-content-digest']}`;
+      if (Number(h['content-length']) !== layer.size) return `Content-Length ${h['content-length']}`;
+      return undefined;
+    };
+    const connections = 16;
+    ctx.progress(`blob GET 1 MiB, c=${connections}`);
+    await eachServer(ctx, async (server) => {
+      const r = await measured(ctx, server, {
+        base: server.url,
+        requests: [{ method: 'GET', path: `/v2/${REPOS.oci}/blobs/${layer.digest}` }],
+        connections,
+        check,
+        minBytes: layer.size, // every response must have carried the whole body
+      });
+      ctx.report.add({ id: 'blob1m.c16.rps', label: `blob GET 1 MiB, c=${connections}`, unit: 'req/s', server: server.name, value: r.rps });
+      ctx.report.add({ id: 'blob1m.c16.mbps', label: `blob GET 1 MiB, c=${connections}, throughput`, unit: 'MB/s', server: server.name, value: (r.requests * layer.size) / r.seconds / MB });
+      ctx.report.detail({ id: 'blob1m.c16', server: server.name, ...r });
+    });
+  },
+};
+
+const largeBlobDownload = {
+  id: 'blob-256m',
+  title: 'blob GET, 256 MiB layer downloaded whole (best of N)',
+  async run(ctx) {
+    const layer = ctx.content.layer256m;
+    ctx.progress(`blob GET 256 MiB whole, best of ${ctx.opts.downloads}`);
+    await eachServer(ctx, async (server) => {
+      const runs = [];
+      for (let i = 0; i < ctx.opts.downloads; i++) {
+        const r = await server.client.download(`/v2/${REPOS.oci}/blobs/${layer.digest}`);
+        if (r.bytes !== layer.size) throw new BenchError(`${server.name}: 256 MiB download returned ${r.bytes} bytes`, { headers: r.headers });
+        runs.push(r.seconds);
+      }
+      const best = Math.min(...runs);
+      ctx.report.add({ id: 'blob256m.mbps', label: 'blob GET 256 MiB whole, best', unit: 'MB/s', server: server.name, value: layer.size / best / MB });
+      ctx.report.detail({ id: 'blob256m', server: server.name, seconds: runs });
+    });
+  },
+};
+
+const pushes = {
+  id: 'push',
+  title: 'push a 256 MiB blob: monolithic and chunked (best of N)',
+  async run(ctx) {
+    const size = 256 * MiB;
+    for (const mode of ['monolithic', 'chunked']) {
+      ctx.progress(`push 256 MiB ${mode}, best of ${ctx.opts.pushRepeats}`);
+      const times = new Map(ctx.servers.map((s) => [s.name, []]));
+      for (let rep = 0; rep < ctx.opts.pushRepeats; rep++) {
+        // Fresh content each time, so no server can skip work for a blob it already has; the
+        // digest is computed before the clock starts, as a real client knows it up front.
+        const data = bytesOf(`push-${mode}-${rep}-${Date.now()}`, size);
+        const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+        await eachServer(ctx, async (server) => {
+          const c = server.client;
+          const started = performance.now();
+          if (mode === 'monolithic') {
+            await c.pushMonolithic(REPOS.push, data, digest);
+          } else {
+            const chunks = (function* () {
+              for (let o = 0; o < size; o += CHUNK) yield data.subarray(o, o + CHUNK);
+            })();
+            await c.pushChunked(REPOS.push, chunks, digest);
+          }
+          const seconds = (performance.now() - started) / 1000;
+          const head = await c.fetch('HEAD', `/v2/${REPOS.push}/blobs/${digest}`);
+          if (Number(head.headers['content-length']) !== size || head.headers['docker-content-digest'] !== digest) {
+            throw new BenchError(`${server.name}: pushed blob ${digest} reads back wrong`, { headers: head.headers });
+          }
+          times.get(server.name).push(seconds);
+        });
+      }
+      for (const server of ctx.servers) {
+        const runs = times.get(server.name);
+        ctx.report.add({ id: `push.${mode}.mbps`, label: `push 256 MiB ${mode}${mode === 'chunked' ? ' (8 MiB PATCHes)' : ' (POST + PUT)'}`, unit: 'MB/s', server: server.name, value: size / Math.min(...runs) / MB });
+        ctx.report.detail({ id: `push.${mode}`, server: server.name, seconds: runs });
+      }
+    }
+  },
+};
+
+const streamMemory = {
+  id: 'stream-rss',
+  title: 'server RSS while streaming a 1 GiB blob',
+  async run(ctx) {
+    const big = ctx.content.big;
+    ctx.progress('RSS while streaming 1 GiB');
+    await eachServer(ctx, async (server) => {
+      server.rss.sample();
+      const before = server.rss.samples.at(-1)[1];
+      const from = performance.now();
+      const r = await server.client.download(`/v2/${REPOS.big}/blobs/${big.digest}`);
+      server.rss.sample();
+      const w = server.rss.window(from, performance.now());
+      if (r.bytes !== big.size) throw new BenchError(`${server.name}: 1 GiB download returned ${r.bytes} bytes`, { headers: r.headers });
+      if (w.count < 3) ctx.progress(`  note: only ${w.count} RSS samples during the stream (${r.seconds.toFixed(2)} s)`);
+      const add = (id, label, value) => ctx.report.add({ id, label, unit: 'MiB', better: 'lower', server: server.name, value });
+      add('stream1g.rss.before', 'RSS before streaming 1 GiB', before / 1024);
+      add('stream1g.rss.min', 'RSS while streaming 1 GiB, min', w.min / 1024);
+      add('stream1g.rss.max', 'RSS while streaming 1 GiB, max', w.max / 1024);
+      // The stream's speed is kept out of the figures: the blob was written a minute or more
+      // earlier and may have left the page cache, so it measures the disk as much as the server.
+      ctx.report.detail({ id: 'stream1g', server: server.name, seconds: r.seconds, mbps: big.size / r.seconds / MB, rssSamples: w.count, rssBeforeKiB: before, rssMinKiB: w.min, rssMaxKiB: w.max });
+    });
+  },
+};
+
+/** Last on purpose: peak resident memory over everything above (seeding included). */
+const peakMemory = {
+  id: 'peak-rss',
+  title: 'peak RSS of each server process over the whole run',
+  async run(ctx) {
+    for (const server of ctx.servers) {
+      server.rss.sample();
+      const all = server.rss.window();
+      ctx.report.add({ id: 'rss.peak.sampled', label: 'peak RSS, whole run (100 ms samples)', unit: 'MiB', better: 'lower', server: server.name, value: all.max / 1024 });
+      ctx.report.add({ id: 'rss.peak.hwm', label: 'peak RSS, whole run (kernel VmHWM)', unit: 'MiB', better: 'lower', server: server.name, value: server.rss.hwm / 1024 });
+      ctx.report.detail({ id: 'rss', server: server.name, samples: all.count, peakKiB: all.max, minKiB: all.min, hwmKiB: server.rss.hwm });
+    }
+  },
+};
+
+export const workloads = [manifestPulls, smallBlobPulls, largeBlobDownload, pushes, streamMemory, peakMemory];
