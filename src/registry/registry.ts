@@ -7,6 +7,7 @@ import { DigestMismatchError, TooLargeError, type FsBlobStore } from '../storage
 import type { ManifestRecord, MetadataStore, Page } from '../storage/metadata.js';
 import { RegistryError } from './errors.js';
 import { KeyedLock } from './keyed-lock.js';
+import { ManifestCache } from './manifest-cache.js';
 import { parseManifest } from './manifest.js';
 import { assertDigest, parseReference, type DigestAlgorithm } from './names.js';
 
@@ -53,6 +54,7 @@ const UPLOAD_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
  */
 export class Registry {
   private readonly uploadLocks = new KeyedLock();
+  private readonly manifests = new ManifestCache();
 
   constructor(
     readonly meta: MetadataStore,
@@ -298,8 +300,11 @@ export class Registry {
 
   /** Looks a manifest up by tag or digest; MANIFEST_UNKNOWN when absent (even if the repository is). */
   getManifest(repo: string, reference: string): ManifestRecord {
+    const cached = this.manifests.get(repo, reference);
+    if (cached) return cached;
     const ref = parseReference(reference);
     const found = ref.kind === 'tag' ? this.meta.getTaggedManifest(repo, ref.tag) : this.meta.getManifest(repo, ref.digest);
+    if (found) this.manifests.set(repo, reference, found);
     if (!found) {
       throw new RegistryError('MANIFEST_UNKNOWN', `manifest ${reference} is not known to repository ${repo}`, {
         [ref.kind]: reference,
@@ -354,6 +359,7 @@ export class Registry {
       },
       ref.kind === 'tag' ? ref.tag : undefined,
     );
+    this.manifests.invalidate(repo);
     this.proxy?.forgetNotFound(repo, reference);
     this.proxy?.forgetNotFound(repo, digest);
     return { digest, subject: parsed.subject?.digest };
@@ -363,6 +369,7 @@ export class Registry {
   deleteManifest(repo: string, reference: string): void {
     const ref = parseReference(reference);
     const deleted = ref.kind === 'tag' ? this.meta.deleteTag(repo, ref.tag) : this.meta.deleteManifest(repo, ref.digest);
+    this.manifests.invalidate(repo);
     if (!deleted) {
       throw new RegistryError('MANIFEST_UNKNOWN', `manifest ${reference} is not known to repository ${repo}`, { [ref.kind]: reference });
     }
