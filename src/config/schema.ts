@@ -1,25 +1,22 @@
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
 
-/** A zod type accepting "10m"-style durations (or seconds as a number), yielding milliseconds. */
-const duration = z.union([z.string(), z.number().nonnegative()]).transform((v, ctx) => {
-  try {
-    return parseDuration(v);
-  } catch (e) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
-    return z.NEVER;
-  }
-});
+/** A zod type for a value written with units ("10m", "200GiB") or as a plain number. */
+function withUnits(parse: (v: string | number) => number) {
+  return z.union([z.string(), z.number().nonnegative()]).transform((v, ctx) => {
+    try {
+      return parse(v);
+    } catch (e) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+      return z.NEVER;
+    }
+  });
+}
 
-/** A zod type accepting "200GiB"-style sizes (or bytes as a number), yielding bytes. */
-const size = z.union([z.string(), z.number().nonnegative()]).transform((v, ctx) => {
-  try {
-    return parseSize(v);
-  } catch (e) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
-    return z.NEVER;
-  }
-});
+/** "10m"-style durations (or seconds as a number), in milliseconds. */
+const duration = withUnits(parseDuration);
+/** "200GiB"-style sizes (or bytes as a number), in bytes. */
+const size = withUnits(parseSize);
 
 const hostPort = z
   .string()

@@ -2,7 +2,7 @@
 // lines, streamed bodies), spec error assertions, and small builders that push blobs and manifests.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
+import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { expect } from 'vitest';
 
 export const MEDIA = {
@@ -65,29 +65,34 @@ export function openRequest(base: string, path: string, options: RequestOptions 
   const response = new Promise<HttpResponse>((resolve, reject) => {
     req = httpRequest(
       { host: url.hostname, port: url.port, method: options.method ?? 'GET', path: rawPath, headers: options.headers, agent: false },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', reject);
-        res.on('end', () => {
-          const body = Buffer.concat(chunks);
-          resolve({
-            status: res.statusCode ?? 0,
-            headers: res.headers,
-            body,
-            text: body.toString('utf8'),
-            json: () => JSON.parse(body.toString('utf8')),
-            header: (name) => {
-              const v = res.headers[name.toLowerCase()];
-              return Array.isArray(v) ? v.join(', ') : v;
-            },
-          });
-        });
-      },
+      (res) => readResponse(res).then(resolve, reject),
     );
     req.on('error', reject);
   });
   return { req, response };
+}
+
+/** Reads a whole response (http or https) into an HttpResponse. */
+export function readResponse(res: IncomingMessage): Promise<HttpResponse> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on('data', (c: Buffer) => chunks.push(c));
+    res.on('error', reject);
+    res.on('end', () => {
+      const body = Buffer.concat(chunks);
+      resolve({
+        status: res.statusCode ?? 0,
+        headers: res.headers,
+        body,
+        text: body.toString('utf8'),
+        json: () => JSON.parse(body.toString('utf8')),
+        header: (name) => {
+          const v = res.headers[name.toLowerCase()];
+          return Array.isArray(v) ? v.join(', ') : v;
+        },
+      });
+    });
+  });
 }
 
 /** Asserts a spec error response: the status, JSON {"errors":[{code,message,detail}]}, a non-empty message. */

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { addUser } from '../../src/auth/htpasswd.js';
-import { expectStatus, http, MEDIA, sha256, type HttpResponse } from '../helpers/http.js';
+import { expectStatus, http, MEDIA, readResponse, sha256, type HttpResponse } from '../helpers/http.js';
 
 /** Cheapest bcrypt cost: fixtures written from code spend no time hashing. */
 export const FIXTURE_COST = 4;
@@ -282,25 +282,7 @@ export function httpsCall(
         servername: options.servername,
         agent: false,
       },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', reject);
-        res.on('end', () => {
-          const body = Buffer.concat(chunks);
-          resolve({
-            status: res.statusCode ?? 0,
-            headers: res.headers,
-            body,
-            text: body.toString('utf8'),
-            json: () => JSON.parse(body.toString('utf8')),
-            header: (name) => {
-              const v = res.headers[name.toLowerCase()];
-              return Array.isArray(v) ? v.join(', ') : v;
-            },
-          });
-        });
-      },
+      (res) => readResponse(res).then(resolve, reject),
     );
     req.on('error', reject);
     req.end(options.body);
