@@ -132,17 +132,7 @@ async function answers(url: string): Promise<boolean> {
   }
 }
 
-/** Asks the OS for a free port (bind to 0, read it, release it); the tiny race is acceptable in tests. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from '../helpers/distribution.js';
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
