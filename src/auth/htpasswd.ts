@@ -1,3 +1,4 @@
+import { createHmac, randomBytes } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import bcrypt from 'bcryptjs';
 import type { Logger } from '../log.js';
@@ -16,6 +17,10 @@ const BCRYPT_HASH_RE = /^\$2[aby]\$\d{2}\$[./A-Za-z0-9]{53}$/;
 export const MAX_PASSWORD_BYTES = 72;
 
 export const DEFAULT_BCRYPT_COST = 12;
+
+/** How long a verified password is trusted without running bcrypt again. */
+const VERIFIED_TTL_MS = 5 * 60_000;
+const VERIFIED_MAX = 10_000;
 
 /** Why a user name is unusable, or undefined when it is fine. */
 export function userNameProblem(name: string): string | undefined {
@@ -106,6 +111,8 @@ export class Htpasswd {
   private hashes = new Map<string, string>();
   private version: string | undefined;
   private dummy = dummyHash(10);
+  private readonly verified = new Map<string, number>();
+  private readonly verifiedKey = randomBytes(32);
   /** One re-read at a time: concurrent logins share it instead of each logging the same warnings. */
   private reloading: Promise<void> | undefined;
 
@@ -146,8 +153,30 @@ export class Htpasswd {
       this.log.error({ file: this.path, err: (e as Error).message }, 'cannot re-read htpasswd file; keeping the previous users');
     }
     const hash = this.hashes.get(user);
-    const matches = await bcrypt.compare(password, hash ?? this.dummy);
-    return hash !== undefined && matches;
+    if (hash === undefined) {
+      await bcrypt.compare(password, this.dummy);
+      return false;
+    }
+    const key = `${hash}\0${createHmac('sha256', this.verifiedKey).update(password).digest('base64')}`;
+    const until = this.verified.get(key);
+    if (until !== undefined && until > Date.now()) return true;
+    if (!(await bcrypt.compare(password, hash))) return false;
+    this.rememberVerified(key);
+    return true;
+  }
+
+  /**
+   * bcrypt costs hundreds of milliseconds of CPU by design; a client sending Basic credentials with
+   * every request would otherwise pay it (and make the server pay it) each time. A success is
+   * remembered briefly, keyed by the stored hash (a changed entry no longer matches) and a keyed
+   * HMAC of the password (no cheap password hash sits in memory). Failures are never remembered.
+   */
+  private rememberVerified(key: string): void {
+    if (this.verified.size >= VERIFIED_MAX) {
+      const now = Date.now();
+      for (const [k, until] of this.verified) if (until <= now || this.verified.size >= VERIFIED_MAX) this.verified.delete(k);
+    }
+    this.verified.set(key, Date.now() + VERIFIED_TTL_MS);
   }
 
   private async reloadIfChanged(): Promise<void> {

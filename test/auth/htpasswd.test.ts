@@ -84,6 +84,23 @@ describe('Htpasswd', () => {
     expect(await users.verify('bob', 'new')).toBe(true);
   });
 
+  it('runs bcrypt once for a password that keeps being right, every time for a wrong one, and again after the entry changes', async () => {
+    const file = join(dir, 'users.htpasswd');
+    writeFileSync(file, bcryptLine('alice', 'right', '$2y$') + '\n');
+    const users = await Htpasswd.load(file, captureLogger().log);
+    const compare = vi.spyOn(bcrypt, 'compare');
+    for (let i = 0; i < 5; i++) expect(await users.verify('alice', 'right')).toBe(true);
+    expect(compare).toHaveBeenCalledTimes(1);
+    for (let i = 0; i < 3; i++) expect(await users.verify('alice', 'wrong')).toBe(false);
+    expect(compare).toHaveBeenCalledTimes(4);
+
+    // A new entry for the user (password changed): the remembered success no longer applies.
+    writeFileSync(file, bcryptLine('alice', 'renewed', '$2y$') + '\n');
+    expect(await users.verify('alice', 'right')).toBe(false);
+    expect(await users.verify('alice', 'renewed')).toBe(true);
+    expect(compare).toHaveBeenCalledTimes(6);
+  });
+
   it('keeps the known users when the file briefly disappears', async () => {
     const file = join(dir, 'users.htpasswd');
     writeFileSync(file, bcryptLine('alice', 'pw', '$2y$') + '\n');
