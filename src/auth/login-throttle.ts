@@ -2,12 +2,15 @@
  * Slows down password guessing: after `freeFailures` failed logins for one (user, remote address),
  * further attempts are refused for a delay that doubles with every further failure, up to `maxDelayMs`.
  * A pair that stays quiet for `forgetAfterMs` starts over. Keyed by the pair, not the user alone, so a
- * stranger cannot lock a legitimate user out from everywhere.
+ * stranger cannot lock a legitimate user out from everywhere. Each address also has a larger
+ * allowance across all user names, so spraying many names from one address is slowed down too.
  */
 
 export interface ThrottleOptions {
   /** Failures tolerated before the first delay. */
   freeFailures: number;
+  /** Failures tolerated from one address across all user names before it is slowed down. */
+  addressFreeFailures: number;
   /** Delay after the first failure beyond the free ones; doubles with each further failure. */
   baseDelayMs: number;
   maxDelayMs: number;
@@ -20,6 +23,7 @@ export interface ThrottleOptions {
 
 export const DEFAULT_THROTTLE_OPTIONS: ThrottleOptions = {
   freeFailures: 5,
+  addressFreeFailures: 50,
   baseDelayMs: 1_000,
   maxDelayMs: 15 * 60_000,
   forgetAfterMs: 60 * 60_000,
@@ -35,7 +39,8 @@ interface FailureRecord {
 
 export class LoginThrottle {
   private readonly options: ThrottleOptions;
-  private readonly records = new Map<string, FailureRecord>();
+  private readonly pairs = new Map<string, FailureRecord>();
+  private readonly addresses = new Map<string, FailureRecord>();
 
   constructor(options: Partial<ThrottleOptions> = {}) {
     this.options = { ...DEFAULT_THROTTLE_OPTIONS, ...options };
@@ -43,45 +48,48 @@ export class LoginThrottle {
 
   /** Milliseconds the pair must still wait, or 0 when it may try now. */
   retryAfterMs(user: string, remoteAddress: string): number {
-    const record = this.current(keyOf(user, remoteAddress));
-    return record ? Math.max(0, record.blockedUntil - this.options.now()) : 0;
+    const now = this.options.now();
+    const pair = this.current(this.pairs, keyOf(user, remoteAddress));
+    const address = this.current(this.addresses, remoteAddress);
+    return Math.max(0, (pair?.blockedUntil ?? 0) - now, (address?.blockedUntil ?? 0) - now);
   }
 
   recordFailure(user: string, remoteAddress: string): void {
-    const key = keyOf(user, remoteAddress);
+    this.count(this.pairs, keyOf(user, remoteAddress), this.options.freeFailures);
+    this.count(this.addresses, remoteAddress, this.options.addressFreeFailures);
+  }
+
+  private count(records: Map<string, FailureRecord>, key: string, freeFailures: number): void {
     const now = this.options.now();
-    const record = this.current(key) ?? { failures: 0, lastFailureAt: now, blockedUntil: 0 };
+    const record = this.current(records, key) ?? { failures: 0, lastFailureAt: now, blockedUntil: 0 };
     record.failures += 1;
     record.lastFailureAt = now;
-    const beyondFree = record.failures - this.options.freeFailures;
+    const beyondFree = record.failures - freeFailures;
     if (beyondFree >= 0) {
       const delay = Math.min(this.options.maxDelayMs, this.options.baseDelayMs * 2 ** Math.min(beyondFree, 40));
       record.blockedUntil = now + delay;
     }
     // Re-insert so Map order is least-recently-failed first, which is what eviction drops.
-    this.records.delete(key);
-    this.records.set(key, record);
-    this.evictOverflow();
+    records.delete(key);
+    records.set(key, record);
+    for (const stalest of records.keys()) {
+      if (records.size <= this.options.maxEntries) break;
+      records.delete(stalest);
+    }
   }
 
+  /** A success clears the pair; the address allowance only recovers with time. */
   recordSuccess(user: string, remoteAddress: string): void {
-    this.records.delete(keyOf(user, remoteAddress));
+    this.pairs.delete(keyOf(user, remoteAddress));
   }
 
-  private current(key: string): FailureRecord | undefined {
-    const record = this.records.get(key);
+  private current(records: Map<string, FailureRecord>, key: string): FailureRecord | undefined {
+    const record = records.get(key);
     if (record && this.options.now() - record.lastFailureAt > this.options.forgetAfterMs && this.options.now() >= record.blockedUntil) {
-      this.records.delete(key);
+      records.delete(key);
       return undefined;
     }
     return record;
-  }
-
-  private evictOverflow(): void {
-    for (const key of this.records.keys()) {
-      if (this.records.size <= this.options.maxEntries) break;
-      this.records.delete(key);
-    }
   }
 }
 

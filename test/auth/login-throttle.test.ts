@@ -47,4 +47,13 @@ describe('LoginThrottle', () => {
     expect(throttle.retryAfterMs('b', 'x')).toBeGreaterThan(0);
     expect(throttle.retryAfterMs('c', 'x')).toBeGreaterThan(0);
   });
+
+  it('slows down one address trying many user names, without blocking other addresses', () => {
+    const throttle = new LoginThrottle({ freeFailures: 5, addressFreeFailures: 10, now: () => 0 });
+    for (let i = 0; i < 10; i++) throttle.recordFailure(`user${i}`, 'sprayer');
+    // Each name failed once only, yet the address has used its allowance.
+    expect(throttle.retryAfterMs('user0', 'sprayer')).toBeGreaterThan(0);
+    expect(throttle.retryAfterMs('someone-else', 'sprayer')).toBeGreaterThan(0);
+    expect(throttle.retryAfterMs('user0', 'elsewhere')).toBe(0);
+  });
 });
