@@ -16,7 +16,9 @@ export class BlobFill {
   readonly uploadId = randomUUID();
   /** Bytes on disk so far. */
   written = 0;
-  /** Set once the blob is committed under its digest. */
+  /** Set once every byte arrived and matched the digest: clients may have all of them. */
+  verified = false;
+  /** Set once the blob is durable under its digest (after verification). */
   committed = false;
   failure: Error | undefined;
   /** Resolves when the transfer ends either way; never rejects. */
@@ -63,7 +65,12 @@ export class BlobFill {
       if (this.size !== undefined && this.written !== this.size) {
         throw new Error(`upstream sent ${this.written} of ${this.size} bytes of blob ${this.digest}`);
       }
-      onCommitted(await this.blobs.commitUpload(this.uploadId, this.digest, algorithm));
+      const size = await this.blobs.verifyUpload(this.uploadId, this.digest, algorithm);
+      // The clients may have every byte now; making the cache durable is not their wait.
+      this.verified = true;
+      this.notify();
+      await this.blobs.promoteUpload(this.uploadId, this.digest);
+      onCommitted(size);
       this.committed = true;
     } catch (e) {
       response.abort();
@@ -108,7 +115,7 @@ export class BlobFill {
         for (;;) {
           // The last byte waits for the digest check: with Content-Length sent, handing it out first
           // would let a client take unverified (possibly wrong) bytes for a complete, good answer.
-          const releasable = fill.committed || fill.size === undefined ? fill.written : Math.min(fill.written, fill.size - 1);
+          const releasable = fill.verified || fill.size === undefined ? fill.written : Math.min(fill.written, fill.size - 1);
           const available = end === undefined ? releasable : Math.min(releasable, end + 1);
           if (position < available) {
             const length = Math.min(READ_CHUNK, available - position);
@@ -119,8 +126,9 @@ export class BlobFill {
             continue;
           }
           if (end !== undefined && position > end) return;
+          // Verified bytes are good even if making the cache durable fails afterwards.
+          if (fill.verified) return;
           if (fill.failure) throw fill.failure;
-          if (fill.committed) return;
           await fill.changed;
         }
       } finally {

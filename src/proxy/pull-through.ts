@@ -223,8 +223,11 @@ export class PullThroughCache {
         return { size, outcome: 'miss' };
       }
       const fill = await this.fill(route, repo, digest, algorithm);
-      this.stats.outcome(prefix, 'miss');
-      return { size: fill.size, outcome: 'miss', open: (range) => fill.reader(range) };
+      // Joining a transfer whose bytes are all here and verified (only being made durable) is
+      // served locally: a hit, like the request right after it will be.
+      const outcome = fill.verified ? 'hit' : 'miss';
+      this.stats.outcome(prefix, outcome);
+      return { size: fill.size, outcome, open: (range) => fill.reader(range) };
     } catch (e) {
       throw this.clientError(e, 'BLOB_UNKNOWN');
     }

@@ -171,18 +171,30 @@ export class FsBlobStore implements BlobStore {
   }
 
   async commitUpload(id: string, digest: string, algorithm: DigestAlgorithm): Promise<number> {
+    const size = await this.verifyUpload(id, digest, algorithm);
+    await this.promoteUpload(id, digest);
+    return size;
+  }
+
+  /** Checks the upload's bytes against the digest (DigestMismatchError if not); returns the size. */
+  async verifyUpload(id: string, digest: string, algorithm: DigestAlgorithm): Promise<number> {
+    const path = this.uploadPath(id);
+    const size = (await stat(path)).size;
+    const state = this.hashes.get(id);
+    const actual =
+      algorithm === 'sha256' && state && state.size === size
+        ? `sha256:${state.hash.digest('hex')}`
+        : `${algorithm}:${await hashFile(path, algorithm)}`;
+    this.hashes.delete(id);
+    if (actual !== digest) throw new DigestMismatchError(digest, actual);
+    return size;
+  }
+
+  /** Makes verified upload bytes durable and visible under their digest: fsync, rename, fsync dir. */
+  async promoteUpload(id: string, digest: string): Promise<void> {
     const path = this.uploadPath(id);
     const fh = await open(path, 'r');
-    let size: number;
     try {
-      size = (await fh.stat()).size;
-      const state = this.hashes.get(id);
-      const actual =
-        algorithm === 'sha256' && state && state.size === size
-          ? `sha256:${state.hash.digest('hex')}`
-          : `${algorithm}:${await hashFile(path, algorithm)}`;
-      this.hashes.delete(id);
-      if (actual !== digest) throw new DigestMismatchError(digest, actual);
       await fh.sync();
     } finally {
       await fh.close();
@@ -191,7 +203,6 @@ export class FsBlobStore implements BlobStore {
     await mkdir(dirname(target), { recursive: true });
     await rename(path, target);
     await syncDirectory(dirname(target));
-    return size;
   }
 
   async removeUpload(id: string): Promise<void> {
