@@ -11,11 +11,15 @@ import type { DigestAlgorithm } from '../registry/names.js';
 import type { BlobResult } from './client.js';
 
 const READ_CHUNK = 256 * 1024;
+const RECENT_WINDOW = 8 * 1024 * 1024;
 
 export class BlobFill {
   readonly uploadId = randomUUID();
   /** Bytes on disk so far. */
   written = 0;
+  /** The last few MiB written, so readers keeping pace need not read them back from the file. */
+  private recent: { offset: number; buffer: Buffer }[] = [];
+  private recentBytes = 0;
   /** Set once every byte arrived and matched the digest: clients may have all of them. */
   verified = false;
   /** Set once the blob is durable under its digest (after verification). */
@@ -61,7 +65,7 @@ export class BlobFill {
 
   private async transfer(response: BlobResult, algorithm: DigestAlgorithm, onCommitted: (size: number) => void): Promise<void> {
     try {
-      await this.blobs.appendUpload(this.uploadId, response.body, Infinity, (size) => this.progress(size));
+      await this.blobs.appendUpload(this.uploadId, response.body, Infinity, (size, written) => this.progress(size, written));
       if (this.size !== undefined && this.written !== this.size) {
         throw new Error(`upstream sent ${this.written} of ${this.size} bytes of blob ${this.digest}`);
       }
@@ -79,13 +83,32 @@ export class BlobFill {
     }
   }
 
-  private progress(size: number): void {
+  private progress(size: number, written: Buffer[]): void {
+    let offset = this.written;
+    for (const buffer of written) {
+      this.recent.push({ offset, buffer });
+      this.recentBytes += buffer.length;
+      offset += buffer.length;
+    }
+    while (this.recentBytes > RECENT_WINDOW && this.recent.length > 1) this.recentBytes -= this.recent.shift()!.buffer.length;
     this.written = size;
     this.notify();
   }
 
+  /** Bytes from `position` (before `available`) if they are still in the recent window. */
+  recentAt(position: number, available: number): Buffer | undefined {
+    for (let i = this.recent.length - 1; i >= 0; i--) {
+      const { offset, buffer } = this.recent[i]!;
+      if (position >= offset + buffer.length) return undefined;
+      if (position >= offset) return buffer.subarray(position - offset, Math.min(buffer.length, available - offset));
+    }
+    return undefined;
+  }
+
   private finish(failure: Error | undefined): void {
     this.failure = failure;
+    this.recent = [];
+    this.recentBytes = 0;
     this.notify();
   }
 
@@ -118,6 +141,14 @@ export class BlobFill {
           const releasable = fill.verified || fill.size === undefined ? fill.written : Math.min(fill.written, fill.size - 1);
           const available = end === undefined ? releasable : Math.min(releasable, end + 1);
           if (position < available) {
+            // A reader keeping pace takes the bytes just written from memory; one that fell behind
+            // (or came late) reads them back from the file.
+            const recent = fill.recentAt(position, available);
+            if (recent) {
+              position += recent.length;
+              yield recent;
+              continue;
+            }
             const length = Math.min(READ_CHUNK, available - position);
             const chunk = Buffer.allocUnsafe(length);
             const { bytesRead } = await fh.read(chunk, 0, length, position);

@@ -27,8 +27,11 @@ export interface BlobStore {
   createUpload(id: string): Promise<void>;
   /** Bytes received so far, or undefined when the session has no file. */
   uploadSize(id: string): Promise<number | undefined>;
-  /** Appends a stream to the session; returns the new size. `onWritten` sees the size after each write. */
-  appendUpload(id: string, source: Readable, limit?: number, onWritten?: (size: number) => void): Promise<number>;
+  /**
+   * Appends a stream to the session; returns the new size. `onWritten` sees the size after each
+   * write, and the buffers just written (which it must not modify).
+   */
+  appendUpload(id: string, source: Readable, limit?: number, onWritten?: (size: number, written: Buffer[]) => void): Promise<number>;
   /** Opens an upload's file for reading while it grows (a pull-through fill being tailed). */
   openUpload(id: string): Promise<FileHandle | undefined>;
   openCommitted(digest: string): Promise<FileHandle | undefined>;
@@ -124,7 +127,7 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  async appendUpload(id: string, source: Readable, limit = Infinity, onWritten?: (size: number) => void): Promise<number> {
+  async appendUpload(id: string, source: Readable, limit = Infinity, onWritten?: (size: number, written: Buffer[]) => void): Promise<number> {
     const path = this.uploadPath(id);
     const fh = await open(path, 'a');
     let size = (await fh.stat()).size;
@@ -148,7 +151,7 @@ export class FsBlobStore implements BlobStore {
         await writing;
         size += bytes;
         if (state) state.size = size;
-        onWritten?.(size);
+        onWritten?.(size, batch);
       }
     } catch (e) {
       // A failed write may have left part of a batch in the file without the hash knowing exactly
