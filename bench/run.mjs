@@ -4,8 +4,8 @@
 // then face the same workloads one after the other. Figures print as "airlock / distribution /
 // ratio" lines and the whole run is written to bench/results/<ISO timestamp>.json.
 //
-//   npm run bench                 5 s per load run (about 2.5 minutes in all on 2 cores)
-//   npm run bench -- --quick      smoke run, about a minute
+//   npm run bench                 5 s per load run (about 3 minutes in all on 2 cores)
+//   npm run bench -- --quick      smoke run, about 80 s
 //   npm run bench -- --duration 10 --only manifests,blob-1m
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,7 +20,7 @@ import { workloads } from './lib/workloads.mjs';
 
 const HELP = `Usage: node bench/run.mjs [--quick] [--duration SECONDS] [--requests N] [--only IDS] [--markdown]
 
-  --quick         smoke run: 1 s per load run, short warm-ups, one push per mode (about a minute)
+  --quick         smoke run: 1 s per load run, short warm-ups, one push per mode (about 80 s)
   --duration S    seconds per load run (default 5; 1 with --quick)
   --requests N    cap on responses per load run (default 100000; 20000 with --quick)
   --only IDS      comma-separated workload ids: ${workloads.map((w) => w.id).join(', ')}
@@ -87,7 +87,9 @@ async function main() {
   const root = mkdtempSync(join(tmpdir(), 'airlock-bench-'));
   const servers = []; // the compared pair, [airlock, distribution]
   const extra = []; // servers a workload starts for itself (e.g. an upstream); stopped the same way
-  const report = new Report(['airlock', 'distribution']);
+  // 'direct' is the reference value of the pull-through figures: the same request sent straight to
+  // the upstream registry both caches sit in front of.
+  const report = new Report(['airlock', 'distribution'], 'direct');
   const results = {
     startedAt: startedAt.toISOString(),
     machine: machineInfo(PROJECT_ROOT, distributionVersion()),
@@ -118,8 +120,17 @@ async function main() {
     });
   }
 
+  // What the run was doing when: the peak-rss workload names the phase its peak fell in.
+  const phases = [];
+  const phase = (name) => {
+    const now = performance.now();
+    if (phases.length) phases.at(-1).to = now;
+    phases.push({ name, from: now, to: Infinity });
+  };
+
   let failed;
   try {
+    phase('start');
     progress(`temp storage under ${root}`);
     progress('generating content');
     const content = buildContent();
@@ -129,10 +140,12 @@ async function main() {
 
     // Seeding and verification are not timed, so both servers get them at once.
     progress('seeding both servers (1.3 GiB each)');
+    phase('seed');
     const seeded = performance.now();
     await seedAll(servers, content);
     results.seedSeconds = (performance.now() - seeded) / 1000;
     progress('verifying what both servers serve');
+    phase('verify');
     await Promise.all(servers.map((s) => verify(s, content)));
 
     const ctx = {
@@ -143,12 +156,16 @@ async function main() {
       progress,
       root,
       track: (server) => (extra.push(server), server),
+      phases,
     };
-    const pids = () => servers.map((s) => s.pid);
+    // Servers a workload starts count as the bench's own CPU, not as other load on the machine;
+    // they keep running until the cleanup, so their CPU time never drops out of a later snapshot.
+    const pids = () => [...servers, ...extra].map((s) => s.pid);
     const whole = cpuSnapshot(pids());
     for (const w of workloads) {
       if (opts.only && !opts.only.includes(w.id) && w.id !== 'peak-rss') continue;
       progress(`== ${w.title}`);
+      phase(w.id);
       const before = cpuSnapshot(pids());
       await w.run(ctx);
       const cores = foreignCpu(before, cpuSnapshot(pids()));
@@ -163,11 +180,11 @@ async function main() {
 
   // Anything a server logged (airlock runs at warn, distribution at error) is worth seeing.
   await cleanup();
-  results.serverLogs = Object.fromEntries(servers.map((s) => [s.name, { pid: s.pid, exit: s.exited, lines: s.logCount, tail: s.logLines.slice(-50) }]));
+  results.serverLogs = Object.fromEntries([...servers, ...extra].map((s) => [s.name, { pid: s.pid, exit: s.exited, lines: s.logCount, tail: s.logLines.slice(-50) }]));
 
   report.print();
   if (opts.markdown) process.stdout.write(`\n${report.markdown()}\n`);
-  for (const s of servers) if (s.logCount) process.stderr.write(`\n${s.name} logged ${s.logCount} line(s); last ones:\n${s.logTail(20)}\n`);
+  for (const s of [...servers, ...extra]) if (s.logCount) process.stderr.write(`\n${s.name} logged ${s.logCount} line(s); last ones:\n${s.logTail(20)}\n`);
 
   Object.assign(results, report.toJSON(), { finishedAt: new Date().toISOString() });
   if (failed) results.error = { message: failed.message, detail: failed.detail, stack: failed.stack };
@@ -180,7 +197,7 @@ async function main() {
 
   if (failed) {
     process.stderr.write(`\nBENCH FAILED: ${describeError(failed)}\n`);
-    for (const s of servers) {
+    for (const s of [...servers, ...extra]) {
       const died = s.exited && !s.exited.stoppedByBench;
       const state = died ? `EXITED on its own (code ${s.exited.code}, signal ${s.exited.signal})` : 'was running until the bench stopped it';
       process.stderr.write(`\n--- ${s.name} (pid ${s.pid}) ${state}; log tail ---\n${s.logTail()}\n`);

@@ -73,18 +73,19 @@ export class RssSampler {
     clearInterval(this.timer);
   }
 
-  /** {min, max, count} in KiB over samples taken in [from, to]. */
+  /** {min, max, maxAt, count} in KiB (maxAt: performance.now() of the max) over samples taken in [from, to]. */
   window(from = 0, to = Infinity) {
     let min = Infinity;
     let max = 0;
+    let maxAt;
     let count = 0;
     for (const [t, kib] of this.samples) {
       if (t < from || t > to) continue;
       min = Math.min(min, kib);
-      max = Math.max(max, kib);
+      if (kib > max) [max, maxAt] = [kib, t];
       count++;
     }
-    return { min: count ? min : NaN, max: count ? max : NaN, count };
+    return { min: count ? min : NaN, max: count ? max : NaN, maxAt, count };
   }
 }
 

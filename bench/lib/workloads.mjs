@@ -9,51 +9,19 @@
 //   progress,  // (message) => void, to stderr
 //   root,      // the run's temp directory (removed at the end)
 //   track,     // (server) => server: registers an extra ServerProcess for cleanup
+//   phases,    // [{ name, from, to }] in performance.now() ms: start, seed, verify, each workload
 // }
 //
-// A pull-through workload fits the same shape: start a third registry (startDistribution) as the
-// upstream under ctx.root, seed it with seed.mjs, start airlock with `config: { upstreams: [...] }`
-// and distribution with `proxy: { remoteurl }` (all through ctx.track), then time cold and warm
-// pulls with the helpers below. Append it to `workloads`.
+// The pull-through workload lives in its own module (pull-through.mjs): it starts a third registry
+// as the shared upstream and its own pair of caches in front of it (all through ctx.track).
 import { createHash } from 'node:crypto';
 import { BenchError, MANIFEST_ACCEPT } from './client.mjs';
 import { bytesOf, MiB } from './data.mjs';
-import { load } from './load.mjs';
-import { cpuSeconds } from './machine.mjs';
+import { eachServer, measured } from './measure.mjs';
+import { pullThrough } from './pull-through.mjs';
 import { CHUNK, REPOS } from './seed.mjs';
 
 const MB = 1e6; // throughput is reported in decimal megabytes per second
-
-/**
- * Runs `fn(server)` for each server, alternating which goes first from one call to the next so
- * that neither always runs on a "warmer" or "colder" machine.
- */
-let turn = 0;
-export async function eachServer(ctx, fn) {
-  const order = turn++ % 2 === 0 ? ctx.servers : [...ctx.servers].reverse();
-  for (const server of order) {
-    ctx.progress(`  ${server.name}`);
-    await fn(server);
-    server.assertAlive();
-  }
-}
-
-/**
- * A discarded short run first (JIT, caches, connection setup), then the measured run. The CPU
- * time the server and the load generator used is kept with the result: on a 2-core machine both
- * compete for the same cores, and CPU per request shows whether a figure is the server's limit
- * or the generator's.
- */
-async function measured(ctx, server, spec) {
-  if (ctx.opts.warmup > 0) await load({ ...spec, duration: ctx.opts.warmup, maxRequests: Math.ceil(ctx.opts.maxRequests / 10) });
-  const serverCpu = cpuSeconds(server.pid);
-  const benchCpu = cpuSeconds(process.pid);
-  const r = await load({ ...spec, duration: ctx.opts.duration, maxRequests: ctx.opts.maxRequests });
-  r.serverCpuSeconds = cpuSeconds(server.pid) - serverCpu;
-  r.benchCpuSeconds = cpuSeconds(process.pid) - benchCpu;
-  r.serverCpuMsPerRequest = (r.serverCpuSeconds * 1000) / r.requests;
-  return r;
-}
 
 const manifestPulls = {
   id: 'manifests',
@@ -204,7 +172,7 @@ const streamMemory = {
   },
 };
 
-/** Last on purpose: peak resident memory over everything above (seeding included). */
+/** Last on purpose: peak resident memory over everything above (seeding included), and when. */
 const peakMemory = {
   id: 'peak-rss',
   title: 'peak RSS of each server process over the whole run',
@@ -214,9 +182,10 @@ const peakMemory = {
       const all = server.rss.window();
       ctx.report.add({ id: 'rss.peak.sampled', label: 'peak RSS, whole run (100 ms samples)', unit: 'MiB', better: 'lower', server: server.name, value: all.max / 1024 });
       ctx.report.add({ id: 'rss.peak.hwm', label: 'peak RSS, whole run (kernel VmHWM)', unit: 'MiB', better: 'lower', server: server.name, value: server.rss.hwm / 1024 });
-      ctx.report.detail({ id: 'rss', server: server.name, samples: all.count, peakKiB: all.max, minKiB: all.min, hwmKiB: server.rss.hwm });
+      const during = ctx.phases?.find((p) => all.maxAt >= p.from && all.maxAt < p.to)?.name;
+      ctx.report.detail({ id: 'rss', server: server.name, samples: all.count, peakKiB: all.max, peakDuring: during, minKiB: all.min, hwmKiB: server.rss.hwm });
     }
   },
 };
 
-export const workloads = [manifestPulls, smallBlobPulls, largeBlobDownload, pushes, streamMemory, peakMemory];
+export const workloads = [manifestPulls, smallBlobPulls, largeBlobDownload, pushes, streamMemory, pullThrough, peakMemory];

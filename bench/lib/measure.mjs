@@ -1,0 +1,37 @@
+// Helpers shared by the workload modules: taking turns between the compared servers, and one
+// measured load run (warm-up discarded, CPU time of server and generator kept with the result).
+import { load } from './load.mjs';
+import { cpuSeconds } from './machine.mjs';
+
+/**
+ * Runs `fn(server)` for each of `ctx.servers`, alternating which goes first from one call to the
+ * next so that neither always runs on a "warmer" or "colder" machine.
+ */
+let turn = 0;
+export async function eachServer(ctx, fn) {
+  const order = turn++ % 2 === 0 ? ctx.servers : [...ctx.servers].reverse();
+  for (const server of order) {
+    ctx.progress(`  ${server.name}`);
+    await fn(server);
+    server.assertAlive();
+  }
+}
+
+/**
+ * A discarded short run first (JIT, caches, connection setup), then the measured run. The CPU
+ * time the server and the load generator used is kept with the result: on a 2-core machine both
+ * compete for the same cores, and CPU per request shows whether a figure is the server's limit
+ * or the generator's. `alsoPids` adds processes whose CPU is recorded too (e.g. an upstream).
+ */
+export async function measured(ctx, server, spec, alsoPids = {}) {
+  if (ctx.opts.warmup > 0) await load({ ...spec, duration: ctx.opts.warmup, maxRequests: Math.ceil(ctx.opts.maxRequests / 10) });
+  const serverCpu = cpuSeconds(server.pid);
+  const benchCpu = cpuSeconds(process.pid);
+  const others = Object.fromEntries(Object.entries(alsoPids).map(([name, pid]) => [name, cpuSeconds(pid)]));
+  const r = await load({ ...spec, duration: ctx.opts.duration, maxRequests: ctx.opts.maxRequests });
+  r.serverCpuSeconds = cpuSeconds(server.pid) - serverCpu;
+  r.benchCpuSeconds = cpuSeconds(process.pid) - benchCpu;
+  r.serverCpuMsPerRequest = (r.serverCpuSeconds * 1000) / r.requests;
+  for (const [name, before] of Object.entries(others)) r[`${name}CpuSeconds`] = cpuSeconds(alsoPids[name]) - before;
+  return r;
+}

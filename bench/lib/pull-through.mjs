@@ -1,0 +1,245 @@
+// Workload 4: pull-through. A third registry, a plain distribution instance with its own temp
+// storage, plays the shared upstream. In front of it, with empty caches:
+//   - airlock with upstreams: [{ prefix: 'up', url: <upstream>, insecure: true }], so the local
+//     repository up/upstream/app is the upstream's upstream/app;
+//   - distribution in proxy mode (proxy: { remoteurl: <upstream> }), serving upstream/app as is.
+// Each figure is airlock-through vs distribution-proxy, with the same request sent straight to the
+// upstream ("direct") as the reference value.
+//
+//   1. cold manifest GET by tag (the first request for each tag), latency;
+//   2. cold GET of the 256 MiB layer (first request, SHA-256 of the body checked), MB/s and seconds;
+//   3. warm GET of the same layer, best of N, MB/s;
+//   4. warm manifest GET by tag and HEAD by digest under autocannon at c=16.
+// airlock's X-Cache header proves each cold request was a MISS and each warm one a HIT. After a
+// cold blob fetch the bench waits until all three servers are idle: distribution's proxy stores
+// its copy with a second upstream fetch in the background, which must not overlap the next timing.
+// The three servers stay up until the bench's cleanup (their CPU then counts as the bench's own).
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BenchError, MANIFEST_ACCEPT } from './client.mjs';
+import { eachServer, measured } from './measure.mjs';
+import { cpuSeconds } from './machine.mjs';
+import { CHUNK, MT } from './seed.mjs';
+import { startAirlock, startDistribution } from './servers.mjs';
+
+const MB = 1e6;
+/** The upstream's repository, and the prefix airlock maps onto the upstream. */
+const UPSTREAM_REPO = 'upstream/app';
+const PREFIX = 'up';
+const CONNECTIONS = 16;
+
+/**
+ * Waits until none of `servers` has used CPU for `quietMs` (at most `maxMs`): distribution's proxy
+ * stores a blob with a second upstream fetch in the background after the client's copy is sent,
+ * and a "warm" download must not race it. Returns the milliseconds waited.
+ */
+async function settle(servers, quietMs = 500, maxMs = 20_000) {
+  const started = performance.now();
+  const cpu = () => servers.map((s) => cpuSeconds(s.pid)).join();
+  let last = cpu();
+  let since = performance.now();
+  while (performance.now() - since < quietMs && performance.now() - started < maxMs) {
+    await sleep(100);
+    const now = cpu();
+    if (now !== last) [last, since] = [now, performance.now()];
+  }
+  return performance.now() - started;
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/** The two images of the main content set, under one repository with one tag each. */
+function upstreamImages(content) {
+  return [
+    { tag: 'oci', label: 'OCI manifest', mediaType: MT.OCI_MANIFEST, blob: content.ociManifest },
+    { tag: 'docker', label: 'Docker schema2', mediaType: MT.DOCKER_MANIFEST, blob: content.dockerManifest },
+  ];
+}
+
+async function seedUpstream(upstream, content) {
+  const c = upstream.client;
+  const repo = UPSTREAM_REPO;
+  for (const b of [content.ociConfig, content.layer1m, content.dockerConfig, content.layer64k]) await c.pushMonolithic(repo, b.data, b.digest);
+  const big = content.layer256m.data;
+  await c.pushChunked(
+    repo,
+    (function* () {
+      for (let o = 0; o < big.length; o += CHUNK) yield big.subarray(o, Math.min(o + CHUNK, big.length));
+    })(),
+    content.layer256m.digest,
+  );
+  for (const img of upstreamImages(content)) await c.putManifest(repo, img.tag, img.mediaType, img.blob);
+}
+
+/** airlock must say MISS on a cold request and HIT on a warm one; distribution has no such header. */
+function cacheProblem(server, headers, want) {
+  if (server.reportAs !== 'airlock') return undefined;
+  const got = headers['x-cache'];
+  return got === want ? undefined : `X-Cache ${got} where ${want} was expected`;
+}
+
+function expectCache(server, headers, want, what) {
+  const problem = cacheProblem(server, headers, want);
+  if (problem) throw new BenchError(`${server.name}: ${what}: ${problem}`, { headers });
+}
+
+/** Records one figure: the direct value first, so the printed line carries it. */
+function addFigure(ctx, fig, values) {
+  for (const server of ['direct', 'airlock', 'distribution']) {
+    if (values[server] !== undefined) ctx.report.add({ ...fig, server, value: values[server] });
+  }
+}
+
+/** GET a manifest by tag, timed, checked against what the upstream was given. */
+async function getManifest(server, img) {
+  const started = performance.now();
+  const res = await server.client.fetch('GET', `/v2/${server.repo}/manifests/${img.tag}`, { headers: { accept: MANIFEST_ACCEPT } });
+  const ms = performance.now() - started;
+  const h = res.headers;
+  if (h['content-type'] !== img.mediaType || h['docker-content-digest'] !== img.blob.digest || !res.body.equals(img.blob.data)) {
+    throw new BenchError(`${server.name}: GET ${server.repo}:${img.tag} did not return the upstream's manifest`, { headers: h, body: res.body.toString().slice(0, 500) });
+  }
+  return { ms, headers: h };
+}
+
+/** GET the 256 MiB layer whole; hashed when `hash` (the cold fetch must be proved correct). */
+async function getLayer(server, layer, { hash }) {
+  const r = await server.client.download(`/v2/${server.repo}/blobs/${layer.digest}`, { hash });
+  if (r.bytes !== layer.size) throw new BenchError(`${server.name}: 256 MiB layer returned ${r.bytes} bytes`, { headers: r.headers });
+  if (hash && r.digest !== layer.digest) throw new BenchError(`${server.name}: 256 MiB layer arrived with digest ${r.digest}, expected ${layer.digest}`, { headers: r.headers });
+  return r;
+}
+
+export const pullThrough = {
+  id: 'pull-through',
+  title: 'pull-through: airlock and distribution (proxy mode) in front of the same upstream',
+  async run(ctx) {
+    const base = join(ctx.root, 'pull-through');
+    const { content } = ctx;
+    const layer = content.layer256m;
+    const images = upstreamImages(content);
+
+    const upstream = ctx.track(await startDistribution({ root: join(base, 'upstream'), name: 'upstream' }));
+    Object.assign(upstream, { reportAs: 'direct', repo: UPSTREAM_REPO });
+    ctx.progress(`upstream (distribution) pid ${upstream.pid} at ${upstream.url}: seeding ${UPSTREAM_REPO}`);
+    await seedUpstream(upstream, content);
+
+    const airlock = ctx.track(
+      await startAirlock({ root: join(base, 'airlock'), name: 'airlock-through', config: { upstreams: [{ prefix: PREFIX, url: upstream.url, insecure: true }] } }),
+    );
+    Object.assign(airlock, { reportAs: 'airlock', repo: `${PREFIX}/${UPSTREAM_REPO}` });
+    const proxy = ctx.track(await startDistribution({ root: join(base, 'distribution'), name: 'distribution-proxy', proxy: { remoteurl: upstream.url } }));
+    Object.assign(proxy, { reportAs: 'distribution', repo: UPSTREAM_REPO });
+    ctx.progress(`airlock-through pid ${airlock.pid} at ${airlock.url}; distribution-proxy pid ${proxy.pid} at ${proxy.url}`);
+
+    const pair = { ...ctx, servers: [airlock, proxy] };
+    const trio = { ...ctx, servers: [airlock, proxy, upstream] };
+
+    // 1. Cold manifests: the first request for each tag. The direct GET is taken before, between
+    // and after the two cold ones (so the upstream is in the same state for both); its median is
+    // the reference.
+    for (const img of images) {
+      ctx.progress(`cold manifest GET by tag (${img.label}), first request`);
+      const cold = {};
+      const direct = [(await getManifest(upstream, img)).ms];
+      await eachServer(pair, async (server) => {
+        const upstreamCpu = cpuSeconds(upstream.pid);
+        const r = await getManifest(server, img);
+        expectCache(server, r.headers, 'MISS', `first GET ${server.repo}:${img.tag}`);
+        cold[server.reportAs] = r.ms;
+        ctx.report.detail({ id: `pullthrough.manifest.cold.${img.tag}`, server: server.reportAs, ms: r.ms, xCache: r.headers['x-cache'], upstreamCpuSeconds: cpuSeconds(upstream.pid) - upstreamCpu });
+        direct.push((await getManifest(upstream, img)).ms);
+      });
+      ctx.report.detail({ id: `pullthrough.manifest.cold.${img.tag}`, server: 'direct', ms: direct });
+      addFigure(ctx, { id: `pullthrough.manifest.cold.${img.tag}.ms`, label: `pull-through manifest GET by tag, cold, ${img.label}`, unit: 'ms', better: 'lower' }, { direct: median(direct), ...cold });
+    }
+
+    // 2. Cold 256 MiB layer: the first request to each cache, body hashed by the bench (so are
+    // the direct fetches, to keep the comparison even). Direct before, between and after; median.
+    ctx.progress('cold blob GET 256 MiB (first request, SHA-256 checked)');
+    const cold = {};
+    const directRuns = [(await getLayer(upstream, layer, { hash: true })).seconds];
+    await eachServer(pair, async (server) => {
+      const upstreamCpu = cpuSeconds(upstream.pid);
+      const serverCpu = cpuSeconds(server.pid);
+      const r = await getLayer(server, layer, { hash: true });
+      expectCache(server, r.headers, 'MISS', 'first GET of the 256 MiB layer');
+      cold[server.reportAs] = r.seconds;
+      ctx.report.detail({
+        id: 'pullthrough.blob256m.cold',
+        server: server.reportAs,
+        seconds: r.seconds,
+        xCache: r.headers['x-cache'],
+        serverCpuSeconds: cpuSeconds(server.pid) - serverCpu,
+        upstreamCpuSeconds: cpuSeconds(upstream.pid) - upstreamCpu,
+      });
+      // distribution-proxy goes on storing its copy after the client's is sent; let it finish
+      // before anything else is timed.
+      ctx.report.detail({ id: 'pullthrough.blob256m.cold.settle', server: server.reportAs, ms: await settle([upstream, airlock, proxy]) });
+      directRuns.push((await getLayer(upstream, layer, { hash: true })).seconds);
+    });
+    ctx.report.detail({ id: 'pullthrough.blob256m.cold', server: 'direct', seconds: directRuns });
+    const coldSeconds = { direct: median(directRuns), ...cold };
+    const mbps = (seconds) => layer.size / seconds / MB;
+    addFigure(ctx, { id: 'pullthrough.blob256m.cold.mbps', label: 'pull-through blob GET 256 MiB, cold', unit: 'MB/s' }, Object.fromEntries(Object.entries(coldSeconds).map(([k, v]) => [k, mbps(v)])));
+    addFigure(ctx, { id: 'pullthrough.blob256m.cold.seconds', label: 'pull-through blob GET 256 MiB, cold, time', unit: 's', better: 'lower' }, coldSeconds);
+
+    // 3. Warm 256 MiB layer: best of N, counted but not hashed, exactly like the plain blob-256m
+    // workload, so the figures compare with it.
+    // The upstream's CPU time per download shows that each one was served from the cache.
+    const settledMs = await settle([upstream, airlock, proxy]);
+    ctx.progress(`warm blob GET 256 MiB, best of ${ctx.opts.downloads} (servers idle after ${Math.round(settledMs)} ms)`);
+    const warm = {};
+    await eachServer(trio, async (server) => {
+      const runs = [];
+      const upstreamCpu = [];
+      for (let i = 0; i < ctx.opts.downloads; i++) {
+        const before = cpuSeconds(upstream.pid);
+        const r = await getLayer(server, layer, { hash: false });
+        expectCache(server, r.headers, 'HIT', 'GET of the cached 256 MiB layer');
+        runs.push(r.seconds);
+        upstreamCpu.push(Math.round((cpuSeconds(upstream.pid) - before) * 100) / 100);
+      }
+      warm[server.reportAs] = mbps(Math.min(...runs));
+      ctx.report.detail({ id: 'pullthrough.blob256m.warm', server: server.reportAs, seconds: runs, upstreamCpuSeconds: upstreamCpu, settledMs });
+    });
+    addFigure(ctx, { id: 'pullthrough.blob256m.warm.mbps', label: 'pull-through blob GET 256 MiB, warm, best', unit: 'MB/s' }, warm);
+
+    // 4. Warm manifests under load: every answer checked, and airlock's must all be HITs.
+    const byDigest = new Map(images.map((img) => [img.blob.digest, img]));
+    const checkFor = (server) => (_status, h) => {
+      const img = byDigest.get(h['docker-content-digest']);
+      if (!img) return `Docker-Content-Digest ${h['docker-content-digest']} is not an upstream manifest`;
+      if (h['content-type'] !== img.mediaType) return `Content-Type ${h['content-type']} for a ${img.mediaType}`;
+      if (Number(h['content-length']) !== img.blob.size) return `Content-Length ${h['content-length']} for ${img.blob.size} bytes`;
+      return cacheProblem(server, h, 'HIT');
+    };
+    const headers = { accept: MANIFEST_ACCEPT };
+    const ops = [
+      { key: 'get-tag', label: 'pull-through manifest GET by tag, warm', requests: (s) => images.map((img) => ({ method: 'GET', path: `/v2/${s.repo}/manifests/${img.tag}`, headers })) },
+      { key: 'head-digest', label: 'pull-through manifest HEAD by digest, warm', requests: (s) => images.map((img) => ({ method: 'HEAD', path: `/v2/${s.repo}/manifests/${img.blob.digest}`, headers })) },
+    ];
+    for (const op of ops) {
+      ctx.progress(`${op.label}, c=${CONNECTIONS}`);
+      const rps = {};
+      const p99 = {};
+      await eachServer(trio, async (server) => {
+        const also = server === upstream ? {} : { upstream: upstream.pid };
+        const r = await measured(ctx, server, { base: server.url, requests: op.requests(server), connections: CONNECTIONS, check: checkFor(server) }, also);
+        rps[server.reportAs] = r.rps;
+        p99[server.reportAs] = r.latencyMs.p99;
+        ctx.report.detail({ id: `pullthrough.manifest.${op.key}.c${CONNECTIONS}`, server: server.reportAs, ...r });
+      });
+      const id = `pullthrough.manifest.${op.key}.c${CONNECTIONS}`;
+      addFigure(ctx, { id: `${id}.rps`, label: `${op.label}, c=${CONNECTIONS}`, unit: 'req/s' }, rps);
+      addFigure(ctx, { id: `${id}.p99`, label: `${op.label}, c=${CONNECTIONS}, p99`, unit: 'ms', better: 'lower' }, p99);
+    }
+
+    // airlock's own account of what happened (hits, misses, bytes from upstream), for the JSON.
+    const stats = await airlock.client.fetch('GET', '/api/v1/stats');
+    ctx.report.detail({ id: 'pullthrough.airlockStats', server: 'airlock', stats: JSON.parse(stats.body.toString()) });
+  },
+};
