@@ -2,9 +2,8 @@
 // Command-line entry: parses arguments and hands over to a command. Nothing else lives here.
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config/load.js';
-import { runCert } from './commands/cert.js';
-import { runUserAdd } from './commands/user.js';
-import { startServer } from './server/start.js';
+// Each command's module is loaded only when that command runs: `serve` need not carry the X.509
+// library `cert` uses (about 20 MiB of memory), nor the server the other commands.
 
 const USAGE = `airlock — container mirror registry for disconnected and firewalled clusters
 
@@ -46,6 +45,7 @@ async function serve(args: string[]): Promise<number> {
     return 0;
   }
   const config = loadConfig({ config: values.config, listen: values.listen, storage: values.storage, logLevel: values['log-level'] });
+  const { startServer } = await import('./server/start.js');
   const server = await startServer(config, { parsed: true });
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
@@ -84,6 +84,7 @@ async function user(args: string[]): Promise<number> {
     process.stderr.write('airlock: no htpasswd file: pass --htpasswd FILE, or a --config whose auth.htpasswd names one\n');
     return 2;
   }
+  const { runUserAdd } = await import('./commands/user.js');
   return runUserAdd({
     file,
     name,
@@ -117,6 +118,7 @@ async function cert(args: string[]): Promise<number> {
     process.stderr.write('airlock: usage: airlock cert --host NAME [--ip ADDR] --out DIR [--days N (>0)] [--port PORT]\n');
     return 2;
   }
+  const { runCert } = await import('./commands/cert.js');
   return runCert({ hosts: values.host ?? [], ips: values.ip ?? [], outDir: values.out, days, port, stdout: process.stdout, stderr: process.stderr });
 }
 

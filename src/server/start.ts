@@ -1,20 +1,19 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Authorizer } from '../auth/authorizer.js';
+import type { Authorizer } from '../auth/authorizer.js';
 import { ConfigError, parseConfig } from '../config/load.js';
 import type { Config, ConfigInput } from '../config/schema.js';
 import { AccessTracker } from '../lifecycle/access-tracker.js';
 import { CacheEvictor } from '../lifecycle/eviction.js';
 import { createLogger, type Logger } from '../log.js';
 import { createPrometheusRegistry, Stats } from '../metrics.js';
-import { PullThroughCache } from '../proxy/pull-through.js';
+import type { PullThroughCache } from '../proxy/pull-through.js';
 import { KeyedLock } from '../registry/keyed-lock.js';
 import { Registry } from '../registry/registry.js';
 import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
 import { openAccess } from './access.js';
 import { createApp } from './app.js';
-import { createAuthAccess } from './auth.js';
 import { listen } from './listen.js';
 
 export interface RunningServer {
@@ -61,6 +60,8 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     const blobLocks = new KeyedLock();
     let proxy: PullThroughCache | undefined;
     if (config.upstreams.length) {
+      // Loaded only when used, like the auth modules below: a plain mirror carries neither.
+      const { PullThroughCache } = await import('../proxy/pull-through.js');
       try {
         proxy = new PullThroughCache(config.upstreams, meta, blobs, stats, log, blobLocks);
       } catch (e) {
@@ -80,15 +81,17 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     );
 
     let authorizer: Authorizer | undefined;
+    let access = openAccess;
     if (config.auth) {
+      const [{ Authorizer }, { createAuthAccess }] = await Promise.all([import('../auth/authorizer.js'), import('./auth.js')]);
       authorizer = new Authorizer(config.auth, config.storage, log);
       try {
         await authorizer.ready();
       } catch (e) {
         throw new ConfigError(`auth: ${(e as Error).message}`);
       }
+      access = createAuthAccess(authorizer, log, { realm: config.auth.realm, tls: Boolean(config.tls) });
     }
-    const access = authorizer ? createAuthAccess(authorizer, log, { realm: config.auth?.realm, tls: Boolean(config.tls) }) : openAccess;
 
     const app = createApp({
       registry,
