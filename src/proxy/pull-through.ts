@@ -12,6 +12,7 @@ import type { DigestAlgorithm } from '../registry/names.js';
 import type { FsBlobStore } from '../storage/blobstore.js';
 import type { ManifestRecord, MetadataStore, TagRecord } from '../storage/metadata.js';
 import type { KeyedLock } from '../registry/keyed-lock.js';
+import { ManifestCache } from '../registry/manifest-cache.js';
 import { BlobFill } from './blob-fill.js';
 import { CircuitBreaker } from './circuit.js';
 import { UpstreamClient, type ManifestResult } from './client.js';
@@ -65,6 +66,8 @@ export class PullThroughCache {
     private readonly log: Logger,
     /** Per-digest lock shared with the registry, against eviction removing what is being linked. */
     private readonly blobLocks: KeyedLock,
+    /** Hot manifests, shared with the registry (which invalidates them on every change). */
+    private readonly manifests: ManifestCache = new ManifestCache(),
   ) {
     this.upstreams = configs.map((config) => {
       const upstream = { config, client: new UpstreamClient(config, { userAgent: 'airlock' }), circuit: new CircuitBreaker(config.url) };
@@ -96,7 +99,7 @@ export class PullThroughCache {
 
   /** By digest: cached forever once fetched and verified. */
   async manifestByDigest(route: ProxyRoute, repo: string, digest: string, head: boolean): Promise<ManifestAnswer> {
-    const local = this.meta.getManifest(repo, digest);
+    const local = this.localManifest(repo, digest);
     if (local) return this.answered(route, local, 'hit');
     this.checkNotFound(route, repo, digest, 'MANIFEST_UNKNOWN');
     if (head) return this.headManifest(route, repo, digest);
@@ -107,7 +110,7 @@ export class PullThroughCache {
   /** By tag: a pushed tag is served as is; a cached one while younger than tagTTL, then revalidated. */
   async manifestByTag(route: ProxyRoute, repo: string, tag: string, head: boolean): Promise<ManifestAnswer> {
     const known = this.meta.getTag(repo, tag);
-    const cached = known && this.meta.getManifest(repo, known.digest);
+    const cached = known && this.localManifest(repo, known.digest);
     if (known && cached && (!known.cached || route.upstream.config.offline || Date.now() - known.updatedAt < route.upstream.config.tagTTL)) {
       return this.answered(route, cached, 'hit');
     }
@@ -129,6 +132,15 @@ export class PullThroughCache {
       if (cached && e instanceof UpstreamError && e.kind === 'notfound') this.meta.deleteTag(repo, tag);
       throw this.clientError(e, 'MANIFEST_UNKNOWN');
     }
+  }
+
+  /** A manifest stored here, by digest: content-addressed, so kept in memory once read. */
+  private localManifest(repo: string, digest: string): ManifestRecord | undefined {
+    const remembered = this.manifests.get(repo, digest);
+    if (remembered) return remembered;
+    const found = this.meta.getManifest(repo, digest);
+    if (found) this.manifests.set(repo, digest, found);
+    return found;
   }
 
   private servedStale(route: ProxyRoute, repo: string, tag: string, known: TagRecord, cached: ManifestRecord): ManifestAnswer {

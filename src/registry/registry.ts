@@ -46,6 +46,19 @@ export interface BlobAnswer {
   open?: (range?: { start: number; end: number }) => Promise<Readable>;
 }
 
+/** State the registry shares with the pull-through cache and the lifecycle tasks. */
+export interface RegistryShared {
+  /**
+   * Serialises what writes a blob's file or links against what removes them (cache eviction),
+   * per digest.
+   */
+  blobLocks?: KeyedLock;
+  /** Hot manifests in memory; invalidated here on every change to a repository. */
+  manifests?: ManifestCache;
+  /** Notes which blobs are served, for least-recently-used eviction. */
+  onServed?: (digest: string) => void;
+}
+
 const UPLOAD_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /**
@@ -54,7 +67,9 @@ const UPLOAD_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
  */
 export class Registry {
   private readonly uploadLocks = new KeyedLock();
-  private readonly manifests = new ManifestCache();
+  private readonly manifests: ManifestCache;
+  private readonly blobLocks: KeyedLock;
+  private readonly onServed: (digest: string) => void;
 
   constructor(
     readonly meta: MetadataStore,
@@ -63,14 +78,12 @@ export class Registry {
     private readonly options: RegistryOptions,
     /** Fills repositories under an upstream prefix on demand; absent when no upstream is configured. */
     private readonly proxy?: PullThroughCache,
-    /**
-     * Serialises what writes a blob's file or links against what removes them (cache eviction),
-     * per digest. Shared with the pull-through cache.
-     */
-    private readonly blobLocks = new KeyedLock(),
-    /** Notes which blobs are served, for least-recently-used eviction. */
-    private readonly onServed: (digest: string) => void = () => undefined,
-  ) {}
+    shared: RegistryShared = {},
+  ) {
+    this.blobLocks = shared.blobLocks ?? new KeyedLock();
+    this.manifests = shared.manifests ?? new ManifestCache();
+    this.onServed = shared.onServed ?? (() => undefined);
+  }
 
   /** The repository a request addresses (containerd's ?ns= puts it under that upstream's prefix). */
   localName(name: string, ns: string | undefined): string {

@@ -9,6 +9,7 @@ import { createLogger, type Logger } from '../log.js';
 import { createPrometheusRegistry, Stats } from '../metrics.js';
 import type { PullThroughCache } from '../proxy/pull-through.js';
 import { KeyedLock } from '../registry/keyed-lock.js';
+import { ManifestCache } from '../registry/manifest-cache.js';
 import { Registry } from '../registry/registry.js';
 import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
@@ -58,12 +59,13 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     closers.push(() => tracker.close());
 
     const blobLocks = new KeyedLock();
+    const manifests = new ManifestCache();
     let proxy: PullThroughCache | undefined;
     if (config.upstreams.length) {
       // Loaded only when used, like the auth modules below: a plain mirror carries neither.
       const { PullThroughCache } = await import('../proxy/pull-through.js');
       try {
-        proxy = new PullThroughCache(config.upstreams, meta, blobs, stats, log, blobLocks);
+        proxy = new PullThroughCache(config.upstreams, meta, blobs, stats, log, blobLocks, manifests);
       } catch (e) {
         throw new ConfigError(`invalid upstream configuration: ${(e as Error).message}`);
       }
@@ -76,8 +78,7 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       log,
       { manifestLimit: config.limits.manifestBytes, uploadTTL: config.uploads.ttl, uploadsPerOwner: config.limits.uploadSessionsPerUser },
       proxy,
-      blobLocks,
-      tracker.touch,
+      { blobLocks, manifests, onServed: tracker.touch },
     );
 
     let authorizer: Authorizer | undefined;
