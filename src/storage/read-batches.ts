@@ -1,7 +1,9 @@
 import type { Readable } from 'node:stream';
 
 /**
- * Reads a stream as batches of whatever chunks are buffered at the moment, up to `maxBytes`:
+ * Reads a stream as batches of whatever chunks are buffered at the moment, collecting until
+ * `maxBytes` is reached (one read may return more: all the stream had buffered, which its own
+ * highWaterMark bounds):
  * a fast sender fills big batches (few write syscalls), a slow one gets each chunk written as soon
  * as it arrives (nothing lingers in memory waiting for a batch to fill).
  */
@@ -20,7 +22,7 @@ export async function* readBatches(source: Readable, maxBytes: number): AsyncGen
   };
   // A request whose client went away may close without 'end' or 'error'.
   const onClose = () => {
-    if (!ended) failure ??= Object.assign(new Error('the stream closed before its end (client went away)'), { code: 'ECONNRESET' });
+    if (!ended) failure ??= closedEarly();
     wake?.();
   };
   source.on('readable', onReadable);
@@ -42,6 +44,9 @@ export async function* readBatches(source: Readable, maxBytes: number): AsyncGen
       }
       if (failure) throw failure;
       if (ended || source.readableEnded) return;
+      // Destroyed before these listeners were attached (a request whose body failed to parse while
+      // its handler was still checking access): no event will come, so do not wait for one.
+      if (source.destroyed) throw source.errored ?? closedEarly();
       await new Promise<void>((resolve) => (wake = resolve));
       wake = undefined;
     }
@@ -51,4 +56,8 @@ export async function* readBatches(source: Readable, maxBytes: number): AsyncGen
     source.off('error', onError);
     source.off('close', onClose);
   }
+}
+
+function closedEarly(): Error {
+  return Object.assign(new Error('the stream closed before its end (client went away)'), { code: 'ECONNRESET' });
 }
