@@ -134,39 +134,39 @@ export class BlobFill {
     const end = range?.end;
     async function* tail(): AsyncGenerator<Buffer> {
       let position = start;
-      try {
-        for (;;) {
-          // The last byte waits for the digest check: with Content-Length sent, handing it out first
-          // would let a client take unverified (possibly wrong) bytes for a complete, good answer.
-          const releasable = fill.verified || fill.size === undefined ? fill.written : Math.min(fill.written, fill.size - 1);
-          const available = end === undefined ? releasable : Math.min(releasable, end + 1);
-          if (position < available) {
-            // A reader keeping pace takes the bytes just written from memory; one that fell behind
-            // (or came late) reads them back from the file.
-            const recent = fill.recentAt(position, available);
-            if (recent) {
-              position += recent.length;
-              yield recent;
-              continue;
-            }
-            const length = Math.min(READ_CHUNK, available - position);
-            const chunk = Buffer.allocUnsafe(length);
-            const { bytesRead } = await fh.read(chunk, 0, length, position);
-            position += bytesRead;
-            yield bytesRead === length ? chunk : chunk.subarray(0, bytesRead);
+      for (;;) {
+        // The last byte waits for the digest check: with Content-Length sent, handing it out first
+        // would let a client take unverified (possibly wrong) bytes for a complete, good answer.
+        const releasable = fill.verified || fill.size === undefined ? fill.written : Math.min(fill.written, fill.size - 1);
+        const available = end === undefined ? releasable : Math.min(releasable, end + 1);
+        if (position < available) {
+          // A reader keeping pace takes the bytes just written from memory; one that fell behind
+          // (or came late) reads them back from the file.
+          const recent = fill.recentAt(position, available);
+          if (recent) {
+            position += recent.length;
+            yield recent;
             continue;
           }
-          if (end !== undefined && position > end) return;
-          // Verified bytes are good even if making the cache durable fails afterwards.
-          if (fill.verified) return;
-          if (fill.failure) throw fill.failure;
-          await fill.changed;
+          const length = Math.min(READ_CHUNK, available - position);
+          const chunk = Buffer.allocUnsafe(length);
+          const { bytesRead } = await fh.read(chunk, 0, length, position);
+          position += bytesRead;
+          yield bytesRead === length ? chunk : chunk.subarray(0, bytesRead);
+          continue;
         }
-      } finally {
-        await fh.close();
+        if (end !== undefined && position > end) return;
+        // Verified bytes are good even if making the cache durable fails afterwards.
+        if (fill.verified) return;
+        if (fill.failure) throw fill.failure;
+        await fill.changed;
       }
     }
-    return Readable.from(tail(), { objectMode: false });
+    const stream = Readable.from(tail(), { objectMode: false });
+    // Closed with the stream, however it ends: a client that leaves before the first read never
+    // runs the generator, so a finally inside it would never close the file.
+    stream.once('close', () => void fh.close().catch(() => undefined));
+    return stream;
   }
 
   /** The upload file while the fill runs; the committed blob (same bytes, renamed) once it is done. */
