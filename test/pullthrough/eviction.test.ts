@@ -23,10 +23,13 @@ async function pull(url: string, repo: string, digest: string): Promise<{ cache:
   return { cache: res.headers.get('x-cache'), body: Buffer.from(await res.arrayBuffer()) };
 }
 
-async function until(condition: () => boolean, timeoutMs = 5000): Promise<void> {
+/** Waits until the mirror has committed the blob: a HEAD is then answered from its own storage. */
+async function committed(url: string, repo: string, digest: string, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
+  for (;;) {
+    const res = await fetch(`${url}/v2/${repo}/blobs/${digest}`, { method: 'HEAD' });
+    if (res.headers.get('x-cache') === 'HIT') return;
+    if (Date.now() > deadline) throw new Error(`blob ${digest} was not committed in time`);
     await sleep(10);
   }
 }
@@ -57,7 +60,7 @@ describe('cache eviction (cache.maxBytes)', () => {
     // a pass within budget only records access times.
     for (const digest of digests.slice(0, 3)) {
       expect((await pull(mirror.url, 'up/team/app', digest)).cache).toBe('MISS');
-      await until(() => existsSync(file(digest)));
+      await committed(mirror.url, 'up/team/app', digest);
       await mirror.server.evictCache();
       await sleep(5);
     }
@@ -72,7 +75,7 @@ describe('cache eviction (cache.maxBytes)', () => {
 
     // A fourth cached blob goes over the budget (once it is committed, which follows the answer).
     expect((await pull(mirror.url, 'up/team/app', digests[3]!)).cache).toBe('MISS');
-    await until(() => existsSync(file(digests[3]!)));
+    await committed(mirror.url, 'up/team/app', digests[3]!);
     await mirror.server.evictCache();
     expect(existsSync(file(digests[1]!))).toBe(false);
     expect(existsSync(file(digests[0]!))).toBe(true);
@@ -95,7 +98,7 @@ describe('cache eviction (cache.maxBytes)', () => {
     const blob = randomBytes(2 * MiB);
     const digest = await push(upstream.url, 'team/both', blob);
     expect((await pull(mirror.url, 'up/team/both', digest)).cache).toBe('MISS');
-    await until(() => existsSync(file(digest)));
+    await committed(mirror.url, 'up/team/both', digest);
     await push(mirror.url, 'up/team/both', blob);
     // Everything cached is now least recent relative to nothing else: a pass must still keep it.
     await sleep(5);
