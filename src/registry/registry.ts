@@ -107,7 +107,8 @@ export class Registry {
     const answer: BlobAnswer = route
       ? await this.proxy!.blob(route, repo, digest, algorithm, head)
       : { size: this.blobSize(repo, digest), open: (range) => this.openBlob(repo, digest, range) };
-    if (!head) this.onServed(digest);
+    // Only cached content is ever evicted, so only its use is worth recording.
+    if (route && !head) this.onServed(digest);
     return answer;
   }
 
@@ -126,16 +127,15 @@ export class Registry {
 
   // ---- blobs ---------------------------------------------------------------------------------
 
-  /** Size of a blob the repository links; BLOB_UNKNOWN otherwise. */
-  blobSize(repo: string, digest: string): number {
-    assertDigest(digest);
+  /** Size of a blob the repository links; BLOB_UNKNOWN otherwise (the digest is already checked). */
+  private blobSize(repo: string, digest: string): number {
     const size = this.meta.linkedBlobSize(repo, digest);
     if (size === undefined) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not known to repository ${repo}`, { digest });
     return size;
   }
 
   /** Opens a linked blob for streaming. */
-  async openBlob(repo: string, digest: string, range?: { start: number; end: number }): Promise<Readable> {
+  private async openBlob(repo: string, digest: string, range?: { start: number; end: number }): Promise<Readable> {
     const stream = await this.blobs.open(digest, range);
     if (!stream) {
       this.log.error({ repo, digest }, 'blob is recorded in the metadata but its file is missing; run airlock fsck');
@@ -290,8 +290,9 @@ export class Registry {
     let removed = 0;
     for (const upload of this.meta.uploadsUpdatedBefore(cutoff)) {
       await this.uploadLocks.run(upload.id, async () => {
-        this.meta.deleteUpload(upload.id);
+        // Bytes first, as in cancelUpload: on a full disk, freeing them lets the metadata write succeed.
         await this.blobs.removeUpload(upload.id);
+        this.meta.deleteUpload(upload.id);
       });
       removed++;
     }
@@ -312,7 +313,7 @@ export class Registry {
   // ---- manifests -----------------------------------------------------------------------------
 
   /** Looks a manifest up by tag or digest; MANIFEST_UNKNOWN when absent (even if the repository is). */
-  getManifest(repo: string, reference: string): ManifestRecord {
+  private getManifest(repo: string, reference: string): ManifestRecord {
     const cached = this.manifests.get(repo, reference);
     if (cached) return cached;
     const ref = parseReference(reference);

@@ -58,8 +58,6 @@ export interface MetadataStore {
   linkBlob(repo: string, digest: string, size: number, cached?: boolean): void;
   /** Removes the repository's link; true if there was one. */
   unlinkBlob(repo: string, digest: string): boolean;
-  /** Repositories linking the digest (any of them can be a mount source). */
-  isBlobLinkedIn(repo: string, digest: string): boolean;
   /** Digests among the given ones that the repository does not link. */
   missingBlobs(repo: string, digests: string[]): string[];
   /** Digests among the given ones that the repository has no manifest for. */
@@ -72,7 +70,6 @@ export interface MetadataStore {
   /** Deletes the manifest and every tag pointing at it; true if it existed. */
   deleteManifest(repo: string, digest: string): boolean;
   deleteTag(repo: string, tag: string): boolean;
-  tagDigest(repo: string, tag: string): string | undefined;
   getTag(repo: string, tag: string): TagRecord | undefined;
   /** Records that an upstream confirmed the cached tag still points where it did. */
   touchTag(repo: string, tag: string): void;
@@ -177,7 +174,6 @@ export class SqliteMetadataStore implements MetadataStore {
         `INSERT INTO tags (repo_id, name, digest, cached, updated_at) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT(repo_id, name) DO UPDATE SET digest = excluded.digest, cached = excluded.cached, updated_at = excluded.updated_at`,
       ),
-      tagDigest: db.prepare('SELECT digest FROM tags WHERE repo_id = ? AND name = ?').pluck(),
       getTag: db.prepare('SELECT digest, cached, updated_at FROM tags WHERE repo_id = ? AND name = ?'),
       touchTag: db.prepare('UPDATE tags SET updated_at = ? WHERE repo_id = ? AND name = ?'),
       deleteManifest: db.prepare('DELETE FROM manifests WHERE repo_id = ? AND digest = ?'),
@@ -294,10 +290,6 @@ export class SqliteMetadataStore implements MetadataStore {
     return id !== undefined && this.q.unlinkBlob.run(id, digest).changes > 0;
   }
 
-  isBlobLinkedIn(repo: string, digest: string): boolean {
-    return this.linkedBlobSize(repo, digest) !== undefined;
-  }
-
   missingBlobs(repo: string, digests: string[]): string[] {
     const id = this.findRepoId(repo);
     if (id === undefined) return [...digests];
@@ -357,11 +349,6 @@ export class SqliteMetadataStore implements MetadataStore {
   deleteTag(repo: string, tag: string): boolean {
     const id = this.findRepoId(repo);
     return id !== undefined && this.q.deleteTag.run(id, tag).changes > 0;
-  }
-
-  tagDigest(repo: string, tag: string): string | undefined {
-    const id = this.findRepoId(repo);
-    return id === undefined ? undefined : (this.q.tagDigest.get(id, tag) as string | undefined);
   }
 
   getTag(repo: string, tag: string): TagRecord | undefined {
