@@ -7,7 +7,7 @@ import type { UpstreamConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { CacheOutcome, Stats } from '../metrics.js';
 import { RegistryError } from '../registry/errors.js';
-import { parseManifest } from '../registry/manifest.js';
+import { manifestRecord, parseManifest } from '../registry/manifest.js';
 import type { DigestAlgorithm } from '../registry/names.js';
 import type { FsBlobStore } from '../storage/blobstore.js';
 import type { ManifestRecord, MetadataStore, TagRecord } from '../storage/metadata.js';
@@ -184,19 +184,11 @@ export class PullThroughCache {
   }
 
   private describeManifest(found: ManifestResult, body: Buffer): ManifestRecord {
-    const base = { digest: found.digest, mediaType: found.mediaType, size: body.length, content: body, subject: null, artifactType: null, annotations: null };
     try {
-      const parsed = parseManifest(body, found.mediaType);
-      return {
-        ...base,
-        mediaType: parsed.mediaType,
-        subject: parsed.subject?.digest ?? null,
-        artifactType: parsed.artifactType ?? null,
-        annotations: parsed.annotations ? JSON.stringify(parsed.annotations) : null,
-      };
+      return manifestRecord(found.digest, body, parseManifest(body, found.mediaType));
     } catch {
       // Whatever the upstream serves is passed on unchanged, even a type airlock would not accept on push.
-      return base;
+      return { digest: found.digest, mediaType: found.mediaType, size: body.length, content: body, subject: null, artifactType: null, annotations: null };
     }
   }
 

@@ -1,3 +1,4 @@
+import type { ManifestRecord } from '../storage/metadata.js';
 import { RegistryError } from './errors.js';
 import { DIGEST_ALGORITHMS } from './names.js';
 
@@ -194,4 +195,17 @@ export function acceptsMediaType(accept: string | undefined, mediaType: string):
   // A client that lists no manifest type at all did not mean to negotiate.
   if (!accepted.some((t) => MANIFEST_MEDIA_TYPES.includes(t) || SCHEMA1_TYPES.has(t))) return true;
   return accepted.includes(mediaType);
+}
+
+/** What the metadata keeps of a parsed manifest: the bytes as received, and what listings need. */
+export function manifestRecord(digest: string, body: Buffer, parsed: ParsedManifest): ManifestRecord {
+  return {
+    digest,
+    mediaType: parsed.mediaType,
+    size: body.length,
+    content: body,
+    subject: parsed.subject?.digest ?? null,
+    artifactType: parsed.artifactType ?? null,
+    annotations: parsed.annotations ? JSON.stringify(parsed.annotations) : null,
+  };
 }

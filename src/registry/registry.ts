@@ -8,7 +8,7 @@ import type { ManifestRecord, MetadataStore, Page } from '../storage/metadata.js
 import { RegistryError } from './errors.js';
 import { KeyedLock } from './keyed-lock.js';
 import { ManifestCache } from './manifest-cache.js';
-import { parseManifest } from './manifest.js';
+import { manifestRecord, parseManifest } from './manifest.js';
 import { assertDigest, parseReference, type DigestAlgorithm } from './names.js';
 
 export interface RegistryOptions {
@@ -360,17 +360,7 @@ export class Registry {
     }
     this.meta.putManifest(
       repo,
-      {
-        digest,
-        mediaType: parsed.mediaType,
-        size: body.length,
-        content: body,
-        subject: parsed.subject?.digest ?? null,
-        artifactType: parsed.artifactType ?? null,
-        annotations: parsed.annotations ? JSON.stringify(parsed.annotations) : null,
-        blobRefs: parsed.blobRefs,
-        manifestRefs: parsed.manifestRefs,
-      },
+      { ...manifestRecord(digest, body, parsed), blobRefs: parsed.blobRefs, manifestRefs: parsed.manifestRefs },
       ref.kind === 'tag' ? ref.tag : undefined,
     );
     this.manifests.invalidate(repo);
