@@ -59,7 +59,7 @@ export class PullThroughCache {
   private readonly staleLogged = new Set<string>();
 
   constructor(
-    configs: UpstreamConfig[],
+    private readonly configs: UpstreamConfig[],
     private readonly meta: MetadataStore,
     private readonly blobs: FsBlobStore,
     private readonly stats: Stats,
@@ -79,7 +79,7 @@ export class PullThroughCache {
   /** The local repository name a request addresses: with containerd's ?ns=, under that upstream's prefix. */
   localName(repo: string, ns: string | undefined): string {
     if (!ns) return repo;
-    const route = selectUpstream(this.upstreams.map((u) => u.config), repo, ns);
+    const route = selectUpstream(this.configs, repo, ns);
     if (!route || route.upstream.prefix === '') return repo;
     return `${route.upstream.prefix}/${repo}`;
   }
@@ -89,9 +89,8 @@ export class PullThroughCache {
    * points at, none: a catch-all upstream must not answer for another registry's images.
    */
   route(repo: string, ns?: string): ProxyRoute | undefined {
-    const configs = this.upstreams.map((u) => u.config);
-    if (ns && !configs.some((u) => selectUpstream([u], repo, ns))) return undefined;
-    const found = selectUpstream(configs, repo);
+    if (ns && !this.configs.some((u) => selectUpstream([u], repo, ns))) return undefined;
+    const found = selectUpstream(this.configs, repo);
     return found && { upstream: this.byConfig.get(found.upstream)!, remoteRepo: found.remoteRepo };
   }
 
