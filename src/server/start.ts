@@ -102,9 +102,7 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       manifestLimit: config.limits.manifestBytes,
       stats,
       metrics: createPrometheusRegistry(stats),
-      readiness: () => {
-        meta.totals();
-      },
+      readiness: () => meta.ping(),
     });
     const listening = await listen(app, config, log);
     closers.push(() => listening.close());

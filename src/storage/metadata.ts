@@ -88,6 +88,8 @@ export interface MetadataStore {
   uploadsUpdatedBefore(time: number): UploadRecord[];
 
   totals(): StorageTotals;
+  /** Throws when the database cannot answer (readiness). */
+  ping(): void;
   readCounters(): Record<string, number>;
   addCounters(deltas: Record<string, number>): void;
   /** Records when blobs were last served (batched by the caller). */
@@ -206,6 +208,7 @@ export class SqliteMetadataStore implements MetadataStore {
                 (SELECT COALESCE(SUM(size), 0) FROM blobs) AS bytes`,
       ),
       readCounters: db.prepare('SELECT name, value FROM counters'),
+      ping: db.prepare('SELECT 1').pluck(),
       touchBlob: db.prepare('UPDATE blobs SET last_access = ? WHERE digest = ? AND last_access < ?'),
       cachedOnlyBytes: db
         .prepare(
@@ -420,6 +423,10 @@ export class SqliteMetadataStore implements MetadataStore {
 
   totals(): StorageTotals {
     return this.q.totals.get() as StorageTotals;
+  }
+
+  ping(): void {
+    this.q.ping.get();
   }
 
   readCounters(): Record<string, number> {
