@@ -157,6 +157,7 @@ export class SqliteMetadataStore implements MetadataStore {
          ON CONFLICT(repo_id, digest) DO UPDATE SET cached = MIN(cached, excluded.cached)`,
       ),
       unlinkBlob: db.prepare('DELETE FROM repo_blobs WHERE repo_id = ? AND digest = ?'),
+      pinBlob: db.prepare('UPDATE repo_blobs SET cached = 0 WHERE repo_id = ? AND digest = ? AND cached = 1'),
       getManifest: db.prepare(`SELECT ${manifestColumns} FROM manifests WHERE repo_id = ? AND digest = ?`),
       getTaggedManifest: db.prepare(
         `SELECT m.digest, m.media_type, m.size, m.content, m.subject, m.artifact_type, m.annotations
@@ -332,7 +333,11 @@ export class SqliteMetadataStore implements MetadataStore {
         cached,
         now,
       });
-      for (const child of m.blobRefs) this.q.insertRef.run(repoId, m.digest, child, 'blob');
+      for (const child of m.blobRefs) {
+        this.q.insertRef.run(repoId, m.digest, child, 'blob');
+        // Pushed content keeps what it references: a cached blob it uses is no longer evictable.
+        if (!cached) this.q.pinBlob.run(repoId, child);
+      }
       for (const child of m.manifestRefs) this.q.insertRef.run(repoId, m.digest, child, 'manifest');
       if (tag !== undefined) this.q.upsertTag.run(repoId, tag, m.digest, cached, now);
     })();

@@ -106,4 +106,32 @@ describe('cache eviction (cache.maxBytes)', () => {
     expect(existsSync(file(digest))).toBe(true);
     expect((await pull(mirror.url, 'up/team/both', digest)).body.equals(blob)).toBe(true);
   });
+
+  it('a cached blob referenced by a manifest pushed here is kept', async () => {
+    const layer = randomBytes(2 * MiB);
+    const layerDigest = await push(upstream.url, 'team/pinned', layer);
+    expect((await pull(mirror.url, 'up/team/pinned', layerDigest)).cache).toBe('MISS');
+    await committed(mirror.url, 'up/team/pinned', layerDigest);
+    // A local image built on the cached layer: only its config is pushed.
+    const config = Buffer.from('{"architecture":"amd64","os":"linux"}');
+    const configDigest = await push(mirror.url, 'up/team/pinned', config);
+    const manifest = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.length },
+      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: layerDigest, size: layer.length }],
+    });
+    const put = await fetch(`${mirror.url}/v2/up/team/pinned/manifests/local`, {
+      method: 'PUT',
+      body: manifest,
+      headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' },
+    });
+    expect(put.status).toBe(201);
+    // However old its last use, it is no longer a candidate for eviction.
+    const candidates = mirror.server.registry.meta.evictionCandidates(10_000).map((c) => c.digest);
+    expect(candidates).not.toContain(layerDigest);
+    await sleep(5);
+    await mirror.server.evictCache();
+    expect(existsSync(file(layerDigest))).toBe(true);
+  });
 });
