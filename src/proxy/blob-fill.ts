@@ -1,114 +1,290 @@
-// One upstream blob transfer being written into the cache. Clients never read the upstream
-// response directly: they tail the file the fill writes. So any number of clients share one
-// transfer, a client that goes away does not disturb the others (nor the fill, which completes
-// the cache), and memory stays flat whatever the blob size.
+// One upstream blob transfer into the cache, shared by every client that asks for the blob while it
+// runs. The bytes go to the clients as they arrive, hashed on the way, and to the disk behind them,
+// so a client is never held to the speed of writing new file pages:
+// - clients keeping pace take the bytes from memory (the newest few MiB, plus whatever the disk has
+//   not taken yet); one that falls behind (or comes late) reads them back from the file;
+// - the upstream is read no faster than the fastest client takes the bytes (as a plain proxy would
+//   be), unless that client stalls;
+// - the last byte of a blob of known size is held back until the digest matched, so no client can
+//   take unverified bytes for a whole answer;
+// - when the disk falls too far behind while clients wait, the fill stops queueing for it (memory
+//   stays bounded) and, once the upstream response is over and verified, fetches the rest with a
+//   range request: a partial second transfer rather than every client slowed to the disk's pace.
+//   With nobody waiting, the disk sets the pace instead.
+// A client that goes away does not disturb the others, nor the fill, which completes the cache.
 
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID, type Hash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import type { FsBlobStore } from '../storage/blobstore.js';
+import type { FsBlobStore, UploadWriter } from '../storage/blobstore.js';
+import { readBatches } from '../storage/read-batches.js';
 import type { DigestAlgorithm } from '../registry/names.js';
 import type { BlobResult } from './client.js';
 
-const READ_CHUNK = 256 * 1024;
-const RECENT_WINDOW = 8 * 1024 * 1024;
+/** The newest bytes kept in memory for clients keeping pace. */
+const WINDOW = 8 * 1024 * 1024;
+/** Received bytes the disk may lag behind before the fill stops waiting for it. */
+const DISK_LAG = 16 * 1024 * 1024;
+/** Upstream bytes taken per step: what is buffered, up to this much. */
+const BATCH = 1024 * 1024;
+/** Reads of bytes no longer in memory, and what a client's stream buffers. */
+const READ_CHUNK = 1024 * 1024;
+/** A client taking nothing for this long no longer sets the upstream's pace. */
+const STALL_MS = 1000;
+
+interface Piece {
+  offset: number;
+  buffer: Buffer;
+}
+
+/** Fetches the blob's bytes from `from` on (the upstream may send it whole instead). */
+export type ResumeFetch = (from: number) => Promise<BlobResult>;
 
 export class BlobFill {
   readonly uploadId = randomUUID();
-  /** Bytes on disk so far. */
+  /** Bytes received from the upstream (and hashed) so far. */
+  received = 0;
+  /** Bytes in the cache file so far. */
   written = 0;
-  /** The last few MiB written, so readers keeping pace need not read them back from the file. */
-  private recent: { offset: number; buffer: Buffer }[] = [];
-  private recentBytes = 0;
   /** Set once every byte arrived and matched the digest: clients may have all of them. */
   verified = false;
-  /** Set once the blob is durable under its digest (after verification). */
+  /** Set once the blob is durable under its digest. */
   committed = false;
   failure: Error | undefined;
   /** Resolves when the transfer ends either way; never rejects. */
   settled: Promise<void> = Promise.resolve();
+
+  private readonly hash: Hash;
+  /** Received bytes still in memory, in order: the window, and what the disk has not taken yet. */
+  private pieces: Piece[] = [];
+  private diskQueue: Buffer[] = [];
+  private queuedBytes = 0;
+  private receivedAll = false;
+  /** Where the disk stopped taking the stream's bytes; the rest comes from a range request. */
+  private restFrom: number | undefined;
+  /** The stream's hash state at restFrom, continued over the bytes fetched again. */
+  private restHash: Hash | undefined;
+  private restVerified = false;
+  /** Bytes taken from the upstream the second time, skipped ones included. */
+  private refetched = 0;
+  private readonly readers = new Set<FillReader>();
+  /** Cleared when the fastest client stalled: the upstream is then read at its own pace. */
+  private pacedByReaders = true;
+  private readerMoved: (() => void) | undefined;
   private wake: () => void = () => undefined;
   private changed = new Promise<void>((resolve) => (this.wake = resolve));
 
   private constructor(
     readonly digest: string,
+    private readonly algorithm: DigestAlgorithm,
     /** From the upstream's Content-Length; undefined when it streams without one. */
     readonly size: number | undefined,
     private readonly blobs: FsBlobStore,
-  ) {}
+  ) {
+    this.hash = createHash(algorithm);
+  }
 
   /**
-   * Starts writing an upstream response into the blob store and returns at once; the transfer goes
+   * Starts taking an upstream response into the blob store and returns at once; the transfer goes
    * on in the background. `onCommitted` records the blob in the metadata before any reader is told
-   * the transfer is over.
+   * the transfer is over; it gets the blob's size and the bytes taken from the upstream for it (more
+   * when part was fetched twice).
    */
   static async start(
     blobs: FsBlobStore,
     digest: string,
     algorithm: DigestAlgorithm,
     response: BlobResult,
-    onCommitted: (size: number) => void,
+    resume: ResumeFetch,
+    onCommitted: (size: number, transferred: number) => void,
   ): Promise<BlobFill> {
-    const fill = new BlobFill(digest, response.size, blobs);
+    const fill = new BlobFill(digest, algorithm, response.size, blobs);
+    let writer: UploadWriter;
     try {
       await blobs.createUpload(fill.uploadId);
+      writer = await blobs.uploadWriter(fill.uploadId);
     } catch (e) {
       response.abort();
+      await blobs.removeUpload(fill.uploadId).catch(() => undefined);
       throw e;
     }
-    fill.settled = fill.transfer(response, algorithm, onCommitted).then(
+    fill.settled = fill.transfer(response, writer, resume, onCommitted).then(
       () => fill.finish(undefined),
       (e: unknown) => fill.finish(e instanceof Error ? e : new Error(String(e))),
     );
     return fill;
   }
 
-  private async transfer(response: BlobResult, algorithm: DigestAlgorithm, onCommitted: (size: number) => void): Promise<void> {
+  private async transfer(response: BlobResult, writer: UploadWriter, resume: ResumeFetch, onCommitted: (size: number, transferred: number) => void): Promise<void> {
+    let writerOpen = true;
     try {
-      await this.blobs.appendUpload(this.uploadId, response.body, Infinity, (size, written) => this.progress(size, written));
-      if (this.size !== undefined && this.written !== this.size) {
-        throw new Error(`upstream sent ${this.written} of ${this.size} bytes of blob ${this.digest}`);
-      }
-      const size = await this.blobs.verifyUpload(this.uploadId, this.digest, algorithm);
-      // The clients may have every byte now; making the cache durable is not their wait.
-      this.verified = true;
-      this.notify();
+      // Either side failing stops the other; both are waited for, so no write is still running below.
+      const halt = (e: unknown) => {
+        this.failure ??= e instanceof Error ? e : new Error(String(e));
+        response.abort();
+        this.notify();
+      };
+      await Promise.all([this.receive(response).catch(halt), this.writeQueued(writer).catch(halt)]);
+      if (this.failure) throw this.failure;
+      if (this.restFrom !== undefined) await this.fetchRest(writer, resume);
+      writerOpen = false;
+      await writer.close();
       await this.blobs.promoteUpload(this.uploadId, this.digest);
-      onCommitted(size);
+      onCommitted(this.written, this.received + this.refetched);
       this.committed = true;
     } catch (e) {
       response.abort();
+      if (writerOpen) await writer.close().catch(() => undefined);
       await this.blobs.removeUpload(this.uploadId).catch(() => undefined);
       throw e;
     }
   }
 
-  private progress(size: number, written: Buffer[]): void {
-    let offset = this.written;
-    for (const buffer of written) {
-      this.recent.push({ offset, buffer });
-      this.recentBytes += buffer.length;
-      offset += buffer.length;
+  /** Takes the upstream response: hashed, kept for the readers, queued for the disk. */
+  private async receive(response: BlobResult): Promise<void> {
+    for await (const batch of readBatches(response.body, BATCH)) {
+      if (this.failure) throw this.failure;
+      for (const chunk of batch) this.take(chunk);
+      this.trim();
+      this.notify();
+      // Nobody is waiting on the stream: the disk sets the pace rather than memory filling up.
+      while (this.restFrom === undefined && this.readers.size === 0 && this.queuedBytes > DISK_LAG && !this.failure) await this.changed;
+      await this.keepWithinReach();
     }
-    while (this.recentBytes > RECENT_WINDOW && this.recent.length > 1) this.recentBytes -= this.recent.shift()!.buffer.length;
-    this.written = size;
+    this.receivedAll = true;
+    this.notify();
+    if (this.size !== undefined && this.received !== this.size) {
+      throw new Error(`upstream sent ${this.received} of ${this.size} bytes of blob ${this.digest}`);
+    }
+    const actual = `${this.algorithm}:${this.hash.digest('hex')}`;
+    if (actual !== this.digest) throw new Error(`upstream sent bytes for blob ${this.digest} that hash to ${actual}`);
+    this.verified = true;
     this.notify();
   }
 
-  /** Bytes from `position` (before `available`) if they are still in the recent window. */
-  recentAt(position: number, available: number): Buffer | undefined {
-    for (let i = this.recent.length - 1; i >= 0; i--) {
-      const { offset, buffer } = this.recent[i]!;
-      if (position >= offset + buffer.length) return undefined;
-      if (position >= offset) return buffer.subarray(position - offset, Math.min(buffer.length, available - offset));
+  /**
+   * Waits while the fastest client is a window behind: bytes it would otherwise have to read back
+   * from the file (or, once the disk stopped taking the stream, wait for until the rest is fetched).
+   */
+  private async keepWithinReach(): Promise<void> {
+    while (this.pacedByReaders && !this.failure && this.readers.size > 0 && this.received - this.leadingPosition() > WINDOW) {
+      const moved = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), STALL_MS);
+        this.readerMoved = () => {
+          clearTimeout(timer);
+          resolve(true);
+        };
+      });
+      this.readerMoved = undefined;
+      if (!moved) this.pacedByReaders = false;
     }
-    return undefined;
+  }
+
+  private leadingPosition(): number {
+    let leading = 0;
+    for (const reader of this.readers) leading = Math.max(leading, reader.position);
+    return leading;
+  }
+
+  /** Called by readers as they take bytes (and when they go), so a paused upstream read resumes. */
+  readerProgressed(): void {
+    this.readerMoved?.();
+  }
+
+  private take(chunk: Buffer): void {
+    if (this.restFrom === undefined && this.readers.size > 0 && this.queuedBytes + chunk.length > DISK_LAG) {
+      this.restFrom = this.received;
+      this.restHash = this.hash.copy();
+    }
+    this.hash.update(chunk);
+    this.pieces.push({ offset: this.received, buffer: chunk });
+    this.received += chunk.length;
+    if (this.restFrom === undefined) {
+      this.diskQueue.push(chunk);
+      this.queuedBytes += chunk.length;
+    }
+  }
+
+  /** Writes what the stream queued for the disk, in order, as it comes. */
+  private async writeQueued(writer: UploadWriter): Promise<void> {
+    for (;;) {
+      if (this.failure) throw this.failure;
+      if (this.diskQueue.length > 0) {
+        const batch = this.diskQueue;
+        let bytes = 0;
+        for (const buffer of batch) bytes += buffer.length;
+        this.diskQueue = [];
+        await writer.write(batch, bytes);
+        this.queuedBytes -= bytes;
+        this.written += bytes;
+        this.trim();
+        this.notify();
+        continue;
+      }
+      if (this.receivedAll) return;
+      await this.changed;
+    }
+  }
+
+  /** The bytes the disk did not take from the stream, fetched again and checked against the digest. */
+  private async fetchRest(writer: UploadWriter, resume: ResumeFetch): Promise<void> {
+    const response = await resume(this.written);
+    const hash = this.restHash!;
+    // An upstream that ignores Range sends the whole blob again: skip what the file already has.
+    let skip = this.written - response.offset;
+    try {
+      for await (const batch of readBatches(response.body, BATCH)) {
+        let buffers = batch;
+        for (const chunk of batch) this.refetched += chunk.length;
+        if (skip > 0) {
+          buffers = [];
+          for (const chunk of batch) {
+            if (skip >= chunk.length) skip -= chunk.length;
+            else {
+              buffers.push(skip > 0 ? chunk.subarray(skip) : chunk);
+              skip = 0;
+            }
+          }
+        }
+        let bytes = 0;
+        for (const buffer of buffers) bytes += buffer.length;
+        if (bytes === 0) continue;
+        if (this.written + bytes > this.received) throw new Error(`upstream sent more than ${this.received} bytes of blob ${this.digest} the second time`);
+        const writing = writer.write(buffers, bytes);
+        for (const buffer of buffers) hash.update(buffer);
+        await writing;
+        this.written += bytes;
+        this.notify();
+      }
+    } catch (e) {
+      response.abort();
+      throw e;
+    }
+    if (this.written !== this.received) throw new Error(`upstream sent ${this.written} of ${this.received} bytes of blob ${this.digest} the second time`);
+    const actual = `${this.algorithm}:${hash.digest('hex')}`;
+    if (actual !== this.digest) throw new Error(`upstream sent the rest of blob ${this.digest} differently the second time (hashes to ${actual})`);
+    this.restVerified = true;
+    this.notify();
+  }
+
+  /** Drops pieces out of the window that the disk has (or will get from a range request). */
+  private trim(): void {
+    const keepFrom = this.received - WINDOW;
+    let drop = 0;
+    for (const { offset, buffer } of this.pieces) {
+      const end = offset + buffer.length;
+      if (end > keepFrom) break;
+      const diskNeedsIt = end > this.written && (this.restFrom === undefined || offset < this.restFrom);
+      if (diskNeedsIt) break;
+      drop += 1;
+    }
+    if (drop > 0) this.pieces.splice(0, drop);
   }
 
   private finish(failure: Error | undefined): void {
     this.failure = failure;
-    this.recent = [];
-    this.recentBytes = 0;
+    this.pieces = [];
+    this.diskQueue = [];
     this.notify();
   }
 
@@ -116,6 +292,43 @@ export class BlobFill {
     const wake = this.wake;
     this.changed = new Promise<void>((resolve) => (this.wake = resolve));
     wake();
+  }
+
+  /** Resolves at the next change of state: bytes received or written, verification, the end. */
+  whenChanged(): Promise<void> {
+    return this.changed;
+  }
+
+  /** How far readers may take bytes from memory: all of them once verified, else all but the last. */
+  memoryLimit(): number {
+    return this.verified || this.size === undefined ? this.received : Math.min(this.received, this.size - 1);
+  }
+
+  /** How far readers may take bytes from the file, by the same rule for the bytes it holds. */
+  fileLimit(): number {
+    const trusted = this.restFrom === undefined ? this.verified : this.restVerified;
+    return trusted || this.size === undefined ? this.written : Math.min(this.written, this.size - 1);
+  }
+
+  /** True when a reader at `position` has had the whole blob. */
+  isComplete(position: number): boolean {
+    return this.verified && position >= this.received;
+  }
+
+  /** The bytes from `position` (before `limit`) if they are in memory. */
+  bytesAt(position: number, limit: number): Buffer | undefined {
+    const pieces = this.pieces;
+    if (position >= limit || pieces.length === 0 || position < pieces[0]!.offset) return undefined;
+    let lo = 0;
+    let hi = pieces.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (pieces[mid]!.offset <= position) lo = mid;
+      else hi = mid - 1;
+    }
+    const { offset, buffer } = pieces[lo]!;
+    if (position >= offset + buffer.length) return undefined;
+    return buffer.subarray(position - offset, Math.min(buffer.length, limit - offset));
   }
 
   private get over(): boolean {
@@ -129,44 +342,12 @@ export class BlobFill {
    */
   async reader(range?: { start: number; end: number }): Promise<Readable> {
     const fh = await this.open();
-    const fill = this;
-    const start = range?.start ?? 0;
-    const end = range?.end;
-    async function* tail(): AsyncGenerator<Buffer> {
-      let position = start;
-      for (;;) {
-        // The last byte waits for the digest check: with Content-Length sent, handing it out first
-        // would let a client take unverified (possibly wrong) bytes for a complete, good answer.
-        const releasable = fill.verified || fill.size === undefined ? fill.written : Math.min(fill.written, fill.size - 1);
-        const available = end === undefined ? releasable : Math.min(releasable, end + 1);
-        if (position < available) {
-          // A reader keeping pace takes the bytes just written from memory; one that fell behind
-          // (or came late) reads them back from the file.
-          const recent = fill.recentAt(position, available);
-          if (recent) {
-            position += recent.length;
-            yield recent;
-            continue;
-          }
-          const length = Math.min(READ_CHUNK, available - position);
-          const chunk = Buffer.allocUnsafe(length);
-          const { bytesRead } = await fh.read(chunk, 0, length, position);
-          position += bytesRead;
-          yield bytesRead === length ? chunk : chunk.subarray(0, bytesRead);
-          continue;
-        }
-        if (end !== undefined && position > end) return;
-        // Verified bytes are good even if making the cache durable fails afterwards.
-        if (fill.verified) return;
-        if (fill.failure) throw fill.failure;
-        await fill.changed;
-      }
-    }
-    const stream = Readable.from(tail(), { objectMode: false });
-    // Closed with the stream, however it ends: a client that leaves before the first read never
-    // runs the generator, so a finally inside it would never close the file.
-    stream.once('close', () => void fh.close().catch(() => undefined));
-    return stream;
+    const reader: FillReader = new FillReader(this, fh, range?.start ?? 0, range?.end, () => {
+      this.readers.delete(reader);
+      this.readerProgressed();
+    });
+    this.readers.add(reader);
+    return reader;
   }
 
   /** The upload file while the fill runs; the committed blob (same bytes, renamed) once it is done. */
@@ -180,5 +361,89 @@ export class BlobFill {
     const fh = await this.blobs.openCommitted(this.digest);
     if (!fh) throw new Error(`blob ${this.digest} vanished right after it was cached`);
     return fh;
+  }
+}
+
+/** One client's view of a fill: memory while it keeps pace, the file when it falls behind. */
+class FillReader extends Readable {
+  private waiting = false;
+
+  constructor(
+    private readonly fill: BlobFill,
+    private readonly fh: FileHandle,
+    public position: number,
+    private readonly end: number | undefined,
+    private readonly onClose: () => void,
+  ) {
+    super({ highWaterMark: READ_CHUNK });
+  }
+
+  override _read(): void {
+    if (!this.waiting) this.pump();
+  }
+
+  /** Pushes whatever may be handed out now, until the consumer is full or nothing more is there. */
+  private pump(): void {
+    const fill = this.fill;
+    const stop = this.end === undefined ? Infinity : this.end + 1;
+    while (!this.destroyed) {
+      if (this.position >= stop || fill.isComplete(this.position)) {
+        this.push(null);
+        return;
+      }
+      const inMemory = fill.bytesAt(this.position, Math.min(fill.memoryLimit(), stop));
+      if (inMemory) {
+        this.position += inMemory.length;
+        fill.readerProgressed();
+        if (!this.push(inMemory)) return;
+        continue;
+      }
+      const fileLimit = Math.min(fill.fileLimit(), stop);
+      if (this.position < fileLimit) {
+        this.readFile(Math.min(READ_CHUNK, fileLimit - this.position));
+        return;
+      }
+      // Bytes already handed out stay good even if making the cache durable fails afterwards.
+      if (fill.failure) {
+        this.destroy(fill.failure);
+        return;
+      }
+      this.wait(fill.whenChanged());
+      return;
+    }
+  }
+
+  private readFile(length: number): void {
+    const chunk = Buffer.allocUnsafe(length);
+    this.wait(
+      this.fh.read(chunk, 0, length, this.position).then(({ bytesRead }) => {
+        if (bytesRead === 0) throw new Error(`the cache file of ${this.fill.digest} ends before byte ${this.position}`);
+        this.position += bytesRead;
+        return this.push(bytesRead === length ? chunk : chunk.subarray(0, bytesRead));
+      }),
+    );
+  }
+
+  /** Resumes pumping once `event` settles (unless the consumer is full or the stream is gone). */
+  private wait(event: Promise<unknown>): void {
+    this.waiting = true;
+    event.then(
+      (more) => {
+        this.waiting = false;
+        if (more !== false) this.pump();
+      },
+      (e: unknown) => {
+        this.waiting = false;
+        this.destroy(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.onClose();
+    this.fh.close().then(
+      () => callback(error),
+      () => callback(error),
+    );
   }
 }

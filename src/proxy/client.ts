@@ -42,6 +42,11 @@ export interface ManifestResult {
 export interface BlobResult {
   /** From Content-Length; undefined when the upstream streams without one. */
   size: number | undefined;
+  /**
+   * Where the body starts in the blob: 0, or the offset asked for when the upstream honoured the
+   * range (a server may ignore Range and send the whole blob with 200).
+   */
+  offset: number;
   /** The blob bytes as they arrive; transfer failures surface as UpstreamError 'error' events. */
   body: Readable;
   /** Stops the transfer and releases the connection. */
@@ -61,6 +66,8 @@ interface Exchange {
   /** What is being fetched, for messages: "manifest foo/bar:latest". */
   subject: string;
   accept?: readonly string[];
+  /** A Range header value (bytes=N-), for resuming a blob transfer. */
+  range?: string;
   followRedirects: boolean;
 }
 
@@ -172,10 +179,11 @@ export class UpstreamClient {
   }
 
   /**
-   * Streams a blob. Redirects (to S3, a CDN…) are followed without our Authorization header. The bytes
-   * are not verified here: whoever stores them hashes them anyway, and must discard them on mismatch.
+   * Streams a blob, or its bytes from `from` on. Redirects (to S3, a CDN…) are followed without our
+   * Authorization header. The bytes are not verified here: whoever stores them hashes them anyway, and
+   * must discard them on mismatch.
    */
-  async getBlob(remoteRepo: string, digest: string): Promise<BlobResult> {
+  async getBlob(remoteRepo: string, digest: string, from = 0): Promise<BlobResult> {
     const subject = `blob ${remoteRepo}@${digest}`;
     this.assertSupportedDigest(digest, remoteRepo, subject);
     const res = await this.send({
@@ -183,11 +191,17 @@ export class UpstreamClient {
       url: this.apiUrl(remoteRepo, 'blobs', digest),
       remoteRepo,
       subject,
+      range: from > 0 ? `bytes=${from}-` : undefined,
       followRedirects: true,
     });
     const details = { upstream: this.url, repository: remoteRepo };
+    const offset = res.statusCode === 206 ? rangeStart(headerValue(res, 'content-range')) : 0;
+    if (offset === undefined || (res.statusCode === 206 && offset !== from)) {
+      await discard(res);
+      throw new UpstreamError('invalid', `upstream ${this.url} answered a range request for ${subject} with an unusable Content-Range`, details);
+    }
     const body = relayWithUpstreamErrors(res.body, (e) => fromTransportError(e, subject, details));
-    return { size: contentLength(res), body, abort: () => body.destroy() };
+    return { size: contentLength(res), offset, body, abort: () => body.destroy() };
   }
 
   /** Checks that a blob exists upstream and returns its size. */
@@ -343,6 +357,7 @@ export class UpstreamClient {
     for (let hops = 0; ; hops += 1) {
       const headers: Record<string, string | string[]> = { 'user-agent': this.userAgent };
       if (exchange.accept !== undefined) headers.accept = [...exchange.accept];
+      if (exchange.range !== undefined) headers.range = exchange.range;
       if (authorization !== undefined && sameOrigin) headers.authorization = authorization;
       let response: ResponseData;
       try {
@@ -419,12 +434,21 @@ function nextPageUrl(linkHeaders: string[], current: URL): URL | undefined {
   return undefined;
 }
 
+/** The first byte of a `Content-Range: bytes first-last/total` answer. */
+function rangeStart(contentRange: string | undefined): number | undefined {
+  const m = /^bytes\s+(\d+)-\d+\/(\d+|\*)$/i.exec(contentRange?.trim() ?? '');
+  return m ? Number(m[1]) : undefined;
+}
+
+/** What a blob relay buffers: a fast upstream is not paused every 16 KiB (the stream default). */
+const RELAY_BUFFER = 1024 * 1024;
+
 /**
  * Passes a body through while turning transport errors into UpstreamError, so a consumer of the stream
  * sees the same typed failures as a caller of the methods; destroying the result cancels the transfer.
  */
 function relayWithUpstreamErrors(source: Readable, toUpstreamError: (e: unknown) => UpstreamError): Readable {
-  const relay = new PassThrough();
+  const relay = new PassThrough({ highWaterMark: RELAY_BUFFER });
   source.on('error', (e) => relay.destroy(toUpstreamError(e)));
   relay.on('close', () => {
     if (!source.destroyed) source.destroy();

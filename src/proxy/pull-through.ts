@@ -248,10 +248,11 @@ export class PullThroughCache {
     let pending = this.fills.get(key);
     if (!pending) {
       const prefix = route.upstream.config.prefix;
-      pending = this.call(route, repo, digest, (c) => c.getBlob(route.remoteRepo, digest)).then((response) =>
-        BlobFill.start(this.blobs, digest, algorithm, response, (size) => {
+      const fetch = (from: number) => this.call(route, repo, digest, (c) => c.getBlob(route.remoteRepo, digest, from));
+      pending = fetch(0).then((response) =>
+        BlobFill.start(this.blobs, digest, algorithm, response, fetch, (size, transferred) => {
           this.meta.linkBlob(repo, digest, size, true);
-          this.stats.bytesFromUpstream(prefix, size);
+          this.stats.bytesFromUpstream(prefix, transferred);
         }),
       );
       this.fills.set(key, pending);

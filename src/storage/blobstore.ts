@@ -32,6 +32,12 @@ export interface BlobStore {
    * write, and the buffers just written (which it must not modify).
    */
   appendUpload(id: string, source: Readable, limit?: number, onWritten?: (size: number, written: Buffer[]) => void): Promise<number>;
+  /**
+   * Appends to an upload whose bytes the caller hashes itself (a pull-through fill hashes what it
+   * receives before the disk has it): no running hash is kept, so the caller verifies and then
+   * calls promoteUpload.
+   */
+  uploadWriter(id: string): Promise<UploadWriter>;
   /** Opens an upload's file for reading while it grows (a pull-through fill being tailed). */
   openUpload(id: string): Promise<FileHandle | undefined>;
   openCommitted(digest: string): Promise<FileHandle | undefined>;
@@ -41,6 +47,12 @@ export interface BlobStore {
   listUploads(): Promise<string[]>;
   /** When the upload's file was last written (ms since the epoch), or undefined when it has none. */
   uploadModifiedAt(id: string): Promise<number | undefined>;
+}
+
+export interface UploadWriter {
+  /** Appends the buffers (`bytes` in all) in order; resolves once they are all in the file. */
+  write(buffers: Buffer[], bytes: number): Promise<void>;
+  close(): Promise<void>;
 }
 
 /** Thrown by commitUpload when the bytes do not hash to the digest the client claimed. */
@@ -163,6 +175,12 @@ export class FsBlobStore implements BlobStore {
       await fh.close();
     }
     return size;
+  }
+
+  async uploadWriter(id: string): Promise<UploadWriter> {
+    this.hashes.delete(id);
+    const fh = await open(this.uploadPath(id), 'a');
+    return { write: (buffers, bytes) => writeAll(fh, buffers, bytes), close: () => fh.close() };
   }
 
   openUpload(id: string): Promise<FileHandle | undefined> {

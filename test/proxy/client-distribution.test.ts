@@ -54,6 +54,14 @@ describe('UpstreamClient against distribution, anonymous', () => {
     expect((await readAll(blob.body)).equals(docker.blobs.get(digest)!)).toBe(true);
   });
 
+  it('streams the rest of a blob from an offset with a range request', async () => {
+    const digest = docker.layerDigests[1]!;
+    const blob = await client.getBlob('team/app', digest, 123_456);
+    expect(blob.offset).toBe(123_456);
+    expect(blob.size).toBe(300_000 - 123_456);
+    expect((await readAll(blob.body)).equals(docker.blobs.get(digest)!.subarray(123_456))).toBe(true);
+  });
+
   it('abort() stops a blob transfer', async () => {
     const blob = await client.getBlob('team/app', docker.layerDigests[0]!);
     blob.abort();

@@ -1,0 +1,175 @@
+// The fill on its own, over a real blob store in a temp directory: the upstream is a stream made
+// here, and a disk that falls behind is the real store with each write delayed.
+
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { BlobFill } from '../../src/proxy/blob-fill.js';
+import type { BlobResult } from '../../src/proxy/client.js';
+import { FsBlobStore, type UploadWriter } from '../../src/storage/blobstore.js';
+import { readAll } from './fixtures.js';
+
+const MiB = 1024 * 1024;
+
+/** The real store, with every upload write waiting `delayMs` first: a disk slower than the network. */
+class SlowDiskStore extends FsBlobStore {
+  constructor(
+    root: string,
+    private readonly delayMs: number,
+  ) {
+    super(root);
+  }
+
+  override async uploadWriter(id: string): Promise<UploadWriter> {
+    const writer = await super.uploadWriter(id);
+    return {
+      write: async (buffers, bytes) => {
+        await sleep(this.delayMs);
+        await writer.write(buffers, bytes);
+      },
+      close: () => writer.close(),
+    };
+  }
+}
+
+/** An upstream response sending `data` from `offset` in 64 KiB chunks, as fast as it is read. */
+function response(data: Buffer, offset = 0): BlobResult {
+  function* chunks() {
+    for (let o = offset; o < data.length; o += 64 * 1024) yield data.subarray(o, Math.min(o + 64 * 1024, data.length));
+  }
+  const body = Readable.from(chunks(), { objectMode: false });
+  return { size: data.length - offset, offset, body, abort: () => body.destroy() };
+}
+
+function digestOf(data: Buffer): string {
+  return `sha256:${createHash('sha256').update(data).digest('hex')}`;
+}
+
+describe('BlobFill', () => {
+  let root: string;
+  let data: Buffer;
+  let digest: string;
+  let resumedFrom: number[];
+
+  beforeEach(() => {
+    root = mkdtempSync(join(tmpdir(), 'airlock-fill-'));
+    data = randomBytes(48 * MiB);
+    digest = digestOf(data);
+    resumedFrom = [];
+  });
+  afterEach(() => rmSync(root, { recursive: true, force: true }));
+
+  async function fill(store: FsBlobStore, resume: (from: number) => BlobResult = (from) => response(data, from)) {
+    await store.init();
+    const committed: number[] = [];
+    const transferred: number[] = [];
+    const started = await BlobFill.start(store, digest, 'sha256', response(data), async (from) => {
+      resumedFrom.push(from);
+      return resume(from);
+    }, (size, bytes) => {
+      committed.push(size);
+      transferred.push(bytes);
+    });
+    return { fill: started, committed, transferred };
+  }
+
+  async function storedBytes(store: FsBlobStore): Promise<Buffer | undefined> {
+    const stream = await store.open(digest);
+    return stream && readAll(stream);
+  }
+
+  it('with the disk within reach (a blob smaller than the lag allowed): one upstream transfer, exact bytes for the client and the cache', async () => {
+    data = randomBytes(12 * MiB);
+    digest = digestOf(data);
+    const store = new SlowDiskStore(root, 20);
+    const { fill: f, committed } = await fill(store);
+    const got = await readAll(await f.reader());
+    await f.settled;
+    expect(got.equals(data)).toBe(true);
+    expect(f.failure).toBeUndefined();
+    expect(committed).toEqual([data.length]);
+    expect((await storedBytes(store))?.equals(data)).toBe(true);
+    expect(resumedFrom).toEqual([]);
+  });
+
+  it('with a slow disk and a client waiting: the client keeps the stream pace, the cache gets the rest by a range request', async () => {
+    const store = new SlowDiskStore(root, 40);
+    const { fill: f, committed, transferred } = await fill(store);
+    const got = await readAll(await f.reader());
+    // The client had every verified byte before the cache file was complete.
+    expect(got.equals(data)).toBe(true);
+    expect(f.committed).toBe(false);
+    await f.settled;
+    expect(f.failure).toBeUndefined();
+    expect(resumedFrom).toHaveLength(1);
+    expect(resumedFrom[0]).toBeGreaterThan(0);
+    expect(resumedFrom[0]).toBeLessThan(data.length);
+    expect(committed).toEqual([data.length]);
+    // What the stats count as taken from the upstream: the blob, plus the part fetched again.
+    expect(transferred).toEqual([2 * data.length - resumedFrom[0]!]);
+    expect((await storedBytes(store))?.equals(data)).toBe(true);
+  });
+
+  it('a client joining after the disk fell behind still gets every byte', async () => {
+    const store = new SlowDiskStore(root, 40);
+    const { fill: f } = await fill(store);
+    const first = f.reader().then(readAll);
+    await sleep(100);
+    const late = await readAll(await f.reader());
+    expect((await first).equals(data)).toBe(true);
+    expect(late.equals(data)).toBe(true);
+    await f.settled;
+    expect((await storedBytes(store))?.equals(data)).toBe(true);
+  });
+
+  it('an upstream ignoring Range (sending the whole blob again) still completes the cache', async () => {
+    const store = new SlowDiskStore(root, 40);
+    const { fill: f, committed } = await fill(store, () => response(data, 0));
+    expect((await readAll(await f.reader())).equals(data)).toBe(true);
+    await f.settled;
+    expect(resumedFrom).toHaveLength(1);
+    expect(f.failure).toBeUndefined();
+    expect(committed).toEqual([data.length]);
+    expect((await storedBytes(store))?.equals(data)).toBe(true);
+  });
+
+  it('different bytes on the second fetch: nothing is cached, and the client already had the verified blob', async () => {
+    const store = new SlowDiskStore(root, 40);
+    const other = Buffer.from(data);
+    other.writeUInt8(other.readUInt8(other.length - 10) ^ 0xff, other.length - 10);
+    const { fill: f, committed } = await fill(store, (from) => response(other, from));
+    expect((await readAll(await f.reader())).equals(data)).toBe(true);
+    await f.settled;
+    expect(f.failure?.message).toMatch(/differently the second time/);
+    expect(committed).toEqual([]);
+    expect(await storedBytes(store)).toBeUndefined();
+    expect(await store.listUploads()).toEqual([]);
+  });
+
+  it('with a slow disk and no client: the disk sets the pace, no second transfer', async () => {
+    const store = new SlowDiskStore(root, 20);
+    const { fill: f, committed } = await fill(store);
+    await f.settled;
+    expect(resumedFrom).toEqual([]);
+    expect(committed).toEqual([data.length]);
+    expect((await storedBytes(store))?.equals(data)).toBe(true);
+  });
+
+  it('bytes that do not match the digest: the client never gets the last byte, nothing is cached', async () => {
+    const store = new FsBlobStore(root);
+    digest = digestOf(Buffer.from('something else'));
+    const { fill: f, committed } = await fill(store);
+    const reader = await f.reader();
+    let received = 0;
+    reader.on('data', (chunk: Buffer) => (received += chunk.length));
+    await expect(new Promise((resolve, reject) => reader.on('end', resolve).on('error', reject))).rejects.toThrow(/hash to/);
+    expect(received).toBeLessThan(data.length);
+    await f.settled;
+    expect(committed).toEqual([]);
+    expect(await store.listUploads()).toEqual([]);
+  });
+});
