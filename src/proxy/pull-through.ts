@@ -203,7 +203,7 @@ export class PullThroughCache {
     const linked = this.meta.linkedBlobSize(repo, digest);
     if (linked !== undefined) {
       this.stats.outcome(prefix, 'hit');
-      return { size: linked, outcome: 'hit', open: (range) => this.openCached(digest, range) };
+      return { size: linked, outcome: 'hit', open: (range) => this.openCached(digest, range ?? { start: 0, end: linked - 1 }) };
     }
     this.checkNotFound(route, repo, digest, 'BLOB_UNKNOWN');
     try {
@@ -220,7 +220,7 @@ export class PullThroughCache {
           });
           if (!stillHere) return this.blob(route, repo, digest, algorithm, head);
           this.stats.outcome(prefix, 'hit');
-          return { size: elsewhere, outcome: 'hit', open: (range) => this.openCached(digest, range) };
+          return { size: elsewhere, outcome: 'hit', open: (range) => this.openCached(digest, range ?? { start: 0, end: elsewhere - 1 }) };
         }
         this.stats.outcome(prefix, 'miss');
         return { size, outcome: 'miss' };

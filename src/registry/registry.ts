@@ -106,7 +106,7 @@ export class Registry {
     const route = this.proxy?.route(repo, ns);
     const answer: BlobAnswer = route
       ? await this.proxy!.blob(route, repo, digest, algorithm, head)
-      : { size: this.blobSize(repo, digest), open: (range) => this.openBlob(repo, digest, range) };
+      : this.localBlob(repo, digest);
     // Only cached content is ever evicted, so only its use is worth recording.
     if (route && !head) this.onServed(digest);
     return answer;
@@ -132,6 +132,11 @@ export class Registry {
     const size = this.meta.linkedBlobSize(repo, digest);
     if (size === undefined) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not known to repository ${repo}`, { digest });
     return size;
+  }
+
+  private localBlob(repo: string, digest: string): BlobAnswer {
+    const size = this.blobSize(repo, digest);
+    return { size, open: (range) => this.openBlob(repo, digest, range ?? { start: 0, end: size - 1 }) };
   }
 
   /** Opens a linked blob for streaming. */

@@ -2,6 +2,7 @@ import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { isStorageFull, RegistryError } from '../registry/errors.js';
+import { BlobFileStream } from '../storage/blob-file-stream.js';
 
 export type Headers = Record<string, string | number | string[]>;
 
@@ -20,6 +21,16 @@ export function sendJson(res: ServerResponse, status: number, headers: Headers, 
 /** Streams a body; a client that goes away tears the source down instead of leaking it. */
 export async function sendStream(res: ServerResponse, status: number, headers: Headers, body: Readable): Promise<void> {
   res.writeHead(status, headers);
+  if (body instanceof BlobFileStream) {
+    // A blob file straight to the socket, without a buffer allocated per chunk.
+    try {
+      await body.sendTo(res);
+    } catch {
+      // The file failed mid-response: all the client can be told is a cut-short body.
+      res.destroy();
+    }
+    return;
+  }
   try {
     await pipeline(body, res);
   } catch {

@@ -1,9 +1,10 @@
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, type ReadStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { DigestAlgorithm } from '../registry/names.js';
+import { BlobFileStream, READ_CHUNK } from './blob-file-stream.js';
 import { readBatches } from './read-batches.js';
 
 /**
@@ -19,6 +20,7 @@ export interface BlobStore {
   /**
    * Opens a committed blob (or an inclusive byte range of it) for streaming; undefined when the
    * file is missing. Opening first means a missing file is known before any response is sent.
+   * Callers knowing the size pass the whole range: that spares a read to find the end of the file.
    */
   open(digest: string, range?: { start: number; end: number }): Promise<Readable | undefined>;
   remove(digest: string): Promise<void>;
@@ -78,8 +80,6 @@ interface UploadHashState {
   size: number;
 }
 
-// 1 MiB reads cost ~20% less CPU per GiB served than 256 KiB (measured), for 1 MiB of buffer per download.
-const READ_CHUNK = 1024 * 1024;
 const WRITE_BATCH = 1024 * 1024;
 
 export class FsBlobStore implements BlobStore {
@@ -115,9 +115,9 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  async open(digest: string, range?: { start: number; end: number }): Promise<ReadStream | undefined> {
+  async open(digest: string, range?: { start: number; end: number }): Promise<BlobFileStream | undefined> {
     const fh = await this.openCommitted(digest);
-    return fh?.createReadStream({ highWaterMark: READ_CHUNK, start: range?.start, end: range?.end });
+    return fh && new BlobFileStream(fh, range?.start ?? 0, range?.end ?? Infinity);
   }
 
   async remove(digest: string): Promise<void> {
