@@ -59,7 +59,7 @@ function options(argv) {
     duration,
     maxRequests: Math.floor(positive('requests', values.requests, quick ? 20_000 : 100_000)),
     warmup: Math.min(1, duration / 4),
-    downloads: 3,
+    downloads: 5,
     pushRepeats: quick ? 1 : 3,
     only,
     markdown: values.markdown,

@@ -15,6 +15,7 @@
 // The pull-through workload lives in its own module (pull-through.mjs): it starts a third registry
 // as the shared upstream and its own pair of caches in front of it (all through ctx.track).
 import { createHash } from 'node:crypto';
+import { cpuSeconds } from './machine.mjs';
 import { BenchError, MANIFEST_ACCEPT } from './client.mjs';
 import { bytesOf, MiB } from './data.mjs';
 import { eachServer, measured } from './measure.mjs';
@@ -93,14 +94,17 @@ const largeBlobDownload = {
     ctx.progress(`blob GET 256 MiB whole, best of ${ctx.opts.downloads}`);
     await eachServer(ctx, async (server) => {
       const runs = [];
+      const serverCpuSeconds = [];
       for (let i = 0; i < ctx.opts.downloads; i++) {
+        const cpu = cpuSeconds(server.pid);
         const r = await server.client.download(`/v2/${REPOS.oci}/blobs/${layer.digest}`);
+        serverCpuSeconds.push(Number((cpuSeconds(server.pid) - cpu).toFixed(2)));
         if (r.bytes !== layer.size) throw new BenchError(`${server.name}: 256 MiB download returned ${r.bytes} bytes`, { headers: r.headers });
         runs.push(r.seconds);
       }
       const best = Math.min(...runs);
       ctx.report.add({ id: 'blob256m.mbps', label: 'blob GET 256 MiB whole, best', unit: 'MB/s', server: server.name, value: layer.size / best / MB });
-      ctx.report.detail({ id: 'blob256m', server: server.name, seconds: runs });
+      ctx.report.detail({ id: 'blob256m', server: server.name, seconds: runs, serverCpuSeconds });
     });
   },
 };
