@@ -269,7 +269,9 @@ export class BlobFill {
 
   /** Drops pieces out of the window that the disk has (or will get from a range request). */
   private trim(): void {
-    const keepFrom = this.received - WINDOW;
+    let keepFrom = this.received - WINDOW;
+    // The fastest client's next bytes stay while it sets the pace: it may be a batch further behind.
+    if (this.pacedByReaders && this.readers.size > 0) keepFrom = Math.min(keepFrom, this.leadingPosition());
     let drop = 0;
     for (const { offset, buffer } of this.pieces) {
       const end = offset + buffer.length;

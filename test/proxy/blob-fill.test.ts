@@ -5,7 +5,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BlobFill } from '../../src/proxy/blob-fill.js';
@@ -36,12 +36,22 @@ class SlowDiskStore extends FsBlobStore {
   }
 }
 
-/** An upstream response sending `data` from `offset` in 64 KiB chunks, as fast as it is read. */
+/**
+ * An upstream response sending `data` from `offset` in 64 KiB chunks, as fast as it is read, with
+ * up to 1 MiB buffered like the client's relay of a real response.
+ */
 function response(data: Buffer, offset = 0): BlobResult {
   function* chunks() {
     for (let o = offset; o < data.length; o += 64 * 1024) yield data.subarray(o, Math.min(o + 64 * 1024, data.length));
   }
-  const body = Readable.from(chunks(), { objectMode: false });
+  const body = new PassThrough({ highWaterMark: MiB });
+  void (async () => {
+    for (const chunk of chunks()) {
+      if (body.destroyed) return;
+      if (!body.write(chunk)) await new Promise((resolve) => body.once('drain', resolve).once('close', resolve));
+    }
+    body.end();
+  })();
   return { size: data.length - offset, offset, body, abort: () => body.destroy() };
 }
 
@@ -111,6 +121,28 @@ describe('BlobFill', () => {
     expect(committed).toEqual([data.length]);
     // What the stats count as taken from the upstream: the blob, plus the part fetched again.
     expect(transferred).toEqual([2 * data.length - resumedFrom[0]!]);
+    expect((await storedBytes(store))?.equals(data)).toBe(true);
+  });
+
+  it('a client slower than the upstream sets its pace and is served from memory, never waiting for the disk', async () => {
+    // The disk (at most 16 MiB per 200 ms) slower than the client (about 256 KiB per ms).
+    const store = new SlowDiskStore(root, 200);
+    const { fill: f } = await fill(store);
+    const reader = await f.reader();
+    const chunks: Buffer[] = [];
+    let sinceBreak = 0;
+    for await (const chunk of reader) {
+      chunks.push(chunk as Buffer);
+      sinceBreak += (chunk as Buffer).length;
+      if (sinceBreak >= 256 * 1024) {
+        sinceBreak = 0;
+        await sleep(1);
+      }
+    }
+    expect(Buffer.concat(chunks).equals(data)).toBe(true);
+    // Had it fallen out of memory, it would have waited for the rest to reach the file.
+    expect(f.written).toBeLessThan(data.length);
+    await f.settled;
     expect((await storedBytes(store))?.equals(data)).toBe(true);
   });
 
