@@ -108,7 +108,7 @@ export class PullThroughCache {
 
   /** By tag: a pushed tag is served as is; a cached one while younger than tagTTL, then revalidated. */
   async manifestByTag(route: ProxyRoute, repo: string, tag: string, head: boolean): Promise<ManifestAnswer> {
-    const known = this.meta.getTag(repo, tag);
+    const known = this.knownTag(repo, tag);
     const cached = known && this.localManifest(repo, known.digest);
     if (known && cached && (!known.cached || route.upstream.config.offline || Date.now() - known.updatedAt < route.upstream.config.tagTTL)) {
       return this.answered(route, cached, 'hit');
@@ -119,6 +119,7 @@ export class PullThroughCache {
         const current = await this.call(route, repo, tag, (c) => c.getManifest(route.remoteRepo, tag, { method: 'HEAD' }));
         if (current.digest === known.digest) {
           this.meta.touchTag(repo, tag);
+          this.manifests.setTag(repo, tag, { ...known, updatedAt: Date.now() });
           return this.answered(route, cached, 'hit');
         }
       } else if (head) {
@@ -128,9 +129,21 @@ export class PullThroughCache {
       return this.answered(route, record, 'miss');
     } catch (e) {
       if (cached && isUpstreamDown(e)) return this.servedStale(route, repo, tag, known, cached);
-      if (cached && e instanceof UpstreamError && e.kind === 'notfound') this.meta.deleteTag(repo, tag);
+      if (cached && e instanceof UpstreamError && e.kind === 'notfound') {
+        this.meta.deleteTag(repo, tag);
+        this.manifests.invalidate(repo);
+      }
       throw this.clientError(e, 'MANIFEST_UNKNOWN');
     }
+  }
+
+  /** The tag as stored here (pushed, or cached with the time the upstream last confirmed it). */
+  private knownTag(repo: string, tag: string): TagRecord | undefined {
+    const remembered = this.manifests.getTag(repo, tag);
+    if (remembered) return remembered;
+    const found = this.meta.getTag(repo, tag);
+    if (found) this.manifests.setTag(repo, tag, found);
+    return found;
   }
 
   /** A manifest stored here, by digest: content-addressed, so kept in memory once read. */
@@ -174,11 +187,10 @@ export class PullThroughCache {
     const record = this.describeManifest(found, body);
     // Cached content is stored exactly as the upstream sent it. Its blobs and children arrive
     // lazily when clients ask, so unlike a push nothing else has to be present yet.
-    this.meta.putManifest(
-      repo,
-      { ...record, blobRefs: [], manifestRefs: [], cached: true },
-      reference.includes(':') ? undefined : reference,
-    );
+    const tag = reference.includes(':') ? undefined : reference;
+    this.meta.putManifest(repo, { ...record, blobRefs: [], manifestRefs: [], cached: true }, tag);
+    // The tag may have moved: what is remembered of this repository must be read afresh.
+    if (tag !== undefined) this.manifests.invalidate(repo);
     return record;
   }
 

@@ -1,4 +1,4 @@
-import type { ManifestRecord } from '../storage/metadata.js';
+import type { ManifestRecord, TagRecord } from '../storage/metadata.js';
 
 /**
  * Hot manifests in memory, so the pull path of a busy tag does not query SQLite every time (a
@@ -7,27 +7,28 @@ import type { ManifestRecord } from '../storage/metadata.js';
  * Entries are keyed by repository, reference and the repository's generation: every change to a
  * repository bumps its generation, which makes all its entries unreachable at once (they then age
  * out of the LRU). Bounded by total content bytes.
+ *
+ * Pull-through repositories also keep their tag records here (digest, and when the upstream last
+ * confirmed the tag, which decides revalidation), so a GET by tag of a cached image does not read
+ * SQLite either. Bounded by count.
  */
 export class ManifestCache {
   private readonly entries = new Map<string, ManifestRecord>();
+  private readonly tags = new Map<string, TagRecord>();
   private readonly generations = new Map<string, number>();
   private bytes = 0;
 
-  constructor(private readonly maxBytes = 64 * 1024 * 1024) {}
+  constructor(
+    private readonly maxBytes = 64 * 1024 * 1024,
+    private readonly maxTags = 20_000,
+  ) {}
 
   private key(repo: string, reference: string): string {
     return `${this.generations.get(repo) ?? 0}\0${repo}\0${reference}`;
   }
 
   get(repo: string, reference: string): ManifestRecord | undefined {
-    const key = this.key(repo, reference);
-    const found = this.entries.get(key);
-    if (found) {
-      // Most recently used last.
-      this.entries.delete(key);
-      this.entries.set(key, found);
-    }
-    return found;
+    return touched(this.entries, this.key(repo, reference));
   }
 
   set(repo: string, reference: string, manifest: ManifestRecord): void {
@@ -44,8 +45,30 @@ export class ManifestCache {
     }
   }
 
+  getTag(repo: string, tag: string): TagRecord | undefined {
+    return touched(this.tags, this.key(repo, tag));
+  }
+
+  /** Remembers a tag record; a later setTag of the same tag replaces it (a revalidation's new time). */
+  setTag(repo: string, tag: string, record: TagRecord): void {
+    const key = this.key(repo, tag);
+    this.tags.delete(key);
+    this.tags.set(key, record);
+    if (this.tags.size > this.maxTags) this.tags.delete(this.tags.keys().next().value!);
+  }
+
   /** Called on every change to the repository's manifests or tags. */
   invalidate(repo: string): void {
     this.generations.set(repo, (this.generations.get(repo) ?? 0) + 1);
   }
+}
+
+/** The entry under `key`, moved to the most recently used end of the map (insertion order). */
+function touched<V>(map: Map<string, V>, key: string): V | undefined {
+  const found = map.get(key);
+  if (found !== undefined) {
+    map.delete(key);
+    map.set(key, found);
+  }
+  return found;
 }

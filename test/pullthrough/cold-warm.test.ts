@@ -162,5 +162,23 @@ describe('a tag moved upstream', () => {
     expect(revalidated.header('docker-content-digest')).toBe(second.manifestDigest);
     expect(revalidated.header('x-cache')).toBe('HIT');
     expect(proxy.requests.map((r) => `${r.method} ${r.path}`)).toEqual(['HEAD /v2/team/app/manifests/stable']);
+
+    // The confirmation counts from now: within the TTL again, nothing goes upstream.
+    proxy.reset();
+    const confirmed = await getManifest(airlock.url, 'up/team/app', 'stable');
+    expect(confirmed.header('docker-content-digest')).toBe(second.manifestDigest);
+    expect(confirmed.header('x-cache')).toBe('HIT');
+    expect(proxy.requests).toEqual([]);
+  });
+
+  it('a tag pushed into the proxied repository replaces the cached one at once', async () => {
+    const upstreamImage = await pushImage(upstream.url, 'team/pushed', 'v1');
+    expect((await getManifest(airlock.url, 'up/team/pushed', 'v1')).header('docker-content-digest')).toBe(upstreamImage.manifestDigest);
+    const local = await pushImage(airlock.url, 'up/team/pushed', 'v1');
+    proxy.reset();
+    const got = await getManifest(airlock.url, 'up/team/pushed', 'v1');
+    expect(got.header('docker-content-digest')).toBe(local.manifestDigest);
+    expect(got.body.equals(local.manifest)).toBe(true);
+    expect(proxy.requests).toEqual([]);
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ManifestCache } from '../../src/registry/manifest-cache.js';
-import type { ManifestRecord } from '../../src/storage/metadata.js';
+import type { ManifestRecord, TagRecord } from '../../src/storage/metadata.js';
 
 const manifest = (digest: string, size = 100): ManifestRecord => ({
   digest,
@@ -46,5 +46,29 @@ describe('ManifestCache', () => {
     const cache = new ManifestCache(16 * 1000);
     cache.set('r', 'big', manifest('sha256:big', 2000));
     expect(cache.get('r', 'big')).toBeUndefined();
+  });
+
+  it('keeps tag records per repository, replaced by a later set, hidden by a change to the repository', () => {
+    const cache = new ManifestCache();
+    const tag = (digest: string, updatedAt: number): TagRecord => ({ digest, cached: true, updatedAt });
+    cache.setTag('a/b', 'v1', tag('sha256:1', 1000));
+    cache.setTag('x/y', 'v1', tag('sha256:2', 1000));
+    expect(cache.getTag('a/b', 'v1')).toEqual(tag('sha256:1', 1000));
+    expect(cache.getTag('a/b', 'v2')).toBeUndefined();
+    cache.setTag('a/b', 'v1', tag('sha256:1', 2000));
+    expect(cache.getTag('a/b', 'v1')?.updatedAt).toBe(2000);
+    cache.invalidate('a/b');
+    expect(cache.getTag('a/b', 'v1')).toBeUndefined();
+    expect(cache.getTag('x/y', 'v1')?.digest).toBe('sha256:2');
+  });
+
+  it('keeps at most maxTags tag records, dropping the least recently used first', () => {
+    const cache = new ManifestCache(undefined, 3);
+    for (const t of ['t0', 't1', 't2']) cache.setTag('r', t, { digest: `sha256:${t}`, cached: true, updatedAt: 0 });
+    cache.getTag('r', 't0');
+    cache.setTag('r', 't3', { digest: 'sha256:t3', cached: true, updatedAt: 0 });
+    expect(cache.getTag('r', 't1')).toBeUndefined();
+    expect(cache.getTag('r', 't0')).toBeDefined();
+    expect(cache.getTag('r', 't3')).toBeDefined();
   });
 });
