@@ -20,6 +20,7 @@ export class Stats {
   private pending: Record<string, number> = {};
   private readonly lastErrors: Map<string, string>;
   private pendingErrors = new Map<string, string>();
+  private readonly keysByPrefix = new Map<string, { hits: string; misses: string }>();
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -46,10 +47,21 @@ export class Stats {
   /** A proxied request answered from local storage (hit/stale) or fetched upstream (miss). */
   outcome(prefix: string, outcome: CacheOutcome): void {
     // Stale answers come from local storage, so they are hits too (counted apart as well).
-    const key = outcome === 'miss' ? 'misses' : 'hits';
-    this.add(`cache.${key}`);
-    this.add(`upstream.${prefix}.${key}`);
+    const miss = outcome === 'miss';
+    this.add(miss ? 'cache.misses' : 'cache.hits');
+    const keys = this.upstreamKeys(prefix);
+    this.add(miss ? keys.misses : keys.hits);
     if (outcome === 'stale') this.add('cache.staleServed');
+  }
+
+  /** Counter names of an upstream, built once: this runs for every proxied request. */
+  private upstreamKeys(prefix: string): { hits: string; misses: string } {
+    let keys = this.keysByPrefix.get(prefix);
+    if (!keys) {
+      keys = { hits: `upstream.${prefix}.hits`, misses: `upstream.${prefix}.misses` };
+      this.keysByPrefix.set(prefix, keys);
+    }
+    return keys;
   }
 
   bytesFromCache(bytes: number): void {

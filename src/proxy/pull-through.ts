@@ -21,6 +21,8 @@ import { NegativeCache } from './negative-cache.js';
 import { selectUpstream } from './routing.js';
 import { SingleFlight } from './singleflight.js';
 
+const MAX_REMEMBERED_ROUTES = 10_000;
+
 /** An upstream with the state kept for it. */
 interface Upstream {
   config: UpstreamConfig;
@@ -52,6 +54,8 @@ export interface BlobAnswer {
 export class PullThroughCache {
   private readonly upstreams: Upstream[];
   private readonly byConfig = new Map<UpstreamConfig, Upstream>();
+  /** Routes by repository name, as computed from the configuration. */
+  private readonly routes = new Map<string, ProxyRoute | undefined>();
   private readonly manifestFlights = new SingleFlight<string, ManifestRecord>();
   private readonly fills = new Map<string, Promise<BlobFill>>();
   private readonly notFound = new NegativeCache();
@@ -90,8 +94,13 @@ export class PullThroughCache {
    */
   route(repo: string, ns?: string): ProxyRoute | undefined {
     if (ns && !this.configs.some((u) => selectUpstream([u], repo, ns))) return undefined;
+    // Asked on every request to a repository, and the answer only depends on the configuration.
+    if (this.routes.has(repo)) return this.routes.get(repo);
     const found = selectUpstream(this.configs, repo);
-    return found && { upstream: this.byConfig.get(found.upstream)!, remoteRepo: found.remoteRepo };
+    const route = found && { upstream: this.byConfig.get(found.upstream)!, remoteRepo: found.remoteRepo };
+    if (this.routes.size >= MAX_REMEMBERED_ROUTES) this.routes.clear();
+    this.routes.set(repo, route);
+    return route;
   }
 
   // ---- manifests -----------------------------------------------------------------------------
