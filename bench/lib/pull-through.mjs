@@ -26,6 +26,7 @@ const MB = 1e6;
 /** The upstream's repository, and the prefix airlock maps onto the upstream. */
 const UPSTREAM_REPO = 'upstream/app';
 const PREFIX = 'up';
+const PLAIN_REPO = 'plain/app';
 const CONNECTIONS = 16;
 
 /**
@@ -57,6 +58,17 @@ function upstreamImages(content) {
     { tag: 'oci', label: 'OCI manifest', mediaType: MT.OCI_MANIFEST, blob: content.ociManifest },
     { tag: 'docker', label: 'Docker schema2', mediaType: MT.DOCKER_MANIFEST, blob: content.dockerManifest },
   ];
+}
+
+/**
+ * The upstream's two images pushed into a plain repository of airlock-through: the cached 256 MiB
+ * layer mounted from the proxied repository, the small blobs pushed.
+ */
+async function seedPlainCopy(airlock, content, images) {
+  const c = airlock.client;
+  await c.fetch('POST', `/v2/${PLAIN_REPO}/blobs/uploads/?mount=${content.layer256m.digest}&from=${PREFIX}/${UPSTREAM_REPO}`, { expect: [201] });
+  for (const b of [content.ociConfig, content.layer1m, content.dockerConfig, content.layer64k]) await c.pushMonolithic(PLAIN_REPO, b.data, b.digest);
+  for (const img of images) await c.putManifest(PLAIN_REPO, img.tag, img.mediaType, img.blob);
 }
 
 async function seedUpstream(upstream, content) {
@@ -236,6 +248,27 @@ export const pullThrough = {
       const id = `pullthrough.manifest.${op.key}.c${CONNECTIONS}`;
       addFigure(ctx, { id: `${id}.rps`, label: `${op.label}, c=${CONNECTIONS}`, unit: 'req/s' }, rps);
       addFigure(ctx, { id: `${id}.p99`, label: `${op.label}, c=${CONNECTIONS}, p99`, unit: 'ms', better: 'lower' }, p99);
+    }
+
+    // 5. The same requests to a plain (pushed, not proxied) repository of the same airlock process,
+    // right after: "warm pull-through at least the plain-registry figures" compared without the
+    // difference between two processes' histories (JIT, heap) that separate workloads carry.
+    await seedPlainCopy(airlock, content, images);
+    const plain = { ...airlock, name: 'airlock-through (plain repository)', repo: PLAIN_REPO };
+    for (const op of ops) {
+      ctx.progress(`${op.label.replace('pull-through', 'same airlock process, plain repository:')}, c=${CONNECTIONS}`);
+      const check = (_status, h) => (byDigest.has(h['docker-content-digest']) ? undefined : `Docker-Content-Digest ${h['docker-content-digest']} is not a seeded manifest`);
+      const r = await measured(ctx, plain, { base: airlock.url, requests: op.requests(plain), connections: CONNECTIONS, check });
+      const warmRps = ctx.report.byId.get(`pullthrough.manifest.${op.key}.c${CONNECTIONS}.rps`).values.airlock;
+      ctx.report.detail({ id: `pullthrough.manifest.${op.key}.c${CONNECTIONS}.plainSameProcess`, server: 'airlock', ...r, warmPullThroughRps: warmRps });
+      ctx.report.add({
+        id: `pullthrough.manifest.${op.key}.c${CONNECTIONS}.plainSameProcess.rps`,
+        label: `${op.label.replace('pull-through ', '')}, c=${CONNECTIONS}: airlock plain repo, same process`,
+        unit: 'req/s',
+        server: 'airlock',
+        value: r.rps,
+      });
+      ctx.progress(`  warm pull-through ${Math.round(warmRps)} req/s against ${Math.round(r.rps)} req/s for the plain repository: ${(warmRps / r.rps).toFixed(2)}`);
     }
 
     // airlock's own account of what happened (hits, misses, bytes from upstream), for the JSON.
