@@ -106,6 +106,10 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     });
     const listening = await listen(app, config, log);
     closers.push(() => listening.close());
+    if (proxy) {
+      const { warmUpHttpClient } = await import('../proxy/client.js');
+      await warmUpHttpClient(listening.url);
+    }
 
     // Abandoned uploads are swept at start and then periodically.
     const sweepEvery = Math.min(Math.max(config.uploads.ttl / 4, 1000), 10 * 60_000);
