@@ -4,8 +4,8 @@
 // then face the same workloads one after the other. Figures print as "airlock / distribution /
 // ratio" lines and the whole run is written to bench/results/<ISO timestamp>.json.
 //
-//   npm run bench                 5 s per load run (about 3 minutes in all on 2 cores)
-//   npm run bench -- --quick      smoke run, about 80 s
+//   npm run bench                 5 s per load run (about 4 minutes in all on 2 cores)
+//   npm run bench -- --quick      smoke run, about 95 s
 //   npm run bench -- --duration 10 --only manifests,blob-1m
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,7 +20,7 @@ import { workloads } from './lib/workloads.mjs';
 
 const HELP = `Usage: node bench/run.mjs [--quick] [--duration SECONDS] [--requests N] [--only IDS] [--markdown]
 
-  --quick         smoke run: 1 s per load run, short warm-ups, one push per mode (about 80 s)
+  --quick         smoke run: 1 s per load run, short warm-ups, one push per mode (about 95 s)
   --duration S    seconds per load run (default 5; 1 with --quick)
   --requests N    cap on responses per load run (default 100000; 20000 with --quick)
   --only IDS      comma-separated workload ids: ${workloads.map((w) => w.id).join(', ')}
