@@ -48,11 +48,23 @@ function response(data: Buffer, offset = 0): BlobResult {
   void (async () => {
     for (const chunk of chunks()) {
       if (body.destroyed) return;
-      if (!body.write(chunk)) await new Promise((resolve) => body.once('drain', resolve).once('close', resolve));
+      if (!body.write(chunk)) await drainedOrClosed(body);
     }
     body.end();
   })();
   return { size: data.length - offset, offset, body, abort: () => body.destroy() };
+}
+
+function drainedOrClosed(stream: PassThrough): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
+  });
 }
 
 function digestOf(data: Buffer): string {
