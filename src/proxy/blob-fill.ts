@@ -1,8 +1,8 @@
 // One upstream blob transfer into the cache, shared by every client that asks for the blob while it
 // runs. The bytes go to the clients as they arrive, hashed on the way, and to the disk behind them,
 // so a client is never held to the speed of writing new file pages:
-// - clients keeping pace take the bytes from memory (the newest few MiB, plus whatever the disk has
-//   not taken yet); one that falls behind (or comes late) reads them back from the file;
+// - clients keeping pace take the bytes from memory (the newest few MiB); one that falls behind (or
+//   comes late) reads them back from the file, waiting for the disk if need be;
 // - the upstream is read no faster than the fastest client takes the bytes (as a plain proxy would
 //   be), unless that client stalls;
 // - the last byte of a blob of known size is held back until the digest matched, so no client can
@@ -11,6 +11,8 @@
 //   stays bounded) and, once the upstream response is over and verified, fetches the rest with a
 //   range request: a partial second transfer rather than every client slowed to the disk's pace.
 //   With nobody waiting, the disk sets the pace instead.
+// - all fills of a cache share one memory budget: past it, each keeps a smaller window, and stops
+//   queueing for the disk (clients waiting) or waits for it (nobody waiting).
 // A client that goes away does not disturb the others, nor the fill, which completes the cache.
 
 import { createHash, randomUUID, type Hash } from 'node:crypto';
@@ -25,6 +27,8 @@ import type { BlobResult } from './client.js';
 const WINDOW = 8 * 1024 * 1024;
 /** Received bytes the disk may lag behind before the fill stops waiting for it. */
 const DISK_LAG = 16 * 1024 * 1024;
+/** The window while the fills together hold more than their budget. */
+const TIGHT_WINDOW = 1024 * 1024;
 /** Upstream bytes taken per step: what is buffered, up to this much. */
 const BATCH = 1024 * 1024;
 /** Reads of bytes no longer in memory, and what a client's stream buffers. */
@@ -35,6 +39,16 @@ const STALL_MS = 1000;
 interface Piece {
   offset: number;
   buffer: Buffer;
+}
+
+/** What the fills of one cache hold in memory, against one budget (many cold layers at once). */
+export class FillMemory {
+  held = 0;
+  constructor(readonly budget = 64 * 1024 * 1024) {}
+
+  get tight(): boolean {
+    return this.held > this.budget;
+  }
 }
 
 /** Fetches the blob's bytes from `from` on (the upstream may send it whole instead). */
@@ -55,8 +69,10 @@ export class BlobFill {
   settled: Promise<void> = Promise.resolve();
 
   private readonly hash: Hash;
-  /** Received bytes still in memory, in order: the window, and what the disk has not taken yet. */
+  /** The newest received bytes, in order, for clients keeping pace. */
   private pieces: Piece[] = [];
+  /** Bytes in `pieces` and in the disk queue (a buffer in both counts twice), in the shared budget too. */
+  private heldBytes = 0;
   private diskQueue: Buffer[] = [];
   private queuedBytes = 0;
   private receivedAll = false;
@@ -80,6 +96,7 @@ export class BlobFill {
     /** From the upstream's Content-Length; undefined when it streams without one. */
     readonly size: number | undefined,
     private readonly blobs: FsBlobStore,
+    private readonly memory: FillMemory,
   ) {
     this.hash = createHash(algorithm);
   }
@@ -97,8 +114,9 @@ export class BlobFill {
     response: BlobResult,
     resume: ResumeFetch,
     onCommitted: (size: number, transferred: number) => void,
+    memory: FillMemory,
   ): Promise<BlobFill> {
-    const fill = new BlobFill(digest, algorithm, response.size, blobs);
+    const fill = new BlobFill(digest, algorithm, response.size, blobs, memory);
     let writer: UploadWriter;
     try {
       await blobs.createUpload(fill.uploadId);
@@ -148,7 +166,7 @@ export class BlobFill {
       this.trim();
       this.notify();
       // Nobody is waiting on the stream: the disk sets the pace rather than memory filling up.
-      while (this.restFrom === undefined && this.readers.size === 0 && this.queuedBytes > DISK_LAG && !this.failure) await this.changed;
+      while (this.restFrom === undefined && this.readers.size === 0 && this.diskTooFarBehind(0) && !this.failure) await this.changed;
       await this.keepWithinReach();
     }
     this.receivedAll = true;
@@ -167,7 +185,7 @@ export class BlobFill {
    * from the file (or, once the disk stopped taking the stream, wait for until the rest is fetched).
    */
   private async keepWithinReach(): Promise<void> {
-    while (this.pacedByReaders && !this.failure && this.readers.size > 0 && this.received - this.leadingPosition() > WINDOW) {
+    while (this.pacedByReaders && !this.failure && this.readers.size > 0 && this.received - this.leadingPosition() > this.window()) {
       const moved = await new Promise<boolean>((resolve) => {
         const timer = setTimeout(() => resolve(false), STALL_MS);
         this.readerMoved = () => {
@@ -191,17 +209,29 @@ export class BlobFill {
     this.readerMoved?.();
   }
 
+  /** The newest bytes kept in memory for clients: less when the fills together are over budget. */
+  private window(): number {
+    return this.memory.tight ? TIGHT_WINDOW : WINDOW;
+  }
+
+  /** True when the disk queue (with `more` bytes added) is longer than this fill may keep. */
+  private diskTooFarBehind(more: number): boolean {
+    return this.queuedBytes + more > DISK_LAG || (this.memory.tight && this.queuedBytes > 0);
+  }
+
   private take(chunk: Buffer): void {
-    if (this.restFrom === undefined && this.readers.size > 0 && this.queuedBytes + chunk.length > DISK_LAG) {
+    if (this.restFrom === undefined && this.readers.size > 0 && this.diskTooFarBehind(chunk.length)) {
       this.restFrom = this.received;
       this.restHash = this.hash.copy();
     }
     this.hash.update(chunk);
     this.pieces.push({ offset: this.received, buffer: chunk });
+    this.hold(chunk.length);
     this.received += chunk.length;
     if (this.restFrom === undefined) {
       this.diskQueue.push(chunk);
       this.queuedBytes += chunk.length;
+      this.hold(chunk.length);
     }
   }
 
@@ -216,6 +246,7 @@ export class BlobFill {
         this.diskQueue = [];
         await writer.write(batch, bytes);
         this.queuedBytes -= bytes;
+        this.hold(-bytes);
         this.written += bytes;
         this.trim();
         this.notify();
@@ -267,25 +298,33 @@ export class BlobFill {
     this.notify();
   }
 
-  /** Drops pieces out of the window that the disk has (or will get from a range request). */
+  /** Drops pieces out of the window (the disk queue keeps its own references). */
   private trim(): void {
-    let keepFrom = this.received - WINDOW;
+    let keepFrom = this.received - this.window();
     // The fastest client's next bytes stay while it sets the pace: it may be a batch further behind.
     if (this.pacedByReaders && this.readers.size > 0) keepFrom = Math.min(keepFrom, this.leadingPosition());
     let drop = 0;
+    let dropped = 0;
     for (const { offset, buffer } of this.pieces) {
-      const end = offset + buffer.length;
-      if (end > keepFrom) break;
-      const diskNeedsIt = end > this.written && (this.restFrom === undefined || offset < this.restFrom);
-      if (diskNeedsIt) break;
+      if (offset + buffer.length > keepFrom) break;
       drop += 1;
+      dropped += buffer.length;
     }
-    if (drop > 0) this.pieces.splice(0, drop);
+    if (drop > 0) {
+      this.pieces.splice(0, drop);
+      this.hold(-dropped);
+    }
+  }
+
+  private hold(bytes: number): void {
+    this.heldBytes += bytes;
+    this.memory.held += bytes;
   }
 
   private finish(failure: Error | undefined): void {
     this.failure = failure;
     this.pieces = [];
+    this.hold(-this.heldBytes);
     this.diskQueue = [];
     this.notify();
   }

@@ -13,7 +13,7 @@ import type { FsBlobStore } from '../storage/blobstore.js';
 import type { ManifestRecord, MetadataStore, TagRecord } from '../storage/metadata.js';
 import type { KeyedLock } from '../registry/keyed-lock.js';
 import { ManifestCache } from '../registry/manifest-cache.js';
-import { BlobFill } from './blob-fill.js';
+import { BlobFill, FillMemory } from './blob-fill.js';
 import { CircuitBreaker } from './circuit.js';
 import { UpstreamClient, type ManifestResult } from './client.js';
 import { UpstreamError, isUpstreamDown } from './errors.js';
@@ -58,6 +58,8 @@ export class PullThroughCache {
   private readonly routes = new Map<string, ProxyRoute | undefined>();
   private readonly manifestFlights = new SingleFlight<string, ManifestRecord>();
   private readonly fills = new Map<string, Promise<BlobFill>>();
+  /** The memory budget all blob fills share. */
+  private readonly fillMemory = new FillMemory();
   private readonly notFound = new NegativeCache();
   /** Repositories already reported as served stale, so the log gets one line per repository. */
   private readonly staleLogged = new Set<string>();
@@ -271,10 +273,18 @@ export class PullThroughCache {
       const prefix = route.upstream.config.prefix;
       const fetch = (from: number) => this.call(route, repo, digest, (c) => c.getBlob(route.remoteRepo, digest, from));
       pending = fetch(0).then((response) =>
-        BlobFill.start(this.blobs, digest, algorithm, response, fetch, (size, transferred) => {
-          this.meta.linkBlob(repo, digest, size, true);
-          this.stats.bytesFromUpstream(prefix, transferred);
-        }),
+        BlobFill.start(
+          this.blobs,
+          digest,
+          algorithm,
+          response,
+          fetch,
+          (size, transferred) => {
+            this.meta.linkBlob(repo, digest, size, true);
+            this.stats.bytesFromUpstream(prefix, transferred);
+          },
+          this.fillMemory,
+        ),
       );
       this.fills.set(key, pending);
       pending.then(

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BlobFill } from '../../src/proxy/blob-fill.js';
+import { BlobFill, FillMemory } from '../../src/proxy/blob-fill.js';
 import type { BlobResult } from '../../src/proxy/client.js';
 import { FsBlobStore, type UploadWriter } from '../../src/storage/blobstore.js';
 import { readAll } from './fixtures.js';
@@ -85,7 +85,7 @@ describe('BlobFill', () => {
   });
   afterEach(() => rmSync(root, { recursive: true, force: true }));
 
-  async function fill(store: FsBlobStore, resume: (from: number) => BlobResult = (from) => response(data, from)) {
+  async function fill(store: FsBlobStore, resume: (from: number) => BlobResult = (from) => response(data, from), memory = new FillMemory()) {
     await store.init();
     const committed: number[] = [];
     const transferred: number[] = [];
@@ -95,7 +95,7 @@ describe('BlobFill', () => {
     }, (size, bytes) => {
       committed.push(size);
       transferred.push(bytes);
-    });
+    }, memory);
     return { fill: started, committed, transferred };
   }
 
@@ -201,6 +201,34 @@ describe('BlobFill', () => {
     expect(resumedFrom).toEqual([]);
     expect(committed).toEqual([data.length]);
     expect((await storedBytes(store))?.equals(data)).toBe(true);
+  });
+
+  it('fills share one memory budget: several cold blobs at once on a slow disk stay near it, and complete', async () => {
+    const store = new SlowDiskStore(root, 40);
+    const memory = new FillMemory(8 * MiB);
+    const blobs = [0, 1, 2].map(() => randomBytes(32 * MiB));
+    let most = 0;
+    const sampler = setInterval(() => (most = Math.max(most, memory.held)), 1);
+    try {
+      await store.init();
+      const fills = await Promise.all(
+        blobs.map((blob) => BlobFill.start(store, digestOf(blob), 'sha256', response(blob), async (from) => response(blob, from), () => undefined, memory)),
+      );
+      const got = await Promise.all(fills.map(async (f) => readAll(await f.reader())));
+      await Promise.all(fills.map((f) => f.settled));
+      got.forEach((bytes, i) => expect(bytes.equals(blobs[i]!)).toBe(true));
+      for (const [i, f] of fills.entries()) {
+        expect(f.failure).toBeUndefined();
+        const stored = await store.open(digestOf(blobs[i]!));
+        expect(stored && (await readAll(stored)).equals(blobs[i]!)).toBe(true);
+      }
+    } finally {
+      clearInterval(sampler);
+    }
+    // Each fill may be a batch, a small window and one queued batch over when the budget is reached.
+    expect(most).toBeGreaterThan(0);
+    expect(most).toBeLessThanOrEqual(8 * MiB + 3 * 4 * MiB);
+    expect(memory.held).toBe(0);
   });
 
   it('bytes that do not match the digest: the client never gets the last byte, nothing is cached', async () => {
