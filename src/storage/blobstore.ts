@@ -29,11 +29,8 @@ export interface BlobStore {
   createUpload(id: string): Promise<void>;
   /** Bytes received so far, or undefined when the session has no file. */
   uploadSize(id: string): Promise<number | undefined>;
-  /**
-   * Appends a stream to the session; returns the new size. `onWritten` sees the size after each
-   * write, and the buffers just written (which it must not modify).
-   */
-  appendUpload(id: string, source: Readable, limit?: number, onWritten?: (size: number, written: Buffer[]) => void): Promise<number>;
+  /** Appends a stream to the session; returns the new size. */
+  appendUpload(id: string, source: Readable, limit?: number): Promise<number>;
   /**
    * Appends to an upload whose bytes the caller hashes itself (a pull-through fill hashes what it
    * receives before the disk has it): no running hash is kept, so the caller verifies and then
@@ -139,7 +136,7 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  async appendUpload(id: string, source: Readable, limit = Infinity, onWritten?: (size: number, written: Buffer[]) => void): Promise<number> {
+  async appendUpload(id: string, source: Readable, limit = Infinity): Promise<number> {
     const path = this.uploadPath(id);
     const fh = await open(path, 'a');
     let size = (await fh.stat()).size;
@@ -163,7 +160,6 @@ export class FsBlobStore implements BlobStore {
         await writing;
         size += bytes;
         if (state) state.size = size;
-        onWritten?.(size, batch);
       }
     } catch (e) {
       // A failed write may have left part of a batch in the file without the hash knowing exactly
