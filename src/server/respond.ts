@@ -18,16 +18,21 @@ export function sendJson(res: ServerResponse, status: number, headers: Headers, 
   send(res, status, { 'Content-Type': 'application/json; charset=utf-8', ...headers }, JSON.stringify(value), isHead);
 }
 
-/** Streams a body; a client that goes away tears the source down instead of leaking it. */
+/**
+ * Streams a body; a client that goes away tears the source down instead of leaking it. Rejects
+ * when a blob file cannot be read to its end (the response is cut short).
+ */
 export async function sendStream(res: ServerResponse, status: number, headers: Headers, body: Readable): Promise<void> {
   res.writeHead(status, headers);
   if (body instanceof BlobFileStream) {
     // A blob file straight to the socket, without a buffer allocated per chunk.
     try {
       await body.sendTo(res);
-    } catch {
-      // The file failed mid-response: all the client can be told is a cut-short body.
+    } catch (e) {
+      // The file failed mid-response (unreadable, or shorter than recorded): all the client can be
+      // told is a cut-short body; the caller logs why, as for any failed request.
       res.destroy();
+      throw e;
     }
     return;
   }

@@ -1,10 +1,11 @@
 // The access log: one JSON line per request on stdout, with a request id, never a credential.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import bcrypt from 'bcryptjs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { http, sha256 } from '../helpers/http.js';
+import { randomBytes } from 'node:crypto';
+import { http, pushBlob, sha256 } from '../helpers/http.js';
 import { startCli, waitFor, type CliProcess } from './cli.js';
 
 let storage: string;
@@ -97,4 +98,21 @@ it('with auth configured, neither passwords nor issued tokens reach the log', as
   } finally {
     await secured.kill();
   }
+});
+
+it('a blob file shorter than recorded: the download is cut short, the log says why, the server goes on', async () => {
+  const data = randomBytes(3 * 1024 * 1024);
+  const digest = await pushBlob(child.url, 'logs/damaged', data);
+  const hex = digest.slice('sha256:'.length);
+  truncateSync(join(storage, 'blobs', 'sha256', hex.slice(0, 2), hex), 1024 * 1024);
+  const outcome = await http(child.url, `/v2/logs/damaged/blobs/${digest}`).then(
+    (res) => res.body.length,
+    () => 'cut',
+  );
+  expect(outcome === 'cut' || (typeof outcome === 'number' && outcome < data.length)).toBe(true);
+  const failure = await waitFor('the failure in the log', () =>
+    child.logLines().find((l) => l.msg === 'request failed' && JSON.stringify(l.err).includes('ends before byte')),
+  );
+  expect(failure).toMatchObject({ method: 'GET', path: `/v2/logs/damaged/blobs/${digest}` });
+  expect((await http(child.url, '/v2/')).status).toBe(200);
 });
