@@ -256,7 +256,8 @@ export const pullThrough = {
     // to a plain repository of airlock-through, then plain and pull-through runs alternate, twice
     // each; the best of each is reported.
     await seedPlainCopy(airlock, content, images);
-    const plain = { ...airlock, name: 'airlock-through (plain repository)', repo: PLAIN_REPO };
+    // The same process under another name and repository: measured() needs its pid, the requests its repo.
+    const plain = { name: 'airlock-through (plain repository)', pid: airlock.pid, url: airlock.url, repo: PLAIN_REPO };
     const seeded = (_status, h) => (byDigest.has(h['docker-content-digest']) ? undefined : `Docker-Content-Digest ${h['docker-content-digest']} is not a seeded manifest`);
     for (const op of ops) {
       ctx.progress(`${op.label.replace('pull-through ', '')}, c=${CONNECTIONS}: plain and pull-through repositories of one airlock process, alternating`);
