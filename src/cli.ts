@@ -2,6 +2,7 @@
 // Command-line entry: parses arguments and hands over to a command. Nothing else lives here.
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config/load.js';
+import { StorageLockedError } from './lifecycle/storage-lock.js';
 // Each command's module is loaded only when that command runs: `serve` need not carry the X.509
 // library `cert` uses (about 20 MiB of memory), nor the server the other commands.
 
@@ -143,6 +144,10 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await command(rest);
   } catch (e) {
+    if (e instanceof StorageLockedError) {
+      process.stderr.write(`airlock: ${e.message}\n`);
+      return 1;
+    }
     if (e instanceof ConfigError) {
       process.stderr.write(`airlock: ${e.message}\n`);
       return 2;

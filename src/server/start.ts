@@ -5,6 +5,7 @@ import { ConfigError, parseConfig } from '../config/load.js';
 import type { Config, ConfigInput } from '../config/schema.js';
 import { AccessTracker } from '../lifecycle/access-tracker.js';
 import { CacheEvictor } from '../lifecycle/eviction.js';
+import { acquireStorageLock } from '../lifecycle/storage-lock.js';
 import { createLogger, type Logger } from '../log.js';
 import { createPrometheusRegistry, Stats } from '../metrics.js';
 import type { PullThroughCache } from '../proxy/pull-through.js';
@@ -49,6 +50,9 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
 
   try {
     mkdirSync(config.storage, { recursive: true });
+    // One owner per storage directory; released last, after the database has closed.
+    const lock = acquireStorageLock(config.storage, 'serve');
+    closers.push(() => lock.release());
     const blobs = new FsBlobStore(config.storage);
     await blobs.init();
     const meta = new SqliteMetadataStore(join(config.storage, 'airlock.db'));
@@ -106,6 +110,8 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     });
     const listening = await listen(app, config, log);
     closers.push(() => listening.close());
+    // Commands pointed at this storage (gc, fsck, backup, import) find the server here and ask it.
+    lock.update({ url: listening.url });
     if (proxy) {
       const { warmUpHttpClient } = await import('../proxy/client.js');
       await warmUpHttpClient(listening.url);

@@ -1,0 +1,141 @@
+import { closeSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+
+/**
+ * One owner per storage directory. `serve`, `gc`, `fsck`, `backup`, `import` and `user add` take
+ * this lock before touching a store; a second owner gets a clear error naming the holder instead of
+ * two processes writing one SQLite file and one blob tree.
+ *
+ * The lock is a file created with O_EXCL holding who owns it (pid, command, and for a server the
+ * URL it listens on, so that commands can ask the running server to do their work). A lock left by
+ * a process that died (kill -9, power cut) is taken over: its pid no longer runs.
+ */
+export const LOCK_FILE = 'airlock.lock';
+
+export interface LockHolder {
+  pid: number;
+  /** What holds it: "serve", "gc", "import", … */
+  command: string;
+  /** Where a holding server listens (http://host:port), once it does. */
+  url?: string;
+  /** ms since the epoch. */
+  since: number;
+}
+
+export class StorageLockedError extends Error {
+  constructor(
+    readonly storage: string,
+    readonly holder: LockHolder,
+  ) {
+    super(
+      `storage ${storage} is in use by airlock ${holder.command} (pid ${holder.pid}${holder.url ? `, serving ${holder.url}` : ''}); ` +
+        `stop it first${holder.command === 'serve' ? ', or let that server do the work' : ''}`,
+    );
+    this.name = 'StorageLockedError';
+  }
+}
+
+export interface StorageLock {
+  readonly path: string;
+  /** Records more about the holder (a server's URL once it listens). */
+  update(fields: Partial<Pick<LockHolder, 'url'>>): void;
+  /** Removes the lock file if it is still ours. Idempotent. */
+  release(): void;
+}
+
+function pidRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: the process exists but belongs to someone else.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Who holds the storage directory's lock, if a living process does. */
+export function readLockHolder(storage: string): LockHolder | undefined {
+  let text: string;
+  try {
+    text = readFileSync(join(storage, LOCK_FILE), 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  let holder: LockHolder;
+  try {
+    holder = JSON.parse(text) as LockHolder;
+  } catch {
+    // A lock file cut short by a crash between create and write: nobody can be identified by it.
+    return undefined;
+  }
+  if (typeof holder.pid !== 'number' || !pidRuns(holder.pid)) return undefined;
+  return holder;
+}
+
+/**
+ * Takes the storage directory's lock for `command`, or throws StorageLockedError naming the holder.
+ * The directory must exist.
+ */
+export function acquireStorageLock(storage: string, command: string): StorageLock {
+  const path = join(storage, LOCK_FILE);
+  const holder: LockHolder = { pid: process.pid, command, since: Date.now() };
+  for (let attempt = 0; attempt < 3; attempt++) {
+    let fd: number;
+    try {
+      fd = openSync(path, 'wx', 0o644);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const current = readLockHolder(storage);
+      if (current) throw new StorageLockedError(storage, current);
+      // Stale: its owner died. Remove it and race for a fresh one (O_EXCL decides the winner).
+      try {
+        unlinkSync(path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+      continue;
+    }
+    try {
+      writeSync(fd, JSON.stringify(holder));
+    } finally {
+      closeSync(fd);
+    }
+    return ownLock(path, holder);
+  }
+  const current = readLockHolder(storage);
+  throw current ? new StorageLockedError(storage, current) : new Error(`could not take the lock ${path}: it keeps reappearing`);
+}
+
+function ownLock(path: string, holder: LockHolder): StorageLock {
+  let released = false;
+  const isOurs = () => {
+    try {
+      const current = JSON.parse(readFileSync(path, 'utf8')) as LockHolder;
+      return current.pid === holder.pid && current.since === holder.since && current.command === holder.command;
+    } catch {
+      return false;
+    }
+  };
+  return {
+    path,
+    update(fields) {
+      if (released) return;
+      Object.assign(holder, fields);
+      // Write beside and rename, so a reader never sees half a record.
+      const next = `${path}.${process.pid}.tmp`;
+      writeFileSync(next, JSON.stringify(holder));
+      renameSync(next, path);
+    },
+    release() {
+      if (released) return;
+      released = true;
+      if (!isOurs()) return;
+      try {
+        unlinkSync(path);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      }
+    },
+  };
+}
