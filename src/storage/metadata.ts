@@ -107,6 +107,11 @@ export interface MetadataStore {
   readUpstreamErrors(): Map<string, string>;
   saveUpstreamErrors(errors: Map<string, string>): void;
 
+  /** Records that local repository `repo` mirrors `origin` (e.g. quay.io/openshift-release-dev/ocp-release). */
+  setOrigin(repo: string, origin: string): void;
+  /** Every recorded origin, by local repository name. */
+  listOrigins(): { repo: string; origin: string }[];
+
   close(): void;
 }
 
@@ -234,6 +239,10 @@ export class SqliteMetadataStore implements MetadataStore {
       saveUpstreamError: db.prepare(
         'INSERT INTO upstream_notes (prefix, last_error) VALUES (?, ?) ON CONFLICT(prefix) DO UPDATE SET last_error = excluded.last_error',
       ),
+      setOrigin: db.prepare(
+        'INSERT INTO repo_origins (repo, origin, updated_at) VALUES (?, ?, ?) ON CONFLICT(repo) DO UPDATE SET origin = excluded.origin, updated_at = excluded.updated_at',
+      ),
+      listOrigins: db.prepare('SELECT repo, origin FROM repo_origins ORDER BY repo'),
       addCounter: db.prepare(
         'INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value',
       ),
@@ -478,6 +487,14 @@ export class SqliteMetadataStore implements MetadataStore {
     this.db.transaction(() => {
       for (const [prefix, text] of errors) this.q.saveUpstreamError.run(prefix, text);
     })();
+  }
+
+  setOrigin(repo: string, origin: string): void {
+    this.q.setOrigin.run(repo, origin, Date.now());
+  }
+
+  listOrigins(): { repo: string; origin: string }[] {
+    return this.q.listOrigins.all() as { repo: string; origin: string }[];
   }
 
   close(): void {

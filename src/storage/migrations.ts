@@ -85,4 +85,13 @@ export const MIGRATIONS: string[] = [
   -- Cache eviction walks cached blobs from the least recently served.
   CREATE INDEX blobs_by_last_access ON blobs(last_access);
   `,
+  `
+  -- Where a mirrored repository's content comes from (sync, import --map, an export's record):
+  -- mirror sets map each origin to its local repository.
+  CREATE TABLE repo_origins (
+    repo        TEXT PRIMARY KEY,
+    origin      TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  `,
 ];
