@@ -76,7 +76,7 @@ export class PullThroughCache {
     private readonly manifests: ManifestCache = new ManifestCache(),
   ) {
     this.upstreams = configs.map((config) => {
-      const upstream = { config, client: new UpstreamClient(config, { userAgent: 'airlock' }), circuit: new CircuitBreaker(config.url) };
+      const upstream = { config, client: new UpstreamClient(config, { userAgent: 'airlock', log }), circuit: new CircuitBreaker(config.url) };
       this.byConfig.set(config, upstream);
       return upstream;
     });
