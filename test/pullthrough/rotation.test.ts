@@ -1,12 +1,14 @@
-// A rotated pull secret: the upstream (another airlock with `auth:`, whose htpasswd is changed while
-// it runs) gets a new password for the robot account; airlock's authFile is updated while airlock
+// A rotated pull secret: the upstream (another airlock with `auth:` and Bearer tokens, or
+// docker-registry with htpasswd Basic auth, each re-reading its htpasswd file while it runs) gets a new password for the robot account; airlock's authFile is updated while airlock
 // runs, and the very next pull uses it: no restart. Until the file is updated the pull fails with
 // "credentials were rejected"; a half-written file keeps the last good credentials in use.
 
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import bcrypt from 'bcryptjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addUser } from '../../src/auth/htpasswd.js';
+import { startDistribution, type Distribution } from '../helpers/distribution.js';
 import { pushImage, type PushedImage } from '../helpers/push.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { skopeoCopy } from '../helpers/skopeo.js';
@@ -83,5 +85,42 @@ describe('authFile rotation', () => {
     const res = await getManifest(airlock.url, 'up/team/app', 'v3');
     expect(res.status).toBe(200);
     expect(res.header('docker-content-digest')).toBe(images[2]!.manifestDigest);
+  });
+});
+
+describe('authFile rotation with a Basic-auth upstream (docker-registry htpasswd)', () => {
+  let registry: Distribution;
+  let basicAirlock: TestServer;
+  let secret: string;
+  let pushed: PushedImage[];
+
+  beforeAll(async () => {
+    registry = await startDistribution({ users: { [USER]: 'old-password' } });
+    pushed = [];
+    for (const tag of ['v1', 'v2']) {
+      pushed.push(await pushImage(registry.url, 'team/app', tag, { credentials: { username: USER, password: 'old-password' } }));
+    }
+    secret = join(tmp.make('basic-secret'), 'auth.json');
+    writeFileSync(secret, pullSecret(registry.host, 'old-password'));
+    basicAirlock = await startAirlock([{ prefix: 'basic', url: registry.url, authFile: secret }]);
+  });
+
+  afterAll(async () => {
+    await basicAirlock?.close();
+    await registry?.stop();
+  });
+
+  it('the new password is sent from the next request after the file changes', async () => {
+    expect((await getManifest(basicAirlock.url, 'basic/team/app', 'v1')).status).toBe(200);
+    // docker-registry re-reads its htpasswd file: the old password stops working at once.
+    writeFileSync(join(dirname(registry.storage), 'htpasswd'), `${USER}:${bcrypt.hashSync('new-password', 4)}\n`);
+    const refused = expectError(await getManifest(basicAirlock.url, 'basic/team/app', 'v2'), 502, 'UPSTREAM_ERROR');
+    expect(refused.message).toContain(`credentials were rejected by ${registry.url}`);
+
+    writeFileSync(`${secret}.tmp`, pullSecret(registry.host, 'new-password'));
+    renameSync(`${secret}.tmp`, secret);
+    const out = tmp.make('basic-out');
+    await skopeoCopy(`docker://${basicAirlock.host}/basic/team/app:v2`, `dir:${out}`, { srcInsecure: true });
+    expect(sha256(readFileSync(join(out, 'manifest.json')))).toBe(pushed[1]!.manifestDigest);
   });
 });
