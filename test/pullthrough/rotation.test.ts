@@ -12,7 +12,7 @@ import { startDistribution, type Distribution } from '../helpers/distribution.js
 import { pushImage, type PushedImage } from '../helpers/push.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { skopeoCopy } from '../helpers/skopeo.js';
-import { expectError, getManifest, sha256, sleep, startAirlock, tempDirs } from './support.js';
+import { expectError, getBlob, getManifest, sha256, sleep, startAirlock, tempDirs } from './support.js';
 
 const tmp = tempDirs('rotation');
 const USER = 'robot';
@@ -75,8 +75,10 @@ describe('authFile rotation', () => {
   it('a file rewritten in place is picked up too; an unusable one keeps the last good credentials', async () => {
     // Half-written (not JSON): the credentials in use stay the last good ones, pulls keep working.
     writeFileSync(authFile, '{"auths": {');
-    const stillGood = await getManifest(airlock.url, 'up/team/app', images[1]!.manifestDigest);
+    await sleep(TOKEN_TTL_MS + 200); // a new token must be fetched, with the credentials in use
+    const stillGood = await getBlob(airlock.url, 'up/team/app', images[2]!.configDigest);
     expect(stillGood.status).toBe(200);
+    expect(stillGood.header('x-cache')).toBe('MISS');
 
     await addUser(htpasswd, USER, 'third-password', 4);
     await sleep(TOKEN_TTL_MS + 200);
