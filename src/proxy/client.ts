@@ -84,6 +84,9 @@ export class UpstreamClient {
   /** Agents replaced after a CA change, closing once their requests are over. */
   private readonly retiring = new Set<Promise<void>>();
   private readonly caFile: ReloadingFile<string> | undefined;
+  private readonly pullSecret: ReloadingFile<PullSecret> | undefined;
+  /** What checkFiles() saw last. */
+  private checked: { ca: string | undefined; secret: PullSecret | undefined } | undefined;
   private readonly auth: UpstreamAuth;
   private readonly userAgent: string;
 
@@ -112,6 +115,7 @@ export class UpstreamClient {
       credentials = () => fixed;
     } else if (upstream.authFile !== undefined) {
       const secret = openPullSecret(upstream.authFile, events);
+      this.pullSecret = secret;
       // Looked up once per version of the file, so the same credentials keep the same identity.
       let from = secret.current();
       let found = credentialsForHost(from, host);
@@ -129,6 +133,18 @@ export class UpstreamClient {
       userAgent: this.userAgent,
       ...(options.now === undefined ? {} : { now: options.now }),
     });
+  }
+
+  /**
+   * Looks at caFile and authFile now; true when either changed since the last look (and the new
+   * contents are in use). The caller may then retry an upstream it had given up on for a while:
+   * the failures may have been ours (an old CA, a revoked password).
+   */
+  checkFiles(): boolean {
+    const now = { ca: this.caFile?.current(), secret: this.pullSecret?.current() };
+    const changed = this.checked !== undefined && (now.ca !== this.checked.ca || now.secret !== this.checked.secret);
+    this.checked = now;
+    return changed;
   }
 
   private newAgent(ca: string | undefined): Agent {

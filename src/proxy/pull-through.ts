@@ -329,6 +329,8 @@ export class PullThroughCache {
     if (config.offline) {
       throw new UpstreamError('unreachable', `upstream ${config.url} is configured offline`, { upstream: config.url, repository: route.remoteRepo });
     }
+    // A renewed CA or pull secret deserves a try at once, even if the old one made the upstream be skipped.
+    if (client.checkFiles()) circuit.reset();
     try {
       return await circuit.run(() => fn(client));
     } catch (e) {
