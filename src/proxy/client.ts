@@ -545,6 +545,10 @@ const RELAY_BUFFER = 1024 * 1024;
 function relayWithUpstreamErrors(source: Readable, toUpstreamError: (e: unknown) => UpstreamError): Readable {
   const relay = new PassThrough({ highWaterMark: RELAY_BUFFER });
   source.on('error', (e) => relay.destroy(toUpstreamError(e)));
+  // The consumer attaches its listeners only once it is ready (the cache file created): a failure
+  // before that must not be an unhandled 'error' event, which would bring the process down. It stays
+  // in relay.errored, where the consumer finds it (a destroyed stream is checked before waiting).
+  relay.on('error', () => undefined);
   relay.on('close', () => {
     if (!source.destroyed) source.destroy();
   });
