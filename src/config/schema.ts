@@ -89,7 +89,15 @@ export const configSchema = z
       .strict()
       .optional(),
     upstreams: z.array(upstream).default([]),
-    cache: z.object({ maxBytes: size.optional() }).strict().default({}),
+    cache: z
+      .object({
+        /** Budget for content fetched from upstreams; absent = no eviction. */
+        maxBytes: size.optional(),
+        /** How often the budget is checked (and cached content evicted down to 90% of it). */
+        evictEvery: duration.refine((ms) => ms > 0, 'must be a positive duration, e.g. 1m').default('1m'),
+      })
+      .strict()
+      .default({}),
     uploads: z
       .object({
         /** An upload session untouched for this long is removed with its bytes. */

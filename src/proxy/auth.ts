@@ -48,8 +48,10 @@ export function pullScope(remoteRepo: string): string {
 export interface UpstreamAuthOptions {
   /** The upstream's configured URL, for messages. */
   upstream: string;
-  credentials: Credentials | undefined;
-  dispatcher: Dispatcher;
+  /** The credentials to offer now (a pull secret file may have been rotated since the last call). */
+  credentials: () => Credentials | undefined;
+  /** The dispatcher to use now (a changed caFile means a new one). */
+  dispatcher: () => Dispatcher;
   /** Refuses URLs the upstream's settings do not allow (plain http without insecure). */
   assertAllowedUrl: (url: URL, subject: string) => void;
   userAgent: string;
@@ -71,13 +73,25 @@ export class UpstreamAuth {
   /** Concurrent requests for the same scope share one token fetch. */
   private readonly tokenFetches = new SingleFlight<string, CachedToken>();
   private readonly now: () => number;
+  private lastCredentials: Credentials | undefined;
 
   constructor(private readonly options: UpstreamAuthOptions) {
     this.now = options.now ?? Date.now;
+    this.lastCredentials = options.credentials();
   }
 
   get hasCredentials(): boolean {
-    return this.options.credentials !== undefined;
+    return this.credentials() !== undefined;
+  }
+
+  /** The configured credentials; tokens obtained with earlier ones are dropped when they change. */
+  private credentials(): Credentials | undefined {
+    const current = this.options.credentials();
+    if (current !== this.lastCredentials) {
+      this.lastCredentials = current;
+      this.tokens.clear();
+    }
+    return current;
   }
 
   /**
@@ -109,7 +123,7 @@ export class UpstreamAuth {
   }
 
   private basicHeader(): string | undefined {
-    const c = this.options.credentials;
+    const c = this.credentials();
     return c === undefined ? undefined : `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}`;
   }
 
@@ -137,7 +151,7 @@ export class UpstreamAuth {
 
     let res: Dispatcher.ResponseData;
     try {
-      res = await request(url, { dispatcher: this.options.dispatcher, method: 'GET', headers });
+      res = await request(url, { dispatcher: this.options.dispatcher(), method: 'GET', headers });
     } catch (e) {
       throw fromTransportError(e, subject, details);
     }

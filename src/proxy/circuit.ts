@@ -64,6 +64,11 @@ export class CircuitBreaker {
     );
   }
 
+  /** Forgets the failures: the next request goes through (e.g. after the upstream's settings changed). */
+  reset(): void {
+    this.recordSuccess();
+  }
+
   recordSuccess(): void {
     this.consecutiveFailures = 0;
     this.retryAfterMs = 0;

@@ -2,7 +2,6 @@
 // tags), with authentication, redirects and every failure turned into a typed UpstreamError.
 
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { PassThrough, type Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
 import { Agent, request } from 'undici';
@@ -10,7 +9,9 @@ import type { UpstreamConfig } from '../config/schema.js';
 import { UpstreamAuth, pullScope } from './auth.js';
 import { UpstreamError, fromStatus, fromTransportError } from './errors.js';
 import { contentLength, discard, errorDetail, headerValue, headerValues, readCapped, type ResponseData } from './http.js';
-import { credentialsForHost, loadPullSecret, type Credentials } from './pullsecret.js';
+import type { Logger } from '../log.js';
+import { credentialsForHost, parsePullSecret, PullSecretError, type Credentials, type PullSecret } from './pullsecret.js';
+import { ReloadingFile, type ReloadingFileEvents } from './reloading-file.js';
 
 export { UpstreamError, isUpstreamDown, type UpstreamErrorKind } from './errors.js';
 
@@ -57,6 +58,8 @@ export interface UpstreamClientOptions {
   userAgent?: string;
   /** Clock for token expiry, injectable for tests. */
   now?: () => number;
+  /** Where caFile/authFile reloads are reported. */
+  log?: Pick<Logger, 'info' | 'warn'>;
 }
 
 interface Exchange {
@@ -75,7 +78,15 @@ export class UpstreamClient {
   /** The upstream's configured URL, as it appears in messages. */
   readonly url: string;
   private readonly base: URL;
-  private readonly agent: Agent;
+  private agent: Agent;
+  /** The CA bundle the current agent trusts; a changed caFile gets a new agent (TLS options are per agent). */
+  private agentCa: string | undefined;
+  /** Agents replaced after a CA change, closing once their requests are over. */
+  private readonly retiring = new Set<Promise<void>>();
+  private readonly caFile: ReloadingFile<string> | undefined;
+  private readonly pullSecret: ReloadingFile<PullSecret> | undefined;
+  /** What checkFiles() saw last. */
+  private checked: { ca: string | undefined; secret: PullSecret | undefined } | undefined;
   private readonly auth: UpstreamAuth;
   private readonly userAgent: string;
 
@@ -91,7 +102,54 @@ export class UpstreamClient {
       throw new Error(`upstream ${upstream.url} uses plain http; set insecure: true to allow it`);
     }
     this.userAgent = options.userAgent ?? 'airlock';
-    this.agent = new Agent({
+    // caFile and authFile are read again whenever they change: a renewed CA or a rotated pull secret
+    // is picked up without a restart.
+    const events = reloadEvents(upstream.url, options.log);
+    this.caFile = upstream.caFile === undefined ? undefined : openCaFile(upstream, events);
+    this.agentCa = this.caFile?.current();
+    this.agent = this.newAgent(this.agentCa);
+    const host = this.base.host;
+    let credentials: () => Credentials | undefined = () => undefined;
+    if (upstream.username !== undefined || upstream.password !== undefined) {
+      const fixed = { username: upstream.username ?? '', password: upstream.password ?? '' };
+      credentials = () => fixed;
+    } else if (upstream.authFile !== undefined) {
+      const secret = openPullSecret(upstream.authFile, events);
+      this.pullSecret = secret;
+      // Looked up once per version of the file, so the same credentials keep the same identity.
+      let from = secret.current();
+      let found = credentialsForHost(from, host);
+      credentials = () => {
+        const now = secret.current();
+        if (now !== from) [from, found] = [now, credentialsForHost(now, host)];
+        return found;
+      };
+    }
+    this.auth = new UpstreamAuth({
+      upstream: upstream.url,
+      credentials,
+      dispatcher: () => this.currentAgent(),
+      assertAllowedUrl: (url, subject) => this.assertAllowedUrl(url, subject, undefined),
+      userAgent: this.userAgent,
+      ...(options.now === undefined ? {} : { now: options.now }),
+    });
+  }
+
+  /**
+   * Looks at caFile and authFile now; true when either changed since the last look (and the new
+   * contents are in use). The caller may then retry an upstream it had given up on for a while:
+   * the failures may have been ours (an old CA, a revoked password).
+   */
+  checkFiles(): boolean {
+    const now = { ca: this.caFile?.current(), secret: this.pullSecret?.current() };
+    const changed = this.checked !== undefined && (now.ca !== this.checked.ca || now.secret !== this.checked.secret);
+    this.checked = now;
+    return changed;
+  }
+
+  private newAgent(ca: string | undefined): Agent {
+    const { upstream } = this;
+    return new Agent({
       keepAliveTimeout: KEEP_ALIVE_MS,
       headersTimeout: upstream.timeout,
       // Time allowed between two body chunks, not for the whole body: large blobs may take long, stalls may not.
@@ -100,17 +158,23 @@ export class UpstreamClient {
         timeout: upstream.timeout,
         rejectUnauthorized: !upstream.insecure,
         // Add to the system roots rather than replace them: blob redirects go to CDNs with public certificates.
-        ...(upstream.caFile === undefined ? {} : { ca: [...rootCertificates, readCaFile(upstream)] }),
+        ...(ca === undefined ? {} : { ca: [...rootCertificates, ca] }),
       },
     });
-    this.auth = new UpstreamAuth({
-      upstream: upstream.url,
-      credentials: configuredCredentials(upstream, this.base.host),
-      dispatcher: this.agent,
-      assertAllowedUrl: (url, subject) => this.assertAllowedUrl(url, subject, undefined),
-      userAgent: this.userAgent,
-      ...(options.now === undefined ? {} : { now: options.now }),
-    });
+  }
+
+  /** The agent for the next request: a new one when caFile changed (transfers under way finish on the old one). */
+  private currentAgent(): Agent {
+    const ca = this.caFile?.current();
+    if (ca !== this.agentCa) {
+      const old = this.agent;
+      this.agentCa = ca;
+      this.agent = this.newAgent(ca);
+      const closing = old.close().catch(() => undefined);
+      this.retiring.add(closing);
+      void closing.then(() => this.retiring.delete(closing));
+    }
+    return this.agent;
   }
 
   /**
@@ -272,7 +336,7 @@ export class UpstreamClient {
 
   /** Closes pooled connections. */
   async close(): Promise<void> {
-    await this.agent.close();
+    await Promise.all([this.agent.close(), ...this.retiring]);
   }
 
   private apiUrl(remoteRepo: string, ...parts: string[]): URL {
@@ -361,7 +425,7 @@ export class UpstreamClient {
       if (authorization !== undefined && sameOrigin) headers.authorization = authorization;
       let response: ResponseData;
       try {
-        response = await request(url, { dispatcher: this.agent, method: exchange.method, headers });
+        response = await request(url, { dispatcher: this.currentAgent(), method: exchange.method, headers });
       } catch (e) {
         throw fromTransportError(e, exchange.subject, details);
       }
@@ -398,21 +462,34 @@ export async function warmUpHttpClient(ownUrl: string): Promise<void> {
   }
 }
 
-function readCaFile(upstream: UpstreamConfig): string {
+function openCaFile(upstream: UpstreamConfig, events: ReloadingFileEvents): ReloadingFile<string> {
+  const checkPem = (text: string) => {
+    if (!text.includes('-----BEGIN CERTIFICATE-----')) throw new Error('holds no PEM certificate');
+    return text;
+  };
   try {
-    return readFileSync(upstream.caFile!, 'utf8');
+    return new ReloadingFile(upstream.caFile!, checkPem, events);
   } catch (e) {
-    throw new Error(`upstream ${upstream.url}: caFile ${upstream.caFile} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    const reason = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    throw new Error(`upstream ${upstream.url}: caFile ${upstream.caFile} cannot be read (${reason})`);
   }
 }
 
-/** username/password win over authFile; the authFile entry is the one for the upstream's host. */
-function configuredCredentials(upstream: UpstreamConfig, host: string): Credentials | undefined {
-  if (upstream.username !== undefined || upstream.password !== undefined) {
-    return { username: upstream.username ?? '', password: upstream.password ?? '' };
+function openPullSecret(path: string, events: ReloadingFileEvents): ReloadingFile<PullSecret> {
+  try {
+    return new ReloadingFile(path, (text) => parsePullSecret(text, path), events);
+  } catch (e) {
+    if (e instanceof PullSecretError) throw e;
+    throw new PullSecretError(path, `cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
-  if (upstream.authFile === undefined) return undefined;
-  return credentialsForHost(loadPullSecret(upstream.authFile), host);
+}
+
+/** Log lines for caFile/authFile changes: which upstream, which file, never the contents. */
+function reloadEvents(upstream: string, log: UpstreamClientOptions['log']): ReloadingFileEvents {
+  return {
+    reloaded: (file) => log?.info({ upstream, file }, 'upstream credentials or CA file changed: now in use'),
+    refused: (file, reason) => log?.warn({ upstream, file, reason }, 'upstream credentials or CA file changed but cannot be used; keeping the previous one'),
+  };
 }
 
 function isRedirect(status: number): boolean {
@@ -468,6 +545,10 @@ const RELAY_BUFFER = 1024 * 1024;
 function relayWithUpstreamErrors(source: Readable, toUpstreamError: (e: unknown) => UpstreamError): Readable {
   const relay = new PassThrough({ highWaterMark: RELAY_BUFFER });
   source.on('error', (e) => relay.destroy(toUpstreamError(e)));
+  // The consumer attaches its listeners only once it is ready (the cache file created): a failure
+  // before that must not be an unhandled 'error' event, which would bring the process down. It stays
+  // in relay.errored, where the consumer finds it (a destroyed stream is checked before waiting).
+  relay.on('error', () => undefined);
   relay.on('close', () => {
     if (!source.destroyed) source.destroy();
   });

@@ -103,6 +103,15 @@ export function fromTransportError(err: unknown, subject: string, details: Upstr
   if (code !== undefined && TIMEOUT_CODES.has(code)) {
     return new UpstreamError('timeout', `${where} timed out (${code}) for ${subject}`, { ...details, cause: err });
   }
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+    // Trusted, but issued for other names: another CA would not help, the URL or the certificate must change.
+    const host = (err as { host?: unknown }).host ?? hostOf(details.upstream);
+    return new UpstreamError(
+      'unreachable',
+      `${where}: TLS verification failed (${code}): its certificate does not name ${String(host)}, for ${subject}; use a url with a name the certificate lists, or reissue the certificate`,
+      { ...details, cause: err },
+    );
+  }
   if (isTlsFailure(code)) {
     return new UpstreamError(
       'unreachable',
@@ -145,4 +154,12 @@ export function fromStatus(
   }
   if (status >= 500) return new UpstreamError('server', `${where} failed (${status}) serving ${subject}${why}`, base);
   return new UpstreamError('invalid', `${where} answered an unexpected ${status} for ${subject}${why}`, base);
+}
+
+function hostOf(url: string): string {
+  try {
+    return new URL(url).hostname;
+  } catch {
+    return url;
+  }
 }

@@ -76,7 +76,7 @@ export class PullThroughCache {
     private readonly manifests: ManifestCache = new ManifestCache(),
   ) {
     this.upstreams = configs.map((config) => {
-      const upstream = { config, client: new UpstreamClient(config, { userAgent: 'airlock' }), circuit: new CircuitBreaker(config.url) };
+      const upstream = { config, client: new UpstreamClient(config, { userAgent: 'airlock', log }), circuit: new CircuitBreaker(config.url) };
       this.byConfig.set(config, upstream);
       return upstream;
     });
@@ -329,6 +329,8 @@ export class PullThroughCache {
     if (config.offline) {
       throw new UpstreamError('unreachable', `upstream ${config.url} is configured offline`, { upstream: config.url, repository: route.remoteRepo });
     }
+    // A renewed CA or pull secret deserves a try at once, even if the old one made the upstream be skipped.
+    if (client.checkFiles()) circuit.reset();
     try {
       return await circuit.run(() => fn(client));
     } catch (e) {

@@ -36,8 +36,6 @@ export interface StartOptions {
   parsed?: boolean;
 }
 
-const EVICTION_EVERY_MS = 60_000;
-
 /** Starts airlock from a config object (the same shape as the YAML file). */
 export async function startServer(input: ConfigInput | Config = {}, options: StartOptions = {}): Promise<RunningServer> {
   const config = options.parsed ? (input as Config) : parseConfig(input);
@@ -135,7 +133,8 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     };
     if (evictor) {
       void evict();
-      const evictTimer = setInterval(evict, EVICTION_EVERY_MS);
+      // setInterval takes at most 2^31-1 ms (about 24 days); longer would fire at once.
+      const evictTimer = setInterval(evict, Math.min(config.cache.evictEvery, 2 ** 31 - 1));
       evictTimer.unref();
       closers.push(() => clearInterval(evictTimer));
     }

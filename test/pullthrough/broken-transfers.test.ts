@@ -4,6 +4,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
+import { FsBlobStore } from '../../src/storage/blobstore.js';
 import { startDistribution, type Distribution } from '../helpers/distribution.js';
 import { pushImage, type PushedImage } from '../helpers/push.js';
 import type { TestServer } from '../helpers/server.js';
@@ -153,5 +154,38 @@ describe('upstream sending bytes that do not match the digest', () => {
     expect(ok.body.equals(image.manifest)).toBe(true);
     expect(ok.header('x-cache')).toBe('MISS');
     expect(proxy.count('GET', `/manifests/${image.manifestDigest}`)).toBe(2);
+  });
+});
+
+describe('upstream dying before the cache file is ready', () => {
+  let image: PushedImage;
+  const realCreate = FsBlobStore.prototype.createUpload;
+
+  beforeAll(async () => {
+    image = await pushImage(registry.url, 'team/early', 'v1', { layerSize: LAYER });
+  });
+
+  afterAll(() => {
+    FsBlobStore.prototype.createUpload = realCreate;
+  });
+
+  it('the failure reaches the fill (not the process as an unhandled error), nothing is kept, a retry succeeds', async () => {
+    const layer = image.layerDigests[0]!;
+    proxy.reset();
+    proxy.fault = (r) => (r.method === 'GET' && r.path.endsWith(`/blobs/${layer}`) ? { kind: 'truncate', keep: 64 * 1024 } : undefined);
+    // A slow disk (or a busy machine): the upstream connection breaks while the upload file is created.
+    FsBlobStore.prototype.createUpload = async function (this: FsBlobStore, id: string) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      return realCreate.call(this, id);
+    };
+    const broken = await getBlob(airlock.url, 'up/team/early', layer);
+    expect(broken.status !== 200 || !broken.complete).toBe(true);
+    FsBlobStore.prototype.createUpload = realCreate;
+    await eventually(() => expectNothingKept(layer));
+
+    proxy.fault = undefined;
+    const retry = await getBlob(airlock.url, 'up/team/early', layer);
+    expect(retry.status).toBe(200);
+    expect(sha256(retry.body)).toBe(layer);
   });
 });

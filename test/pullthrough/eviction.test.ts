@@ -135,3 +135,47 @@ describe('cache eviction (cache.maxBytes)', () => {
     expect(existsSync(file(layerDigest))).toBe(true);
   });
 });
+
+describe('eviction by the timer of the running server (cache.evictEvery)', () => {
+  let upstream: TestServer;
+  let mirror: TestServer;
+
+  afterAll(async () => {
+    await mirror?.close();
+    await upstream?.close();
+  });
+
+  it('brings cached content down to 90% of maxBytes on its own, least recently served first', async () => {
+    upstream = await startTestServer();
+    const blobs = [randomBytes(MiB), randomBytes(MiB), randomBytes(MiB), randomBytes(MiB)];
+    const digests: string[] = [];
+    for (const blob of blobs) digests.push(await push(upstream.url, 'team/app', blob));
+    // 4 MiB cached is over a 3.3 MiB budget; 90% of it is 2.97 MiB, so two blobs must go (one would
+    // do to get under the budget itself).
+    mirror = await startTestServer({
+      upstreams: [{ prefix: 'up', url: upstream.url, insecure: true }],
+      cache: { maxBytes: '3.3MiB', evictEvery: '200ms' },
+    });
+    const file = (digest: string) => join(mirror.storage, 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7));
+    for (const digest of digests) {
+      expect((await pull(mirror.url, 'up/team/app', digest)).cache).toBe('MISS');
+      await committed(mirror.url, 'up/team/app', digest);
+      await sleep(5);
+    }
+    // No direct call: the server's own timer does it.
+    const deadline = Date.now() + 10_000;
+    while (existsSync(file(digests[1]!)) && Date.now() < deadline) await sleep(50);
+    expect(existsSync(file(digests[0]!))).toBe(false);
+    expect(existsSync(file(digests[1]!))).toBe(false);
+    expect(existsSync(file(digests[2]!))).toBe(true);
+    expect(existsSync(file(digests[3]!))).toBe(true);
+    const stats = (await (await fetch(`${mirror.url}/api/v1/stats`)).json()) as { cache: Record<string, number> };
+    expect(stats.cache.evictedBlobs).toBe(2);
+    expect(stats.cache.evictedBytes).toBe(2 * MiB);
+    expect((await pull(mirror.url, 'up/team/app', digests[0]!)).body.equals(blobs[0]!)).toBe(true);
+  });
+
+  it('evictEvery must be a positive duration', async () => {
+    await expect(startTestServer({ cache: { maxBytes: '1GiB', evictEvery: 0 } })).rejects.toThrow(/cache\.evictEvery: must be a positive duration/);
+  });
+});

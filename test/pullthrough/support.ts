@@ -38,6 +38,7 @@ export interface SeenRequest {
  *   and destroy the connection, as an upstream dying mid-transfer does;
  * - corrupt: forward, but flip every byte of the body (same length, different digest);
  * - delay: forward after `ms` milliseconds;
+ * - slow: forward, but pass the body on at about `bytesPerSecond` (a slow link or a distant registry);
  * - hang: accept and never answer.
  */
 export type Fault =
@@ -45,6 +46,7 @@ export type Fault =
   | { kind: 'truncate'; keep?: number }
   | { kind: 'corrupt' }
   | { kind: 'delay'; ms: number }
+  | { kind: 'slow'; bytesPerSecond: number }
   | { kind: 'hang' };
 
 export interface UpstreamProxy {
@@ -117,6 +119,17 @@ export async function startUpstreamProxy(targetUrl: string): Promise<UpstreamPro
               setTimeout(() => res.socket?.destroy(), 20);
             }
           });
+          return;
+        }
+        if (fault?.kind === 'slow') {
+          // Each chunk is followed by the pause it would take at that rate before the next is read.
+          answer.on('data', (chunk: Buffer) => {
+            answer.pause();
+            res.write(chunk);
+            setTimeout(() => answer.resume(), (chunk.length / fault.bytesPerSecond) * 1000);
+          });
+          answer.on('end', () => res.end());
+          res.on('close', () => answer.destroy());
           return;
         }
         if (fault?.kind === 'corrupt') {
