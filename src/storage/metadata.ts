@@ -74,6 +74,10 @@ export interface MetadataStore {
   /** Records that an upstream confirmed the cached tag still points where it did. */
   touchTag(repo: string, tag: string): void;
 
+  /**
+   * True once the repository holds a manifest. Uploads and blob links alone do not make one: a
+   * repository row may exist for them, but the catalog and tags/list never show it.
+   */
   repositoryExists(repo: string): boolean;
   listTags(repo: string, limit: number, last?: string): Page<string>;
   listRepositories(limit: number, last?: string): Page<string>;
@@ -170,6 +174,8 @@ export class SqliteMetadataStore implements MetadataStore {
          WHERE t.repo_id = ? AND t.name = ?`,
       ),
       hasManifest: db.prepare('SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?').pluck(),
+      // The primary key (repo_id, digest) answers this with one index probe.
+      holdsManifest: db.prepare('SELECT 1 FROM manifests WHERE repo_id = ? LIMIT 1').pluck(),
       insertManifest: db.prepare(
         `INSERT INTO manifests (repo_id, digest, media_type, size, content, subject, artifact_type, annotations, cached, created_at, last_access)
          VALUES (@repoId, @digest, @mediaType, @size, @content, @subject, @artifactType, @annotations, @cached, @now, @now)
@@ -380,7 +386,8 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   repositoryExists(repo: string): boolean {
-    return this.findRepoId(repo) !== undefined;
+    const id = this.findRepoId(repo);
+    return id !== undefined && this.q.holdsManifest.get(id) !== undefined;
   }
 
   listTags(repo: string, limit: number, last = ''): Page<string> {
