@@ -177,15 +177,27 @@ export class Registry {
 
   /**
    * Links a blob that already exists into the repository without transferring it. With `from`,
-   * only if that repository links it; without, if any repository does. False when not possible.
+   * only if that repository links it. Without, from the first repository linking it that
+   * `mayPullFrom` accepts — or, with no such filter (an open registry), from wherever it is stored.
+   * Returns the repository it was mounted from ('' for "stored, no filter"), undefined when not possible.
    */
-  async mountBlob(repo: string, digest: string, from?: string): Promise<boolean> {
+  async mountBlob(repo: string, digest: string, from?: string, mayPullFrom?: (source: string) => boolean): Promise<string | undefined> {
     assertDigest(digest);
     return this.blobLocks.run(digest, async () => {
-      const size = from === undefined ? this.meta.blobSize(digest) : this.meta.linkedBlobSize(from, digest);
-      if (size === undefined) return false;
+      let source = from;
+      if (source === undefined && mayPullFrom !== undefined) {
+        for (const candidate of this.meta.reposLinkingBlob(digest)) {
+          if (mayPullFrom(candidate)) {
+            source = candidate;
+            break;
+          }
+        }
+        if (source === undefined) return undefined;
+      }
+      const size = source === undefined ? this.meta.blobSize(digest) : this.meta.linkedBlobSize(source, digest);
+      if (size === undefined) return undefined;
       this.meta.linkBlob(repo, digest, size);
-      return true;
+      return source ?? '';
     });
   }
 

@@ -55,8 +55,10 @@ export function createAuthAccess(authorizer: Authorizer, log: Logger, options: {
       try {
         return await authorizer.authorize(req.headers.authorization, toAuthNeeds(needs), realmOf(req, options.realm, options.tls), remote);
       } catch (e) {
-        // A first anonymous request is how every client discovers the challenge: not worth an audit line.
-        if (e instanceof RegistryError && !(e.code === 'UNAUTHORIZED' && req.headers.authorization === undefined)) {
+        // Every refusal of something is audited, anonymous ones included. Only the version check
+        // (GET /v2/, no needs) is left out: it always challenges anonymous callers, by design, and
+        // is how every client discovers where to log in.
+        if (e instanceof RegistryError && needs.length > 0) {
           log.warn(
             {
               audit: 'denied',
@@ -74,6 +76,9 @@ export function createAuthAccess(authorizer: Authorizer, log: Logger, options: {
         }
         throw e;
       }
+    },
+    allows(user: string | undefined, need: AccessNeed): boolean {
+      return authorizer.permits(user, toAuthNeeds([need]));
     },
   };
 }

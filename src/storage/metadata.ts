@@ -116,6 +116,10 @@ export interface MetadataStore {
   /** Every recorded origin, by local repository name. */
   listOrigins(): { repo: string; origin: string }[];
 
+  // ---- mounts without from= ----
+  /** Repositories linking the blob, lazily (a base layer may be in thousands): stop reading early. */
+  reposLinkingBlob(digest: string): Iterable<string>;
+
   close(): void;
 }
 
@@ -249,6 +253,9 @@ export class SqliteMetadataStore implements MetadataStore {
         'INSERT INTO repo_origins (repo, origin, updated_at) VALUES (?, ?, ?) ON CONFLICT(repo) DO UPDATE SET origin = excluded.origin, updated_at = excluded.updated_at',
       ),
       listOrigins: db.prepare('SELECT repo, origin FROM repo_origins ORDER BY repo'),
+      reposLinkingBlob: db
+        .prepare('SELECT r.name FROM repo_blobs rb JOIN repositories r ON r.id = rb.repo_id WHERE rb.digest = ? ORDER BY r.name')
+        .pluck(),
       addCounter: db.prepare(
         'INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value',
       ),
@@ -502,6 +509,12 @@ export class SqliteMetadataStore implements MetadataStore {
 
   listOrigins(): { repo: string; origin: string }[] {
     return this.q.listOrigins.all() as { repo: string; origin: string }[];
+  }
+
+  // ---- mounts without from= ----
+
+  reposLinkingBlob(digest: string): Iterable<string> {
+    return this.q.reposLinkingBlob.iterate(digest) as IterableIterator<string>;
   }
 
   close(): void {
