@@ -55,10 +55,11 @@ export function createAuthAccess(authorizer: Authorizer, log: Logger, options: {
       try {
         return await authorizer.authorize(req.headers.authorization, toAuthNeeds(needs), realmOf(req, options.realm, options.tls), remote);
       } catch (e) {
-        // Every refusal of something is audited, anonymous ones included. Only the version check
-        // (GET /v2/, no needs) is left out: it always challenges anonymous callers, by design, and
-        // is how every client discovers where to log in.
-        if (e instanceof RegistryError && needs.length > 0) {
+        // Every refusal is audited, anonymous ones included. Only the anonymous version check
+        // (GET /v2/ without credentials, no needs) is left out: it always gets the challenge, by
+        // design, and is how every client discovers where to log in.
+        const loginProbe = needs.length === 0 && req.headers.authorization === undefined;
+        if (e instanceof RegistryError && !loginProbe) {
           log.warn(
             {
               audit: 'denied',

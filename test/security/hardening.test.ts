@@ -330,8 +330,12 @@ describe('logs of a real `airlock serve` with auth', () => {
     expectError(await http(base, '/v2/team/app/manifests/v1', { headers: { accept: MEDIA.ociManifest } }), 401, 'UNAUTHORIZED');
     const anonymousBlob = randomBytes(16);
     expectError(await postBlob(base, 'team/app', anonymousBlob), 401, 'UNAUTHORIZED');
-    // The version check challenges every anonymous client by design (it is how login starts).
+    // The version check challenges every anonymous client by design (it is how login starts);
+    // a login there with a wrong password is a refusal.
     expectError(await http(base, '/v2/'), 401, 'UNAUTHORIZED');
+    const nobody = basic('nobody', 'Nobody-Pass-77');
+    secrets.push('Nobody-Pass-77', nobody.slice('Basic '.length));
+    expectError(await http(base, '/v2/', { headers: { authorization: nobody } }), 401, 'UNAUTHORIZED');
     // The legacy user's right password does not work.
     const legacy = basic('legacy', 'legacy-secret');
     secrets.push('legacy-secret', legacy.slice('Basic '.length));
@@ -367,6 +371,7 @@ describe('logs of a real `airlock serve` with auth', () => {
       expect.objectContaining({ code: 'UNAUTHORIZED', user: '(anonymous)', repo: 'team/app', digest: sha256(anonymousBlob), method: 'POST', remote: '127.0.0.1' }),
     );
     expect(denied.filter((l) => l.path === '/v2/' && l.user === '(anonymous)')).toEqual([]);
+    expect(denied).toContainEqual(expect.objectContaining({ code: 'UNAUTHORIZED', user: 'nobody', path: '/v2/', remote: '127.0.0.1' }));
     expect(lines((l) => l.msg === 'login failed')).toContainEqual(expect.objectContaining({ user: 'admin', remoteAddress: '127.0.0.1' }));
     // The refused htpasswd entry is reported with its reason, not its hash.
     const refusedEntry = lines((l) => typeof l.msg === 'string' && l.msg.startsWith('htpasswd entry refused'));
