@@ -164,7 +164,8 @@ export class Authorizer {
     throw unauthorized('invalid user name or password', challenge);
   }
 
-  private permits(user: string | undefined, needs: AccessNeed[]): boolean {
+  /** Whether the rules let `user` (undefined = anonymous) do all of `needs`; no credential is checked. */
+  permits(user: string | undefined, needs: AccessNeed[]): boolean {
     return needs.every((need) => {
       const allowed = allowedActions(this.config, user, need.resource);
       return need.actions.every((action) => allowed.has(action));

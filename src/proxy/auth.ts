@@ -160,7 +160,10 @@ export class UpstreamAuth {
       const message = basic
         ? `credentials were rejected by ${url.origin} (token service for ${upstream}, ${res.statusCode})`
         : `${url.origin} refused an anonymous token for ${scope} (${res.statusCode}); configure username/password or authFile for ${upstream}`;
-      throw new UpstreamError('unauthorized', message, { ...details, status: res.statusCode });
+      const brief = basic
+        ? `token service refused our credentials (${res.statusCode})`
+        : `token service refused anonymous access (${res.statusCode}), set credentials`;
+      throw new UpstreamError('unauthorized', message, { ...details, status: res.statusCode, brief });
     }
     if (res.statusCode < 200 || res.statusCode > 299) {
       const retryAfter = res.headers['retry-after'];

@@ -60,7 +60,7 @@ export class CircuitBreaker {
     throw new UpstreamError(
       'unreachable',
       `upstream ${this.upstream} is skipped until ${new Date(this.openUntil).toISOString()} after ${this.consecutiveFailures} consecutive failures${last}`,
-      { upstream: this.upstream, cause: this.lastFailure },
+      { upstream: this.upstream, cause: this.lastFailure, brief: `skipped after ${this.consecutiveFailures} failures, last ${this.lastFailure?.brief ?? 'unknown'}` },
     );
   }
 

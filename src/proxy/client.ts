@@ -357,6 +357,7 @@ export class UpstreamClient {
       throw new UpstreamError('unreachable', `upstream ${this.url} is configured offline; not fetching ${subject}`, {
         upstream: this.url,
         repository: remoteRepo,
+        brief: 'configured offline',
       });
     }
     if (url.protocol === 'https:' || (url.protocol === 'http:' && this.upstream.insecure)) return;
@@ -406,7 +407,8 @@ export class UpstreamClient {
     const message = offeredCredentials
       ? `credentials were rejected by ${this.url} (${status}) for ${exchange.subject}`
       : `${this.url} refused anonymous access (${status}) to ${exchange.subject}; configure username/password or authFile for this upstream`;
-    return new UpstreamError('unauthorized', message, { upstream: this.url, repository: exchange.remoteRepo, status });
+    const brief = offeredCredentials ? `refused our credentials (${status})` : `refused anonymous access (${status}), set credentials`;
+    return new UpstreamError('unauthorized', message, { upstream: this.url, repository: exchange.remoteRepo, status, brief });
   }
 
   /**

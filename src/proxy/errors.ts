@@ -21,6 +21,11 @@ export interface UpstreamErrorDetails {
   /** From a 429's Retry-After: how long the upstream asked us to wait. */
   retryAfterMs?: number;
   cause?: unknown;
+  /**
+   * The cause in a few fixed words ("TLS verification failed, set caFile", "answered 500"): what a
+   * client is told in the HTTP status line. Only words chosen here, never text from the upstream.
+   */
+  brief?: string;
 }
 
 export class UpstreamError extends Error {
@@ -28,6 +33,7 @@ export class UpstreamError extends Error {
   readonly repository: string | undefined;
   readonly status: number | undefined;
   readonly retryAfterMs: number | undefined;
+  readonly brief: string;
 
   constructor(
     readonly kind: UpstreamErrorKind,
@@ -40,7 +46,35 @@ export class UpstreamError extends Error {
     this.repository = details.repository;
     this.status = details.status;
     this.retryAfterMs = details.retryAfterMs;
+    this.brief = details.brief ?? BRIEF_BY_KIND[kind];
   }
+}
+
+const BRIEF_BY_KIND: Record<UpstreamErrorKind, string> = {
+  unreachable: 'unreachable',
+  timeout: 'timed out',
+  server: 'failed',
+  ratelimited: 'rate limited',
+  unauthorized: 'refused our credentials',
+  notfound: 'not found',
+  'digest-mismatch': 'sent content not matching its digest',
+  invalid: 'unusable answer',
+};
+
+/**
+ * What the status line of an answer failed by this upstream error says, e.g.
+ * "upstream quay.io: TLS verification failed, set caFile". containers/image (skopeo, CRI-O, podman)
+ * ignores the body of a 5xx but prints the status line, so this is what a node's pull event shows.
+ * Made of the upstream's host name (never credentials in its URL) and the brief's fixed words.
+ */
+export function upstreamReason(e: UpstreamError): string {
+  let host: string;
+  try {
+    host = new URL(e.upstream).host;
+  } catch {
+    host = 'upstream';
+  }
+  return `upstream ${host}: ${e.brief}`;
 }
 
 const DOWN_KINDS: ReadonlySet<UpstreamErrorKind> = new Set(['unreachable', 'timeout', 'server', 'ratelimited']);
@@ -101,7 +135,7 @@ export function fromTransportError(err: unknown, subject: string, details: Upstr
   const code = errorCode(err);
   const where = `upstream ${details.upstream}`;
   if (code !== undefined && TIMEOUT_CODES.has(code)) {
-    return new UpstreamError('timeout', `${where} timed out (${code}) for ${subject}`, { ...details, cause: err });
+    return new UpstreamError('timeout', `${where} timed out (${code}) for ${subject}`, { ...details, cause: err, brief: 'timed out' });
   }
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
     // Trusted, but issued for other names: another CA would not help, the URL or the certificate must change.
@@ -116,19 +150,20 @@ export function fromTransportError(err: unknown, subject: string, details: Upstr
     return new UpstreamError(
       'unreachable',
       `${where}: TLS verification failed (${code}) for ${subject}; set caFile to trust its CA, or insecure: true`,
-      { ...details, cause: err },
+      { ...details, cause: err, brief: 'TLS verification failed, set caFile' },
     );
   }
   const message = err instanceof Error ? err.message : String(err);
   // System errno codes (E...) are network trouble; anything else is a bug or a bad argument, and
   // calling it "unreachable" would send people looking at the network for nothing.
   if (code === undefined || !(code in UNREACHABLE_REASONS || /^E[A-Z]+$/.test(code))) {
-    return new UpstreamError('invalid', `${where}: request failed (${message}) for ${subject}`, { ...details, cause: err });
+    return new UpstreamError('invalid', `${where}: request failed (${message}) for ${subject}`, { ...details, cause: err, brief: 'request failed' });
   }
   const reason = UNREACHABLE_REASONS[code] ?? message;
   return new UpstreamError('unreachable', `${where} is unreachable (${reason}, ${code}) for ${subject}`, {
     ...details,
     cause: err,
+    brief: `unreachable, ${UNREACHABLE_REASONS[code] ?? code}`,
   });
 }
 
@@ -152,8 +187,8 @@ export function fromStatus(
     const wait = retryAfterMs === undefined ? '' : `; retry after ${Math.ceil(retryAfterMs / 1000)}s`;
     return new UpstreamError('ratelimited', `${where} is rate limiting (429) ${subject}${wait}${why}`, { ...base, retryAfterMs });
   }
-  if (status >= 500) return new UpstreamError('server', `${where} failed (${status}) serving ${subject}${why}`, base);
-  return new UpstreamError('invalid', `${where} answered an unexpected ${status} for ${subject}${why}`, base);
+  if (status >= 500) return new UpstreamError('server', `${where} failed (${status}) serving ${subject}${why}`, { ...base, brief: `answered ${status}` });
+  return new UpstreamError('invalid', `${where} answered an unexpected ${status} for ${subject}${why}`, { ...base, brief: `answered an unexpected ${status}` });
 }
 
 function hostOf(url: string): string {

@@ -16,7 +16,7 @@ import { ManifestCache } from '../registry/manifest-cache.js';
 import { BlobFill, FillMemory } from './blob-fill.js';
 import { CircuitBreaker } from './circuit.js';
 import { UpstreamClient, type ManifestResult } from './client.js';
-import { UpstreamError, isUpstreamDown } from './errors.js';
+import { UpstreamError, isUpstreamDown, upstreamReason } from './errors.js';
 import { NegativeCache } from './negative-cache.js';
 import { selectUpstream } from './routing.js';
 import { SingleFlight } from './singleflight.js';
@@ -327,7 +327,11 @@ export class PullThroughCache {
   private async call<T>(route: ProxyRoute, repo: string, reference: string, fn: (client: UpstreamClient) => Promise<T>): Promise<T> {
     const { config, circuit, client } = route.upstream;
     if (config.offline) {
-      throw new UpstreamError('unreachable', `upstream ${config.url} is configured offline`, { upstream: config.url, repository: route.remoteRepo });
+      throw new UpstreamError('unreachable', `upstream ${config.url} is configured offline`, {
+        upstream: config.url,
+        repository: route.remoteRepo,
+        brief: 'configured offline',
+      });
     }
     // A renewed CA or pull secret deserves a try at once, even if the old one made the upstream be skipped.
     if (client.checkFiles()) circuit.reset();
@@ -366,6 +370,10 @@ export class PullThroughCache {
   /** Turns an upstream failure into what the client is told. */
   private clientError(e: unknown, notFoundCode: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' | 'NAME_UNKNOWN'): unknown {
     if (!(e instanceof UpstreamError)) return e;
+    return this.toRegistryError(e, notFoundCode).withReason(upstreamReason(e));
+  }
+
+  private toRegistryError(e: UpstreamError, notFoundCode: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' | 'NAME_UNKNOWN'): RegistryError {
     const detail = { upstream: e.upstream, repository: e.repository };
     switch (e.kind) {
       case 'notfound':

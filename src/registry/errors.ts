@@ -33,6 +33,11 @@ export class RegistryError extends Error {
   readonly status: number;
   /** Extra response headers (Range on 416, Retry-After on 429, WWW-Authenticate on 401). */
   headers: Record<string, string> = {};
+  /**
+   * A few words for the status line of a 5xx in place of the standard phrase: clients built on
+   * containers/image print that line and ignore the body. Never secrets or foreign text.
+   */
+  reason: string | undefined;
 
   constructor(
     readonly code: ErrorCode,
@@ -43,6 +48,11 @@ export class RegistryError extends Error {
     super(message);
     this.name = 'RegistryError';
     this.status = status ?? ERROR_STATUS[code];
+  }
+
+  withReason(reason: string): this {
+    this.reason = reason;
+    return this;
   }
 
   withHeaders(headers: Record<string, string>): this {

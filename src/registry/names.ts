@@ -66,13 +66,31 @@ export function assertDigest(digest: string): DigestAlgorithm {
   return algorithm as DigestAlgorithm;
 }
 
+/**
+ * A reference as a read (GET, HEAD) takes it: a digest, a tag, or undefined when it is neither —
+ * then no manifest can have it as a name, which is "unknown" (404), not a malformed request (400),
+ * as distribution and zot answer. Never throws.
+ */
+export function readReference(ref: string): ParsedReference | undefined {
+  if (looksLikeDigest(ref)) {
+    if (!DIGEST_RE.test(ref)) return undefined;
+    const [algorithm, encoded] = ref.split(':', 2) as [string, string];
+    const length = DIGEST_ALGORITHMS[algorithm as DigestAlgorithm];
+    if (length === undefined || encoded.length !== length || !/^[a-f0-9]+$/.test(encoded)) return undefined;
+    return { kind: 'digest', digest: ref, algorithm: algorithm as DigestAlgorithm };
+  }
+  return isValidTag(ref) ? { kind: 'tag', tag: ref } : undefined;
+}
+
+export type ParsedReference = { kind: 'tag'; tag: string } | { kind: 'digest'; digest: string; algorithm: DigestAlgorithm };
+
 /** A manifest reference is a tag or a digest; this says which, after checking its grammar. */
-export function parseReference(ref: string): { kind: 'tag'; tag: string } | { kind: 'digest'; digest: string; algorithm: DigestAlgorithm } {
+export function parseReference(ref: string): ParsedReference {
   if (looksLikeDigest(ref)) return { kind: 'digest', digest: ref, algorithm: assertDigest(ref) };
   assertTag(ref);
   return { kind: 'tag', tag: ref };
 }
 
-function truncate(text: string): string {
+export function truncate(text: string): string {
   return text.length > 300 ? `${text.slice(0, 300)}…` : text;
 }

@@ -9,7 +9,7 @@ import { RegistryError } from './errors.js';
 import { KeyedLock } from './keyed-lock.js';
 import { ManifestCache } from './manifest-cache.js';
 import { manifestRecord, parseManifest } from './manifest.js';
-import { assertDigest, parseReference, type DigestAlgorithm } from './names.js';
+import { assertDigest, isValidTag, looksLikeDigest, parseReference, readReference, truncate, type DigestAlgorithm } from './names.js';
 
 export interface RegistryOptions {
   /** Largest manifest accepted on push, in bytes. */
@@ -94,7 +94,9 @@ export class Registry {
   async findManifest(repo: string, reference: string, head: boolean, ns?: string): Promise<ManifestAnswer> {
     const route = this.proxy?.route(repo, ns);
     if (!route) return this.getManifest(repo, reference);
-    const ref = parseReference(reference);
+    // Checked before the upstream is asked: a reference that cannot name a manifest never leaves here.
+    const ref = readReference(reference);
+    if (!ref) throw unknownManifest(repo, reference);
     return ref.kind === 'digest'
       ? this.proxy!.manifestByDigest(route, repo, ref.digest, head)
       : this.proxy!.manifestByTag(route, repo, ref.tag, head);
@@ -175,15 +177,27 @@ export class Registry {
 
   /**
    * Links a blob that already exists into the repository without transferring it. With `from`,
-   * only if that repository links it; without, if any repository does. False when not possible.
+   * only if that repository links it. Without, from the first repository linking it that
+   * `mayPullFrom` accepts — or, with no such filter (an open registry), from wherever it is stored.
+   * Returns the repository it was mounted from ('' for "stored, no filter"), undefined when not possible.
    */
-  async mountBlob(repo: string, digest: string, from?: string): Promise<boolean> {
+  async mountBlob(repo: string, digest: string, from?: string, mayPullFrom?: (source: string) => boolean): Promise<string | undefined> {
     assertDigest(digest);
     return this.blobLocks.run(digest, async () => {
-      const size = from === undefined ? this.meta.blobSize(digest) : this.meta.linkedBlobSize(from, digest);
-      if (size === undefined) return false;
+      let source = from;
+      if (source === undefined && mayPullFrom !== undefined) {
+        for (const candidate of this.meta.reposLinkingBlob(digest)) {
+          if (mayPullFrom(candidate)) {
+            source = candidate;
+            break;
+          }
+        }
+        if (source === undefined) return undefined;
+      }
+      const size = source === undefined ? this.meta.blobSize(digest) : this.meta.linkedBlobSize(source, digest);
+      if (size === undefined) return undefined;
       this.meta.linkBlob(repo, digest, size);
-      return true;
+      return source ?? '';
     });
   }
 
@@ -321,7 +335,8 @@ export class Registry {
   private getManifest(repo: string, reference: string): ManifestRecord {
     const cached = this.manifests.get(repo, reference);
     if (cached) return cached;
-    const ref = parseReference(reference);
+    const ref = readReference(reference);
+    if (!ref) throw unknownManifest(repo, reference);
     const found = ref.kind === 'tag' ? this.meta.getTaggedManifest(repo, ref.tag) : this.meta.getManifest(repo, ref.digest);
     if (found) this.manifests.set(repo, reference, found);
     if (!found) {
@@ -376,6 +391,9 @@ export class Registry {
 
   /** DELETE by digest removes the manifest and its tags; DELETE by tag removes only the tag. */
   deleteManifest(repo: string, reference: string): void {
+    // A malformed digest is a bad request (400 DIGEST_INVALID, as distribution answers); a reference
+    // that is not even a tag names nothing that could be deleted (404, as for GET).
+    if (!looksLikeDigest(reference) && !isValidTag(reference)) throw unknownManifest(repo, reference);
     const ref = parseReference(reference);
     const deleted = ref.kind === 'tag' ? this.meta.deleteTag(repo, ref.tag) : this.meta.deleteManifest(repo, ref.digest);
     this.manifests.invalidate(repo);
@@ -405,4 +423,11 @@ export class Registry {
     assertDigest(subject);
     return this.meta.referrers(repo, subject, artifactType);
   }
+}
+
+/** GET/HEAD/DELETE of a reference that is neither a known tag nor a digest held here. */
+function unknownManifest(repo: string, reference: string): RegistryError {
+  return new RegistryError('MANIFEST_UNKNOWN', `manifest ${truncate(reference)} is not known to repository ${repo}: it is neither a tag nor a digest held here`, {
+    reference: truncate(reference),
+  });
 }

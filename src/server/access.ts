@@ -19,9 +19,15 @@ export interface Principal {
  */
 export interface AccessControl {
   check(req: IncomingMessage, needs: AccessNeed[]): Promise<Principal>;
+  /**
+   * Whether the rules let an already identified principal (from check) do `need`, without refusing
+   * or auditing anything: for choosing among repositories (a mount without from=).
+   */
+  allows(user: string | undefined, need: AccessNeed): boolean;
 }
 
 /** No `auth:` configured: an open registry, as CNCF distribution is by default. */
 export const openAccess: AccessControl = {
   check: async () => ({}),
+  allows: () => true,
 };

@@ -55,8 +55,11 @@ export function createAuthAccess(authorizer: Authorizer, log: Logger, options: {
       try {
         return await authorizer.authorize(req.headers.authorization, toAuthNeeds(needs), realmOf(req, options.realm, options.tls), remote);
       } catch (e) {
-        // A first anonymous request is how every client discovers the challenge: not worth an audit line.
-        if (e instanceof RegistryError && !(e.code === 'UNAUTHORIZED' && req.headers.authorization === undefined)) {
+        // Every refusal is audited, anonymous ones included. Only the anonymous version check
+        // (GET /v2/ without credentials, no needs) is left out: it always gets the challenge, by
+        // design, and is how every client discovers where to log in.
+        const loginProbe = needs.length === 0 && req.headers.authorization === undefined;
+        if (e instanceof RegistryError && !loginProbe) {
           log.warn(
             {
               audit: 'denied',
@@ -74,6 +77,9 @@ export function createAuthAccess(authorizer: Authorizer, log: Logger, options: {
         }
         throw e;
       }
+    },
+    allows(user: string | undefined, need: AccessNeed): boolean {
+      return authorizer.permits(user, toAuthNeeds([need]));
     },
   };
 }

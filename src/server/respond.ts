@@ -53,7 +53,25 @@ export function sendError(res: ServerResponse, err: unknown, isHead = false): vo
     err instanceof RegistryError
       ? err
       : isStorageFull(err)
-        ? new RegistryError('STORAGE_FULL', 'the registry storage is full; nothing of this request was stored (an operator must free space)')
-        : new RegistryError('UNKNOWN', 'internal error; see the server log');
+        ? new RegistryError('STORAGE_FULL', 'the registry storage is full; nothing of this request was stored (an operator must free space)').withReason(
+            'storage full, nothing stored',
+          )
+        : new RegistryError('UNKNOWN', 'internal error; see the server log').withReason('internal error, see the server log');
+  // writeHead keeps a statusMessage set beforehand instead of the standard phrase.
+  if (e.status >= 500 && e.reason !== undefined) res.statusMessage = reasonPhrase(e.reason);
   sendJson(res, e.status, e.headers, e.toJSON(), isHead);
+}
+
+/** Longest reason phrase sent: a status line stays one short line in a client's error message. */
+export const MAX_REASON_LENGTH = 120;
+
+/**
+ * A reason phrase HTTP allows (RFC 9112: HTAB, SP, visible ASCII; obs-text is left out so every
+ * client prints it alike): anything else becomes a space, runs of spaces one, and it is cut to
+ * MAX_REASON_LENGTH characters.
+ */
+export function reasonPhrase(text: string): string {
+  const clean = text.replace(/[^\x20-\x7e]+/g, ' ').replace(/ {2,}/g, ' ').trim();
+  if (clean === '') return 'Error';
+  return clean.length > MAX_REASON_LENGTH ? `${clean.slice(0, MAX_REASON_LENGTH - 3)}...` : clean;
 }

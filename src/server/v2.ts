@@ -129,9 +129,9 @@ export function createV2Handler(deps: V2Deps) {
   }
 
   /** One line per change of content, for whoever must later answer "who pushed or deleted this". */
-  function audit(r: Request, action: 'push' | 'mount' | 'delete', repo: string, digest: string, tag?: string): void {
+  function audit(r: Request, action: 'push' | 'mount' | 'delete', repo: string, digest: string, tag?: string, from?: string): void {
     deps.log.info(
-      { audit: action, user: r.user ?? '(anonymous)', repo, digest, ...(tag ? { tag } : {}), remote: r.req.socket.remoteAddress },
+      { audit: action, user: r.user ?? '(anonymous)', repo, digest, ...(tag ? { tag } : {}), ...(from ? { from } : {}), remote: r.req.socket.remoteAddress },
       `${action} ${repo}@${digest}`,
     );
   }
@@ -226,11 +226,16 @@ export function createV2Handler(deps: V2Deps) {
       const needs: AccessNeed[] = [{ resource: { type: 'repository', name }, actions: ['push'] }];
       if (from !== undefined) needs.push({ resource: { type: 'repository', name: from }, actions: ['pull'] });
       r.user = (await access.check(r.req, needs)).user;
-      // Without from=, the blob could come out of any repository, including ones the client may not
-      // pull: mount that way only when nothing is access-controlled.
-      const mountable = from !== undefined || access === openAccess;
-      if (mountable && (await registry.mountBlob(name, mount, from))) {
-        audit(r, 'mount', name, mount);
+      // Without from=, the blob could come out of any repository: only one the client may pull
+      // counts (any, when nothing is access-controlled).
+      const user = r.user;
+      const mayPullFrom =
+        from !== undefined || access === openAccess
+          ? undefined
+          : (source: string) => access.allows(user, { resource: { type: 'repository', name: source }, actions: ['pull'] });
+      const source = await registry.mountBlob(name, mount, from, mayPullFrom);
+      if (source !== undefined) {
+        audit(r, 'mount', name, mount, undefined, source || undefined);
         return sendCreatedBlob(r, name, mount);
       }
       // Not mountable: the spec says to fall back to an ordinary upload session.

@@ -74,6 +74,10 @@ export interface MetadataStore {
   /** Records that an upstream confirmed the cached tag still points where it did. */
   touchTag(repo: string, tag: string): void;
 
+  /**
+   * True once the repository holds a manifest. Uploads and blob links alone do not make one: a
+   * repository row may exist for them, but the catalog and tags/list never show it.
+   */
   repositoryExists(repo: string): boolean;
   listTags(repo: string, limit: number, last?: string): Page<string>;
   listRepositories(limit: number, last?: string): Page<string>;
@@ -111,6 +115,10 @@ export interface MetadataStore {
   setOrigin(repo: string, origin: string): void;
   /** Every recorded origin, by local repository name. */
   listOrigins(): { repo: string; origin: string }[];
+
+  // ---- mounts without from= ----
+  /** Repositories linking the blob, lazily (a base layer may be in thousands): stop reading early. */
+  reposLinkingBlob(digest: string): Iterable<string>;
 
   close(): void;
 }
@@ -170,6 +178,8 @@ export class SqliteMetadataStore implements MetadataStore {
          WHERE t.repo_id = ? AND t.name = ?`,
       ),
       hasManifest: db.prepare('SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?').pluck(),
+      // The primary key (repo_id, digest) answers this with one index probe.
+      holdsManifest: db.prepare('SELECT 1 FROM manifests WHERE repo_id = ? LIMIT 1').pluck(),
       insertManifest: db.prepare(
         `INSERT INTO manifests (repo_id, digest, media_type, size, content, subject, artifact_type, annotations, cached, created_at, last_access)
          VALUES (@repoId, @digest, @mediaType, @size, @content, @subject, @artifactType, @annotations, @cached, @now, @now)
@@ -243,6 +253,9 @@ export class SqliteMetadataStore implements MetadataStore {
         'INSERT INTO repo_origins (repo, origin, updated_at) VALUES (?, ?, ?) ON CONFLICT(repo) DO UPDATE SET origin = excluded.origin, updated_at = excluded.updated_at',
       ),
       listOrigins: db.prepare('SELECT repo, origin FROM repo_origins ORDER BY repo'),
+      reposLinkingBlob: db
+        .prepare('SELECT r.name FROM repo_blobs rb JOIN repositories r ON r.id = rb.repo_id WHERE rb.digest = ? ORDER BY r.name')
+        .pluck(),
       addCounter: db.prepare(
         'INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value',
       ),
@@ -380,7 +393,8 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   repositoryExists(repo: string): boolean {
-    return this.findRepoId(repo) !== undefined;
+    const id = this.findRepoId(repo);
+    return id !== undefined && this.q.holdsManifest.get(id) !== undefined;
   }
 
   listTags(repo: string, limit: number, last = ''): Page<string> {
@@ -495,6 +509,12 @@ export class SqliteMetadataStore implements MetadataStore {
 
   listOrigins(): { repo: string; origin: string }[] {
     return this.q.listOrigins.all() as { repo: string; origin: string }[];
+  }
+
+  // ---- mounts without from= ----
+
+  reposLinkingBlob(digest: string): Iterable<string> {
+    return this.q.reposLinkingBlob.iterate(digest) as IterableIterator<string>;
   }
 
   close(): void {

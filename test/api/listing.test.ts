@@ -1,6 +1,7 @@
 // Content discovery: tags/list and _catalog, their order, n/last pagination and Link headers.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { expectError, http, pushImage, pushManifest } from '../helpers/http.js';
+import { expectError, expectStatus, http, pushBlob, pushImage, pushManifest, sha256, startUpload, withDigest } from '../helpers/http.js';
+import { randomBytes } from 'node:crypto';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 // A server of its own: the catalog lists every repository on it.
@@ -98,5 +99,55 @@ describe('GET /v2/_catalog', () => {
 
   it('an invalid n → 400 PAGINATION_NUMBER_INVALID', async () => {
     expectError(await http(t.url, '/v2/_catalog?n=x'), 400, 'PAGINATION_NUMBER_INVALID');
+  });
+});
+
+describe('a repository exists only once it holds a manifest', () => {
+  // Every step a push takes before its manifest: none of them may make the repository appear.
+  it('an open upload, a finished blob push and a mount list nothing and give NAME_UNKNOWN; the manifest push makes it appear', async () => {
+    const uploading = 'exists/uploading';
+    const blobsOnly = 'exists/blobs-only';
+    const mounted = 'exists/mounted';
+    const location = await startUpload(t.url, uploading);
+    const layer = randomBytes(300);
+    const layerDigest = await pushBlob(t.url, blobsOnly, layer);
+    expectStatus(await http(t.url, `/v2/${mounted}/blobs/uploads/?mount=${layerDigest}&from=${blobsOnly}`, { method: 'POST' }), 201);
+
+    const catalog = async () => (await http(t.url, '/v2/_catalog?n=1000')).json<{ repositories: string[] }>().repositories;
+    for (const repo of [uploading, blobsOnly, mounted]) {
+      expectError(await http(t.url, `/v2/${repo}/tags/list`), 404, 'NAME_UNKNOWN');
+      expect(await catalog()).not.toContain(repo);
+    }
+    const stats = (await http(t.url, '/api/v1/stats')).json<{ storage: { repositories: number } }>();
+    expect(stats.storage.repositories).toBe(REPOS.length);
+
+    // The session still works, and the blobs are still served where they were pushed and mounted.
+    const data = randomBytes(200);
+    expectStatus(await http(t.url, location, { method: 'PATCH', headers: { 'content-type': 'application/octet-stream' }, body: data }), 202);
+    expectStatus(await http(t.url, withDigest(location, sha256(data)), { method: 'PUT' }), 201);
+    expectStatus(await http(t.url, `/v2/${uploading}/blobs/${sha256(data)}`), 200);
+    expectStatus(await http(t.url, `/v2/${mounted}/blobs/${layerDigest}`), 200);
+    expectError(await http(t.url, `/v2/${uploading}/tags/list`), 404, 'NAME_UNKNOWN');
+
+    // A manifest by digest (tagless) makes the repository exist, with no tags; one by tag lists it.
+    const config = Buffer.from('{}');
+    const configDigest = await pushBlob(t.url, uploading, config);
+    const manifest = {
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: configDigest, size: 2 },
+      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha256(data), size: data.length }],
+    };
+    const tagless = await pushManifest(t.url, uploading, sha256(JSON.stringify(manifest)), manifest, manifest.mediaType);
+    expectStatus(tagless, 201);
+    expect((await http(t.url, `/v2/${uploading}/tags/list`)).json()).toEqual({ name: uploading, tags: [] });
+    expect(await catalog()).toContain(uploading);
+    expectStatus(await pushManifest(t.url, uploading, 'v1', manifest, manifest.mediaType), 201);
+    expect((await http(t.url, `/v2/${uploading}/tags/list`)).json()).toEqual({ name: uploading, tags: ['v1'] });
+
+    // Deleting its only manifest makes it disappear again.
+    expectStatus(await http(t.url, `/v2/${uploading}/manifests/${tagless.digest}`, { method: 'DELETE' }), 202);
+    expectError(await http(t.url, `/v2/${uploading}/tags/list`), 404, 'NAME_UNKNOWN');
+    expect(await catalog()).not.toContain(uploading);
   });
 });

@@ -112,12 +112,27 @@ describe('tags', () => {
     ['an encoded space', 'v%201'],
     ['a percent-encoded dot dot', '%2e%2e'],
   ];
-  it.each(invalid)('%s (%s) → 400 TAG_INVALID on GET, HEAD, PUT and DELETE', async (_why, tag) => {
+  // A push names a tag, so a bad one is the client's mistake (400); a read or delete asks whether a
+  // manifest goes by that name, and none can: 404 MANIFEST_UNKNOWN, as distribution and zot answer.
+  it.each(invalid)('%s (%s) → 400 TAG_INVALID on PUT; 404 MANIFEST_UNKNOWN on GET, HEAD and DELETE', async (_why, tag) => {
     const image = await pushImage(t.url, 'tags/bad', { format: 'oci' });
     expectError(await pushManifest(t.url, 'tags/bad', tag, image.body, image.mediaType), 400, 'TAG_INVALID');
-    expectError(await http(t.url, `/v2/tags/bad/manifests/${tag}`), 400, 'TAG_INVALID');
-    expectError(await http(t.url, `/v2/tags/bad/manifests/${tag}`, { method: 'DELETE' }), 400, 'TAG_INVALID');
-    expect((await http(t.url, `/v2/tags/bad/manifests/${tag}`, { method: 'HEAD' })).status).toBe(400);
+    expectError(await http(t.url, `/v2/tags/bad/manifests/${tag}`), 404, 'MANIFEST_UNKNOWN');
+    expectError(await http(t.url, `/v2/tags/bad/manifests/${tag}`, { method: 'DELETE' }), 404, 'MANIFEST_UNKNOWN');
+    const head = await http(t.url, `/v2/tags/bad/manifests/${tag}`, { method: 'HEAD' });
+    expect(head.status).toBe(404);
+    expect(head.body.length).toBe(0);
+    expectStatus(await http(t.url, `/v2/tags/bad/manifests/${image.digest}`), 200);
+  });
+
+  it('the conformance suite\'s .INVALID_MANIFEST_NAME → 404 MANIFEST_UNKNOWN on GET and HEAD, in a known and an unknown repository', async () => {
+    await pushImage(t.url, 'tags/conformance', { tag: 'v1' });
+    for (const repo of ['tags/conformance', 'tags/never-pushed']) {
+      const res = await http(t.url, `/v2/${repo}/manifests/.INVALID_MANIFEST_NAME`);
+      expectError(res, 404, 'MANIFEST_UNKNOWN');
+      expect(res.json<{ errors: { message: string }[] }>().errors[0]!.message).toContain('.INVALID_MANIFEST_NAME');
+      expect((await http(t.url, `/v2/${repo}/manifests/.INVALID_MANIFEST_NAME`, { method: 'HEAD' })).status).toBe(404);
+    }
   });
 });
 
@@ -154,7 +169,10 @@ describe('digests', () => {
   it.each(unknownAlgorithms)('an unknown algorithm (%s) → 400 DIGEST_INVALID everywhere', async (digest) => {
     const name = 'digests/unknown';
     expectError(await http(t.url, `/v2/${name}/blobs/${digest}`), 400, 'DIGEST_INVALID');
-    expectError(await http(t.url, `/v2/${name}/manifests/${digest}`), 400, 'DIGEST_INVALID');
+    // No manifest can have that digest: unknown on read (as distribution treats it: not a digest,
+    // so a tag, and no such tag), a bad request on push and delete.
+    expectError(await http(t.url, `/v2/${name}/manifests/${digest}`), 404, 'MANIFEST_UNKNOWN');
+    expectError(await http(t.url, `/v2/${name}/manifests/${digest}`, { method: 'DELETE' }), 400, 'DIGEST_INVALID');
     expectError(await http(t.url, `/v2/${name}/referrers/${digest}`), 400, 'DIGEST_INVALID');
     expectError(await http(t.url, `/v2/${name}/blobs/uploads/?digest=${digest}`, { method: 'POST', body: 'x', headers: { 'content-length': 1 } }), 400, 'DIGEST_INVALID');
     const location = await startUpload(t.url, name);

@@ -146,10 +146,11 @@ describe('Bearer token upstream', () => {
     expect((await getManifest(airlock.url, 'token-wrong/team/app', 'v1', 'HEAD')).status).toBe(502);
     expect(tokenRequests.some((t) => t.authorization === basic(ROBOT.username, 'wrong') && t.status === 401)).toBe(true);
 
-    // skopeo fails cleanly with the status (containers/image does not read the JSON of 5xx answers).
+    // skopeo fails cleanly with the status and its reason phrase (containers/image does not read
+    // the JSON of 5xx answers, only the status line).
     const r = await skopeo(['inspect', '--raw', '--tls-verify=false', `docker://${airlock.host}/token-wrong/team/app:v1`]);
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toContain('502 Bad Gateway');
+    expect(r.stderr).toContain(`502 upstream ${new URL(gate.url).host}: token service refused our credentials (401)`);
 
     const catalog = (await call(airlock.url, '/v2/_catalog')).json<{ repositories: string[] }>().repositories;
     expect(catalog).not.toContain('token-wrong/team/app');

@@ -354,6 +354,26 @@ for (const anonymousPull of [true, false]) {
         return http(srv.url, `/v2/${target}/blobs/uploads/?${query}`, { method: 'POST', headers: withAuth(auth, { 'content-length': 0 }) });
       }
 
+      it('a mount without from= takes the blob from a repository the user may pull that links it (201)', async () => {
+        const [digest] = [...teamA.blobs][0]!;
+        const target = `team-a/${uniqueName('dst')}`;
+        const res = await mount(target, digest, undefined, teamAuth());
+        expectStatus(res, 201);
+        expect(res.header('location')).toBe(`/v2/${target}/blobs/${digest}`);
+        expectStatus(await http(srv.url, `/v2/${target}/blobs/${digest}`, { headers: withAuth(teamAuth()) }), 200);
+      });
+
+      it('a mount without from= finds a readable repository even when unreadable ones also link the blob (201)', async () => {
+        // The same bytes in team-0 (listed first; the team-a writer may not pull it) and in team-a.
+        const data = randomBytes(64);
+        const digest = sha256(data);
+        expectStatus(await postBlob(srv.url, `team-0/${uniqueName('hidden')}`, data, adminAuth()), 201);
+        expectStatus(await postBlob(srv.url, `team-a/${uniqueName('shared')}`, data, adminAuth()), 201);
+        const target = `team-a/${uniqueName('dst')}`;
+        expectStatus(await mount(target, digest, undefined, teamAuth()), 201);
+        expectStatus(await http(srv.url, `/v2/${target}/blobs/${digest}`, { method: 'HEAD', headers: withAuth(teamAuth()) }), 200);
+      });
+
       it('a writer limited to team-a/** mounts from team-a/… (201)', async () => {
         const [digest] = [...teamA.blobs][0]!;
         const target = `team-a/${uniqueName('dst')}`;

@@ -286,9 +286,12 @@ for (const mode of ['auth on', 'auth off'] as const) {
         expectStatus(await http(srv.url, `/v2/lib/app/blobs/${sha256(data)}`, { method: 'HEAD', headers: withAuth(auth) }), 404);
       });
 
-      it('a manifest reference that looks like a digest but is not one: 400 DIGEST_INVALID on GET, PUT and DELETE', async () => {
+      it('a manifest reference that looks like a digest but is not one: 404 MANIFEST_UNKNOWN on GET and HEAD, 400 DIGEST_INVALID on PUT and DELETE', async () => {
         for (const digest of bad.filter((d) => d.includes(':') && !d.includes('%'))) {
-          expectError(await http(srv.url, `/v2/lib/app/manifests/${digest}`, { headers: withAuth(auth, { accept: MEDIA.ociManifest }) }), 400, 'DIGEST_INVALID');
+          const res = await http(srv.url, `/v2/lib/app/manifests/${digest}`, { headers: withAuth(auth, { accept: MEDIA.ociManifest }) });
+          expectError(res, 404, 'MANIFEST_UNKNOWN');
+          expectShortError(res);
+          expectStatus(await http(srv.url, `/v2/lib/app/manifests/${digest}`, { method: 'HEAD', headers: withAuth(auth) }), 404);
           expectError(await http(srv.url, `/v2/lib/app/manifests/${digest}`, { method: 'DELETE', headers: withAuth(auth) }), 400, 'DIGEST_INVALID');
           expectError(await putManifest(srv.url, 'lib/app', digest, image.manifest, auth), 400, 'DIGEST_INVALID');
         }

@@ -309,6 +309,8 @@ describe('logs of a real `airlock serve` with auth', () => {
     expectStatus(await http(base, '/v2/team/app/manifests/v1', { headers: { authorization: writerToken, accept: MEDIA.ociManifest } }), 200);
     const [mounted] = [...image.blobs.keys()];
     expectStatus(await http(base, `/v2/team/copy/blobs/uploads/?mount=${mounted}&from=team/app`, { method: 'POST', headers: { authorization: writerToken, 'content-length': 0 } }), 201);
+    // A mount without from=: the source is found among the repositories the writer may pull, and named.
+    expectStatus(await http(base, `/v2/team/copy2/blobs/uploads/?mount=${mounted}`, { method: 'POST', headers: { authorization: auth('writer'), 'content-length': 0 } }), 201);
     // A delete with a bearer token.
     const adminToken = await token('admin', ['repository:team/app:delete']);
     expectStatus(await http(base, `/v2/team/app/manifests/${image.digest}`, { method: 'DELETE', headers: { authorization: adminToken } }), 202);
@@ -324,6 +326,16 @@ describe('logs of a real `airlock serve` with auth', () => {
     expectError(await http(base, '/v2/team/app/tags/list', { headers: { authorization: wrong } }), 401, 'UNAUTHORIZED');
     const forged = `${writerToken.slice('Bearer '.length, -6)}AAAAAA`;
     expectError(await http(base, '/v2/team/app/tags/list', { headers: { authorization: bearer(forged) } }), 401, 'UNAUTHORIZED');
+    // Anonymous refusals: a pull and a push without credentials (401 with a challenge).
+    expectError(await http(base, '/v2/team/app/manifests/v1', { headers: { accept: MEDIA.ociManifest } }), 401, 'UNAUTHORIZED');
+    const anonymousBlob = randomBytes(16);
+    expectError(await postBlob(base, 'team/app', anonymousBlob), 401, 'UNAUTHORIZED');
+    // The version check challenges every anonymous client by design (it is how login starts);
+    // a login there with a wrong password is a refusal.
+    expectError(await http(base, '/v2/'), 401, 'UNAUTHORIZED');
+    const nobody = basic('nobody', 'Nobody-Pass-77');
+    secrets.push('Nobody-Pass-77', nobody.slice('Basic '.length));
+    expectError(await http(base, '/v2/', { headers: { authorization: nobody } }), 401, 'UNAUTHORIZED');
     // The legacy user's right password does not work.
     const legacy = basic('legacy', 'legacy-secret');
     secrets.push('legacy-secret', legacy.slice('Basic '.length));
@@ -338,7 +350,10 @@ describe('logs of a real `airlock serve` with auth', () => {
       expect(pushes).toContainEqual(expect.objectContaining({ audit: 'push', user: 'writer', repo: 'team/app', digest, remote: '127.0.0.1' }));
     }
     expect(pushes).toContainEqual(expect.objectContaining({ audit: 'push', user: 'writer', repo: 'team/app', digest: image.digest, tag: 'v1', remote: '127.0.0.1' }));
-    expect(lines((l) => l.audit === 'mount')).toEqual([expect.objectContaining({ user: 'writer', repo: 'team/copy', digest: mounted, remote: '127.0.0.1' })]);
+    expect(lines((l) => l.audit === 'mount')).toEqual([
+      expect.objectContaining({ user: 'writer', repo: 'team/copy', digest: mounted, from: 'team/app', remote: '127.0.0.1' }),
+      expect.objectContaining({ user: 'writer', repo: 'team/copy2', digest: mounted, from: 'team/app', remote: '127.0.0.1' }),
+    ]);
     expect(deleteLine).toMatchObject({ audit: 'delete', user: 'admin', repo: 'team/app', digest: image.digest, remote: '127.0.0.1' });
 
     // denied: who, what, where from.
@@ -348,6 +363,15 @@ describe('logs of a real `airlock serve` with auth', () => {
     expect(denied).toContainEqual(expect.objectContaining({ code: 'DENIED', user: 'writer', repo: 'team/app', digest: mounted, method: 'DELETE', remote: '127.0.0.1' }));
     expect(denied).toContainEqual(expect.objectContaining({ code: 'UNAUTHORIZED', user: 'admin', repo: 'team/app', remote: '127.0.0.1' }));
     expect(denied).toContainEqual(expect.objectContaining({ code: 'UNAUTHORIZED', user: '(bearer token)', repo: 'team/app', remote: '127.0.0.1' }));
+    // Anonymous refusals are audited like the others; the version check's challenge is not a refusal.
+    expect(denied).toContainEqual(
+      expect.objectContaining({ code: 'UNAUTHORIZED', user: '(anonymous)', repo: 'team/app', method: 'GET', path: '/v2/team/app/manifests/v1', remote: '127.0.0.1' }),
+    );
+    expect(denied).toContainEqual(
+      expect.objectContaining({ code: 'UNAUTHORIZED', user: '(anonymous)', repo: 'team/app', digest: sha256(anonymousBlob), method: 'POST', remote: '127.0.0.1' }),
+    );
+    expect(denied.filter((l) => l.path === '/v2/' && l.user === '(anonymous)')).toEqual([]);
+    expect(denied).toContainEqual(expect.objectContaining({ code: 'UNAUTHORIZED', user: 'nobody', path: '/v2/', remote: '127.0.0.1' }));
     expect(lines((l) => l.msg === 'login failed')).toContainEqual(expect.objectContaining({ user: 'admin', remoteAddress: '127.0.0.1' }));
     // The refused htpasswd entry is reported with its reason, not its hash.
     const refusedEntry = lines((l) => typeof l.msg === 'string' && l.msg.startsWith('htpasswd entry refused'));
