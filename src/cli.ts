@@ -12,6 +12,8 @@ Usage:
   airlock serve [--config FILE] [--listen HOST:PORT] [--storage DIR] [--log-level LEVEL]
   airlock user add NAME [--htpasswd FILE | --config FILE] [--password-stdin]
   airlock cert --host NAME [--host NAME…] [--ip ADDR…] --out DIR [--days N] [--port PORT]
+  airlock mirrorsets --host HOST[:PORT] [--format idms|itms|icsp|registries.conf] [--out FILE]
+  airlock verify REF [--mirrorsets FILE] [--json]
   airlock --help | --version
 
 serve      Run the registry. Config comes from FILE (default config/airlock.yaml, or $AIRLOCK_CONFIG;
@@ -123,7 +125,17 @@ async function cert(args: string[]): Promise<number> {
   return runCert({ hosts: values.host ?? [], ips: values.ip ?? [], outDir: values.out, days, port, stdout: process.stdout, stderr: process.stderr });
 }
 
-const COMMANDS: Record<string, Command> = { serve, user, cert };
+async function mirrorsets(args: string[]): Promise<number> {
+  const { mirrorsetsCommand } = await import('./commands/mirrorsets.js');
+  return mirrorsetsCommand(args);
+}
+
+async function verify(args: string[]): Promise<number> {
+  const { verifyCommand } = await import('./commands/verify.js');
+  return verifyCommand(args);
+}
+
+const COMMANDS: Record<string, Command> = { serve, user, cert, mirrorsets, verify };
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;

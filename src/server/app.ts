@@ -10,8 +10,10 @@ import type { Authorizer } from '../auth/authorizer.js';
 import { RegistryError } from '../registry/errors.js';
 import type { AccessControl } from './access.js';
 import { issueToken, TOKEN_PATH } from './auth.js';
-import { sendError, sendJson } from './respond.js';
+import { send, sendError, sendJson } from './respond.js';
 import { createV2Handler } from './v2.js';
+import { isMirrorSetFormat, MIRROR_SET_FORMATS, type MirrorSetFormat } from '../mirror/mirror-set-documents.js';
+import { isValidMirrorHost } from '../mirror/mirror-sets.js';
 
 export interface AppDeps {
   registry: Registry;
@@ -24,6 +26,8 @@ export interface AppDeps {
   authorizer?: Authorizer;
   /** Throws when the server cannot serve (database or storage unusable). */
   readiness: () => void;
+  /** GET /api/v1/mirrorsets: the document for clusters reaching this server at `host`. */
+  mirrorSets?: (format: MirrorSetFormat, host: string) => string;
 }
 
 /** The routes table: every endpoint the server answers, in one place. */
@@ -65,6 +69,30 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
     }
   });
   app.get('/api/v1/stats', (c) => c.json(deps.stats.snapshot()));
+  const mirrorSets = deps.mirrorSets;
+  if (mirrorSets) {
+    app.get('/api/v1/mirrorsets', async (c) => {
+      const { incoming: req, outgoing: res } = c.env;
+      try {
+        // The documents name every mirrored repository: as much as the catalog listing shows.
+        await deps.access.check(req, [{ resource: { type: 'registry', name: 'catalog' }, actions: ['*'] }]);
+        const url = new URL(req.url ?? '/', 'http://airlock');
+        const host = url.searchParams.get('host') ?? req.headers.host ?? '';
+        const format = url.searchParams.get('format') ?? 'idms';
+        const bad = (message: string) => sendJson(res, 400, {}, { errors: [{ code: 'INVALID_PARAMETER', message, detail: null }] });
+        if (!isValidMirrorHost(host)) bad(`host must be HOST or HOST:PORT as clusters reach this registry, e.g. ?host=mirror.example.com:5000`);
+        else if (!isMirrorSetFormat(format)) bad(`format must be one of ${MIRROR_SET_FORMATS.join(', ')}`);
+        else {
+          const type = format === 'registries.conf' ? 'application/toml; charset=utf-8' : 'application/yaml; charset=utf-8';
+          send(res, 200, { 'Content-Type': type, 'Cache-Control': 'no-store' }, mirrorSets(format, host));
+        }
+      } catch (e) {
+        if (!(e instanceof RegistryError)) deps.log.error({ err: e }, 'mirror sets request failed');
+        sendError(res, e);
+      }
+      return RESPONSE_ALREADY_SENT;
+    });
+  }
   app.get('/metrics', async (c) => c.body(await deps.metrics.metrics(), 200, { 'Content-Type': deps.metrics.contentType }));
 
   app.notFound((c) => {

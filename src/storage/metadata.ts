@@ -136,14 +136,32 @@ export class SqliteMetadataStore implements MetadataStore {
   private readonly repoIds = new Map<string, number>();
   private readonly q;
 
-  constructor(path: string) {
-    this.db = new Database(path);
-    this.db.pragma('journal_mode = WAL');
-    // FULL: a commit acknowledged to a client survives power loss, not just a process crash.
-    this.db.pragma('synchronous = FULL');
-    this.db.pragma('foreign_keys = ON');
-    this.db.pragma('busy_timeout = 5000');
-    this.migrate();
+  /**
+   * `readonly`: for commands that only look (verify, mirrorsets) beside whichever process owns the
+   * storage: WAL lets them read while it writes. Nothing is migrated; a schema other than this
+   * airlock's is refused.
+   */
+  constructor(path: string, options: { readonly?: boolean } = {}) {
+    if (options.readonly) {
+      this.db = new Database(path, { readonly: true, fileMustExist: true });
+      this.db.pragma('busy_timeout = 5000');
+      const version = this.db.pragma('user_version', { simple: true }) as number;
+      if (version !== MIGRATIONS.length) {
+        this.db.close();
+        throw new Error(
+          `the metadata database ${path} has schema version ${version}, this airlock reads ${MIGRATIONS.length}: ` +
+            (version < MIGRATIONS.length ? 'start `airlock serve` on it once to upgrade it' : 'upgrade airlock'),
+        );
+      }
+    } else {
+      this.db = new Database(path);
+      this.db.pragma('journal_mode = WAL');
+      // FULL: a commit acknowledged to a client survives power loss, not just a process crash.
+      this.db.pragma('synchronous = FULL');
+      this.db.pragma('foreign_keys = ON');
+      this.db.pragma('busy_timeout = 5000');
+      this.migrate();
+    }
     const db = this.db;
     const manifestColumns = 'digest, media_type, size, content, subject, artifact_type, annotations';
     this.q = {
