@@ -13,7 +13,7 @@ import { startTestServer, type TestServer } from '../helpers/server.js';
 import { skopeoCopy } from '../helpers/skopeo.js';
 import { call, tempDirs } from '../pullthrough/support.js';
 import { runCli } from '../server/cli.js';
-import { pushByDigest, pushTagged } from './support.js';
+import { pushByDigest, pushTagged } from './payload-push.js';
 
 const tmp = tempDirs('verify');
 let srv: TestServer;
