@@ -11,6 +11,7 @@ import { SqliteMetadataStore } from '../../src/storage/metadata.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { call, tempDirs } from '../pullthrough/support.js';
 import { runCli } from '../server/cli.js';
+import { basic, writeHtpasswd } from '../security/support.js';
 
 const tmp = tempDirs('mirrorsets');
 const HOST = 'mirror.example.com:5000';
@@ -161,5 +162,33 @@ describe('airlock mirrorsets (CLI)', () => {
       ['quay.io', [`${HOST}/quay.io`]],
       ['quay.io/openshift-release-dev/ocp-v4.0-art-dev', [`${HOST}/ocp4/openshift4`]],
     ]);
+  });
+});
+
+describe('GET /api/v1/mirrorsets under auth:', () => {
+  it('needs catalog access: anonymous gets 401, a pull-only user 403, an admin the document', async () => {
+    const dir = tmp.make('auth');
+    const htpasswd = join(dir, 'users.htpasswd');
+    await writeHtpasswd(htpasswd, { admin: 'admin-pw', cluster: 'cluster-pw' });
+    const secured = await startTestServer({
+      upstreams,
+      auth: {
+        htpasswd,
+        rules: [
+          { users: ['admin'], repos: ['**'], actions: ['*'] },
+          { users: ['cluster'], repos: ['**'], actions: ['pull'] },
+        ],
+      },
+    });
+    try {
+      const path = `/api/v1/mirrorsets?host=${HOST}&format=icsp`;
+      expect((await call(secured.url, path)).status).toBe(401);
+      expect((await call(secured.url, path, { headers: { authorization: basic('cluster', 'cluster-pw') } })).status).toBe(403);
+      const ok = await call(secured.url, path, { headers: { authorization: basic('admin', 'admin-pw') } });
+      expect(ok.status).toBe(200);
+      expect((parseYaml(ok.body.toString('utf8')) as { kind: string }).kind).toBe('ImageContentSourcePolicy');
+    } finally {
+      await secured.close();
+    }
   });
 });
