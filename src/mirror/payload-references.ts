@@ -26,8 +26,8 @@ export interface NeededImage {
 export interface PayloadContents {
   /** `release-manifests/image-references` as found, if any. */
   imageReferences?: Buffer;
-  /** Catalog config files by path (below the configs directory), as found. */
-  catalogFiles: Map<string, Buffer>;
+  /** What each catalog config file (by path, below the configs directory) names; parsed as read, one file in memory at a time. */
+  catalogFiles: Map<string, CatalogFile>;
 }
 
 export class PayloadError extends Error {
@@ -113,7 +113,7 @@ export async function readPayloadFiles(
           contents.imageReferences = await readEntry(entry);
           continue;
         } else if (entry.header.type === 'file' && inConfigs(path) && /\.(json|ya?ml)$/i.test(path)) {
-          contents.catalogFiles.set(path, await readEntry(entry));
+          contents.catalogFiles.set(path, catalogFileImages(path, await readEntry(entry)));
           continue;
         }
         entry.resume();
@@ -180,31 +180,40 @@ export function parseJsonStream(text: string): unknown[] {
   return values;
 }
 
-/** Every bundle image and related image the catalog's olm.bundle entries name. */
-export function catalogImages(files: Map<string, Buffer>): { needed: NeededImage[]; bundles: number } {
+export interface CatalogFile {
+  needed: NeededImage[];
+  bundles: number;
+}
+
+/** Every bundle image and related image one catalog file's olm.bundle entries name. */
+export function catalogFileImages(path: string, bytes: Buffer): CatalogFile {
   const needed: NeededImage[] = [];
   let bundles = 0;
-  for (const [path, bytes] of [...files.entries()].sort(([a], [b]) => (a < b ? -1 : 1))) {
-    let objects: unknown[];
-    const text = bytes.toString('utf8');
-    try {
-      objects = /\.json$/i.test(path) ? parseJsonStream(text) : parseAllDocuments(text).map((d) => d.toJS() as unknown);
-    } catch (e) {
-      throw new PayloadError(`catalog file /${path} cannot be parsed: ${(e as Error).message}`);
-    }
-    for (const obj of objects) {
-      if (!isObj(obj) || obj.schema !== 'olm.bundle') continue;
-      bundles++;
-      const bundle = typeof obj.name === 'string' ? obj.name : '?';
-      if (typeof obj.image === 'string' && obj.image !== '') needed.push({ reference: obj.image, neededBy: `bundle ${bundle}` });
-      if (Array.isArray(obj.relatedImages)) {
-        for (const related of obj.relatedImages) {
-          if (!isObj(related) || typeof related.image !== 'string' || related.image === '') continue;
-          const label = typeof related.name === 'string' && related.name !== '' ? ` (${related.name})` : '';
-          needed.push({ reference: related.image, neededBy: `related image of ${bundle}${label}` });
-        }
+  let objects: unknown[];
+  const text = bytes.toString('utf8');
+  try {
+    objects = /\.json$/i.test(path) ? parseJsonStream(text) : parseAllDocuments(text).map((d) => d.toJS() as unknown);
+  } catch (e) {
+    throw new PayloadError(`catalog file /${path} cannot be parsed: ${(e as Error).message}`);
+  }
+  for (const obj of objects) {
+    if (!isObj(obj) || obj.schema !== 'olm.bundle') continue;
+    bundles++;
+    const bundle = typeof obj.name === 'string' ? obj.name : '?';
+    if (typeof obj.image === 'string' && obj.image !== '') needed.push({ reference: obj.image, neededBy: `bundle ${bundle}` });
+    if (Array.isArray(obj.relatedImages)) {
+      for (const related of obj.relatedImages) {
+        if (!isObj(related) || typeof related.image !== 'string' || related.image === '') continue;
+        const label = typeof related.name === 'string' && related.name !== '' ? ` (${related.name})` : '';
+        needed.push({ reference: related.image, neededBy: `related image of ${bundle}${label}` });
       }
     }
   }
   return { needed, bundles };
+}
+
+/** The whole catalog: its files in path order. */
+export function catalogImages(files: Map<string, CatalogFile>): CatalogFile {
+  const sorted = [...files.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
+  return { needed: sorted.flatMap(([, f]) => f.needed), bundles: sorted.reduce((n, [, f]) => n + f.bundles, 0) };
 }

@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { parseMirrorSetFile } from '../../src/mirror/mirror-set-files.js';
-import { catalogImages, parseJsonStream, readPayloadFiles, releaseComponents } from '../../src/mirror/payload-references.js';
+import { catalogFileImages, catalogImages, parseJsonStream, readPayloadFiles, releaseComponents } from '../../src/mirror/payload-references.js';
 import { mergeRules, parseImageReference, resolveThroughMirrors, stripRegistryHost } from '../../src/mirror/resolve.js';
 import { makeTar } from '../helpers/images.js';
 
@@ -179,7 +179,7 @@ describe('payload references', () => {
 
   it('catalog: JSON streams (strings with braces included) and YAML documents', () => {
     expect(parseJsonStream('{"a":"}{"}\n{"b":[1,{"c":"\\"]"}]}\n[{"d":1}]')).toEqual([{ a: '}{' }, { b: [1, { c: '"]' }] }, { d: 1 }]);
-    const files = new Map([
+    const raw: [string, Buffer][] = [
       [
         'configs/p/catalog.json',
         Buffer.from(
@@ -192,7 +192,8 @@ describe('payload references', () => {
         ),
       ],
       ['configs/q/catalog.yaml', Buffer.from(`schema: olm.channel\nname: c\n---\nschema: olm.bundle\nname: q.v2\nimage: quay.io/q/bundle:v2\n`)],
-    ]);
+    ];
+    const files = new Map(raw.reverse().map(([path, bytes]) => [path, catalogFileImages(path, bytes)]));
     expect(catalogImages(files)).toEqual({
       bundles: 2,
       needed: [
