@@ -112,7 +112,21 @@ export interface MetadataStore {
   /** Every recorded origin, by local repository name. */
   listOrigins(): { repo: string; origin: string }[];
 
+  // ---- air-gap import/export ----
+  /**
+   * The images a repository holds, as an export selects them: every tagged manifest and every
+   * tagless one that no index in the repository references (an index's children travel with it).
+   */
+  listImages(repo: string): ImageRecord[];
+
   close(): void;
+}
+
+/** A manifest of a repository with the tags pointing at it (air-gap export). */
+export interface ImageRecord {
+  digest: string;
+  mediaType: string;
+  tags: string[];
 }
 
 type Row = Record<string, unknown>;
@@ -513,6 +527,28 @@ export class SqliteMetadataStore implements MetadataStore {
 
   listOrigins(): { repo: string; origin: string }[] {
     return this.q.listOrigins.all() as { repo: string; origin: string }[];
+  }
+
+  // ---- air-gap import/export ----
+  private listImagesQuery?: Database.Statement;
+
+  listImages(repo: string): ImageRecord[] {
+    const id = this.findRepoId(repo);
+    if (id === undefined) return [];
+    this.listImagesQuery ??= this.db.prepare(
+      `SELECT m.digest, m.media_type,
+              (SELECT group_concat(t.name, char(10)) FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest) AS tags
+       FROM manifests m
+       WHERE m.repo_id = ?
+         AND (EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest)
+              OR NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.repo_id = m.repo_id AND r.child = m.digest AND r.kind = 'manifest'))
+       ORDER BY m.digest`,
+    );
+    return (this.listImagesQuery.all(id) as { digest: string; media_type: string; tags: string | null }[]).map((r) => ({
+      digest: r.digest,
+      mediaType: r.media_type,
+      tags: r.tags ? r.tags.split('\n').sort() : [],
+    }));
   }
 
   close(): void {
