@@ -2,7 +2,8 @@
  * The air gap, end to end, with the real parts: a synthetic OpenShift release (multi-arch
  * components named quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:… in its
  * image-references) on a real upstream (CNCF distribution on 127.0.0.1, standing for quay.io) →
- * carried into an offline airlock with no upstream → `airlock verify` passes → `airlock mirrorsets`
+ * `airlock sync --to-dir` on the connected side → the directory carried → `airlock import` into an
+ * offline airlock with no upstream → `airlock verify` passes → `airlock mirrorsets`
  * writes a registries.conf → the real skopeo, following it as a cluster node's CRI-O would, pulls
  * every component and the release by their original quay.io names from the offline airlock,
  * byte-exact. Then one component goes: verify names exactly it and exits 1.
@@ -10,7 +11,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SqliteMetadataStore } from '../../src/storage/metadata.js';
 import { startDistribution, type Distribution } from '../helpers/distribution.js';
 import { ART_DEV, buildSyntheticRelease, RELEASE_REPO, type SyntheticRelease } from '../helpers/payloads.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -22,9 +22,9 @@ import { runCli } from '../server/cli.js';
 const tmp = tempDirs('airgap');
 const VERSION = '4.16.0';
 const TAG = `${VERSION}-x86_64`;
-/** Where the offline mirror keeps the payload, as `oc adm release mirror --to=HOST/ocp4/openshift4` would. */
-const LOCAL_PAYLOAD = 'ocp4/openshift4';
-const LOCAL_RELEASE = 'ocp4/release';
+/** Where the offline mirror keeps the payload and the release: sync's --dest-prefix ocp4 + the source path. */
+const LOCAL_PAYLOAD = 'ocp4/openshift-release-dev/ocp-v4.0-art-dev';
+const LOCAL_RELEASE = 'ocp4/openshift-release-dev/ocp-release';
 
 let upstream: Distribution;
 let offline: TestServer;
@@ -35,25 +35,26 @@ let storage: string;
 const cli = (args: string[]) => runCli([...args, '--storage', storage], { timeoutMs: 60_000 });
 
 /**
- * Carries the release from the connected upstream into the offline mirror: each image copied by
- * digest with skopeo, and the origins recorded as `import --map LOCAL=ORIGIN` records them.
+ * The connected half: `airlock sync --to-dir` copies the release and every component (by digest)
+ * from the upstream into a directory, with no server or database. The directory is carried across;
+ * the offline half: `airlock import DIR` into the offline airlock's storage. The upstream stands for
+ * quay.io, so `--map` records the quay.io names as the origins (a sync from quay.io itself records
+ * them by itself).
  */
 async function carryAcrossAirGap(): Promise<void> {
-  const meta = new SqliteMetadataStore(join(storage, 'airlock.db'));
-  meta.setOrigin(LOCAL_PAYLOAD, ART_DEV);
-  meta.setOrigin(LOCAL_RELEASE, RELEASE_REPO);
-  meta.close();
-  offline = await startTestServer({ storage });
-  for (const c of release.components) {
-    await skopeoCopy(`docker://${upstream.host}/${pathOf(ART_DEV)}@${c.built.indexDigest}`, `docker://${offline.host}/${LOCAL_PAYLOAD}@${c.built.indexDigest}`, {
-      srcInsecure: true,
-      destInsecure: true,
-    });
-  }
-  await skopeoCopy(`docker://${upstream.host}/${pathOf(RELEASE_REPO)}:${TAG}`, `docker://${offline.host}/${LOCAL_RELEASE}:${TAG}`, {
-    srcInsecure: true,
-    destInsecure: true,
+  const carried = tmp.make('usb-stick');
+  const sources = [
+    `${upstream.host}/${pathOf(RELEASE_REPO)}:${TAG}`,
+    ...release.components.map((c) => `${upstream.host}/${pathOf(ART_DEV)}@${c.built.indexDigest}`),
+  ];
+  const synced = await runCli(['sync', ...sources, '--to-dir', carried, '--dest-prefix', 'ocp4', '--insecure', '--storage', tmp.make('connected')], {
+    timeoutMs: 120_000,
   });
+  expect(synced.code, synced.stderr).toBe(0);
+  const imported = await cli(['import', carried, '--map', `${LOCAL_PAYLOAD}=${ART_DEV}`, '--map', `${LOCAL_RELEASE}=${RELEASE_REPO}`]);
+  expect(imported.code, imported.stderr).toBe(0);
+  // The offline airlock: no upstream at all.
+  offline = await startTestServer({ storage });
 }
 
 beforeAll(async () => {
