@@ -10,6 +10,7 @@ import { stringify as toYaml } from 'yaml';
 import { SqliteMetadataStore } from '../../src/storage/metadata.js';
 import { ART_DEV, buildSyntheticCatalog, buildSyntheticRelease, type SyntheticCatalog, type SyntheticRelease } from '../helpers/payloads.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { pushManifest } from '../helpers/http.js';
 import { skopeoCopy } from '../helpers/skopeo.js';
 import { call, tempDirs } from '../pullthrough/support.js';
 import { runCli } from '../server/cli.js';
@@ -133,6 +134,27 @@ describe('airlock verify of a complete mirror', () => {
     expect(written.code).toBe(0);
     const r = await verify([RELEASE_REF, '--mirrorsets', out]);
     expect(r.code).toBe(0);
+  });
+
+  it('a multi-arch release (an index of per-architecture release images): the components of every architecture', async () => {
+    const arm = buildSyntheticRelease(join(root, 'release-arm64'), { components: { 'etcd-arm64': false, 'installer-arm64': true } });
+    await pushByDigest(srv.host, arm.components, () => PAYLOAD_REPO);
+    await skopeoCopy(arm.release.ociRef, `docker://${srv.host}/ocp4/release@${arm.release.digest}`, { destInsecure: true });
+    const index = {
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.index.v1+json',
+      manifests: [release.release, arm.release].map((r, i) => ({
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        digest: r.digest,
+        size: r.manifestBytes.length,
+        platform: { os: 'linux', architecture: i === 0 ? 'amd64' : 'arm64' },
+      })),
+    };
+    const put = await pushManifest(srv.url, 'ocp4/release', '4.16.0-multi', index, index.mediaType);
+    expect(put.status).toBe(201);
+    const { code, json } = await verifyJson(['ocp4/release:4.16.0-multi']);
+    expect(code).toBe(0);
+    expect(json).toMatchObject({ ok: true, kind: 'release', images: 7, complete: 7 });
   });
 
   it('a file-based catalog: every bundle and related image, through the ICSP `oc adm catalog mirror` writes', async () => {
