@@ -6,13 +6,14 @@
  * offline airlock with no upstream → `airlock verify` passes → `airlock mirrorsets`
  * writes a registries.conf → the real skopeo, following it as a cluster node's CRI-O would, pulls
  * every component and the release by their original quay.io names from the offline airlock,
- * byte-exact. Then one component goes: verify names exactly it and exits 1.
+ * byte-exact; the same for a file-based operator catalog's bundles and related images. Then one
+ * component goes: verify names exactly it and exits 1.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDistribution, type Distribution } from '../helpers/distribution.js';
-import { ART_DEV, buildSyntheticRelease, RELEASE_REPO, type SyntheticRelease } from '../helpers/payloads.js';
+import { ART_DEV, buildSyntheticCatalog, buildSyntheticRelease, RELEASE_REPO, type SyntheticCatalog, type SyntheticRelease } from '../helpers/payloads.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { listBlobsOfOciLayout, readOciLayoutTagged, skopeoCopy } from '../helpers/skopeo.js';
 import { pathOf, pushByDigest, pushTagged } from '../mirror/payload-push.js';
@@ -25,10 +26,13 @@ const TAG = `${VERSION}-x86_64`;
 /** Where the offline mirror keeps the payload and the release: sync's --dest-prefix ocp4 + the source path. */
 const LOCAL_PAYLOAD = 'ocp4/openshift-release-dev/ocp-v4.0-art-dev';
 const LOCAL_RELEASE = 'ocp4/openshift-release-dev/ocp-release';
+/** The operator catalog on the upstream (and, below ocp4/, on the offline mirror). */
+const CATALOG = 'operatorhubio/catalog:v4.16';
 
 let upstream: Distribution;
 let offline: TestServer;
 let release: SyntheticRelease;
+let catalog: SyntheticCatalog;
 let root: string;
 let storage: string;
 
@@ -46,12 +50,15 @@ async function carryAcrossAirGap(): Promise<void> {
   const sources = [
     `${upstream.host}/${pathOf(RELEASE_REPO)}:${TAG}`,
     ...release.components.map((c) => `${upstream.host}/${pathOf(ART_DEV)}@${c.built.indexDigest}`),
+    `${upstream.host}/${CATALOG}`,
+    ...catalog.images.map((i) => `${upstream.host}/${pathOf(i.repository)}@${i.built.indexDigest}`),
   ];
+  const catalogMaps = [...new Set(catalog.images.map((i) => i.repository))].flatMap((r) => ['--map', `ocp4/${pathOf(r)}=${r}`]);
   const synced = await runCli(['sync', ...sources, '--to-dir', carried, '--dest-prefix', 'ocp4', '--insecure', '--storage', tmp.make('connected')], {
     timeoutMs: 120_000,
   });
   expect(synced.code, synced.stderr).toBe(0);
-  const imported = await cli(['import', carried, '--map', `${LOCAL_PAYLOAD}=${ART_DEV}`, '--map', `${LOCAL_RELEASE}=${RELEASE_REPO}`]);
+  const imported = await cli(['import', carried, '--map', `${LOCAL_PAYLOAD}=${ART_DEV}`, '--map', `${LOCAL_RELEASE}=${RELEASE_REPO}`, ...catalogMaps]);
   expect(imported.code, imported.stderr).toBe(0);
   // The offline airlock: no upstream at all.
   offline = await startTestServer({ storage });
@@ -65,6 +72,9 @@ beforeAll(async () => {
   upstream = await startDistribution();
   await pushByDigest(upstream.host, release.components, (c) => pathOf(c.repository));
   await pushTagged(upstream.host, release.release, `${pathOf(RELEASE_REPO)}:${TAG}`);
+  catalog = buildSyntheticCatalog(join(root, 'operators'));
+  await pushByDigest(upstream.host, catalog.images, (i) => pathOf(i.repository));
+  await pushTagged(upstream.host, catalog.catalog, CATALOG);
   await carryAcrossAirGap();
 }, 240_000);
 
@@ -87,7 +97,7 @@ function expectSameImage(out: string, originalLayout: string, topDigest: string)
   }
 }
 
-describe('a release carried across the air gap', () => {
+describe('a release and an operator catalog carried across the air gap', () => {
   let conf: string;
 
   it('verify: every component of the release is on the offline mirror (exit 0)', async () => {
@@ -119,6 +129,17 @@ describe('a release carried across the air gap', () => {
     const out = tmp.make('pull-release');
     await skopeoCopy(`docker://${RELEASE_REPO}@${release.release.digest}`, `oci:${out}:pulled`, { registriesConf: conf });
     expectSameImage(out, join(root, 'payload', 'release'), release.release.digest);
+  });
+
+  it('the operator catalog: verify finds every bundle and related image; skopeo pulls each by its quay.io name', async () => {
+    const r = await cli(['verify', `ocp4/${CATALOG}`, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, kind: 'catalog', images: catalog.images.length, missing: [] });
+    for (const image of catalog.images) {
+      const out = tmp.make(`pull-${image.name}`);
+      await skopeoCopy(`docker://${image.reference}`, `oci:${out}:pulled`, { registriesConf: conf });
+      expectSameImage(out, join(root, 'operators', 'images'), image.built.indexDigest);
+    }
   });
 
   it('one component deleted from the mirror: verify names exactly it and exits 1', async () => {
