@@ -183,12 +183,12 @@ async function checkImage(
   for (const blob of parsed.blobRefs) {
     const linked = content.linkedBlobSize(repo, blob);
     if (linked === undefined) return { reason: 'blob-missing', message: `blob ${blob} of manifest ${record.digest} is not in ${repo}`, digest: blob };
+    // A layer shared by many images (a release's base layers) is looked for on disk once.
+    if (counter.blobs.has(blob)) continue;
     const onDisk = await content.blobFileSize(blob);
     if (onDisk === undefined) return { reason: 'blob-missing', message: `blob ${blob} of manifest ${record.digest} in ${repo} has no file on disk`, digest: blob };
-    if (!counter.blobs.has(blob)) {
-      counter.blobs.add(blob);
-      counter.bytes += onDisk;
-    }
+    counter.blobs.add(blob);
+    counter.bytes += onDisk;
   }
   return undefined;
 }
