@@ -3,7 +3,7 @@
 import { renameSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
-import { readOrigins } from '../mirror/local-content.js';
+import { readOrigins, StorageViewError } from '../mirror/local-content.js';
 import { airlockMirrorSetDocument, isMirrorSetFormat, MIRROR_SET_FORMATS } from '../mirror/mirror-set-documents.js';
 import { isValidMirrorHost } from '../mirror/mirror-sets.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
@@ -67,7 +67,14 @@ export async function mirrorsetsCommand(args: string[], io: MirrorsetsIo = { std
   if (!isMirrorSetFormat(format)) return usage(`--format must be one of ${MIRROR_SET_FORMATS.join(', ')}, not "${format}"`);
 
   const config = loadConfig({ config: values.config, storage: values.storage });
-  const origins = readOrigins(config.storage);
+  let origins;
+  try {
+    origins = readOrigins(config.storage);
+  } catch (e) {
+    if (!(e instanceof StorageViewError)) throw e;
+    io.stderr.write(`airlock mirrorsets: ${e.message}\n`);
+    return EXIT_FAILURE;
+  }
   const text = airlockMirrorSetDocument(format, config.upstreams, origins, { host: values.host, insecure: !config.tls });
   if (!values.out) {
     io.stdout.write(text);

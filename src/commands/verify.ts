@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
-import { NoStorageError, openStorageView } from '../mirror/local-content.js';
+import { openStorageView, StorageViewError } from '../mirror/local-content.js';
 import { MirrorSetFileError, parseMirrorSetFile } from '../mirror/mirror-set-files.js';
 import { airlockRulesForHost, type MirrorRule } from '../mirror/mirror-sets.js';
 import { mergeRules, stripRegistryHost } from '../mirror/resolve.js';
@@ -93,7 +93,7 @@ export async function verifyCommand(args: string[], io: VerifyIo = { stdout: pro
   try {
     view = openStorageView(config.storage);
   } catch (e) {
-    if (e instanceof NoStorageError) {
+    if (e instanceof StorageViewError) {
       io.stderr.write(`airlock verify: ${e.message}\n`);
       return EXIT_FAILURE;
     }

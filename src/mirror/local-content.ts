@@ -16,10 +16,11 @@ export interface StorageView {
   close(): void;
 }
 
-export class NoStorageError extends Error {
-  constructor(storage: string) {
-    super(`no airlock storage at ${storage} (no airlock.db): pass --storage DIR or --config FILE naming the mirror's storage`);
-    this.name = 'NoStorageError';
+/** The storage cannot be read: none there, or a database this airlock cannot read. */
+export class StorageViewError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StorageViewError';
   }
 }
 
@@ -29,8 +30,15 @@ export function databasePath(storage: string): string {
 
 export function openStorageView(storage: string): StorageView {
   const path = databasePath(storage);
-  if (!existsSync(path)) throw new NoStorageError(storage);
-  const meta = new SqliteMetadataStore(path, { readonly: true });
+  if (!existsSync(path)) {
+    throw new StorageViewError(`no airlock storage at ${storage} (no airlock.db): pass --storage DIR or --config FILE naming the mirror's storage`);
+  }
+  let meta: SqliteMetadataStore;
+  try {
+    meta = new SqliteMetadataStore(path, { readonly: true });
+  } catch (e) {
+    throw new StorageViewError(`cannot read ${path}: ${(e as Error).message}`);
+  }
   const blobs = new FsBlobStore(storage);
   return {
     content: {
