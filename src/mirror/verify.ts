@@ -115,6 +115,17 @@ async function readBlobText(content: MirrorContent, digest: string): Promise<str
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** The labels of an image config (none when it has none, or is not an image config at all). */
+function imageLabels(configText: string | undefined): Record<string, string> {
+  if (!configText) return {};
+  try {
+    const labels = (JSON.parse(configText) as { config?: { Labels?: unknown } } | null)?.config?.Labels;
+    return typeof labels === 'object' && labels !== null ? (labels as Record<string, string>) : {};
+  } catch {
+    return {};
+  }
+}
+
 /** What the release or catalog at a local reference needs, read from its layers. */
 export async function neededImages(content: MirrorContent, ref: string): Promise<{ kind: 'release' | 'catalog'; needed: NeededImage[] }> {
   const local = parseLocalReference(ref);
@@ -125,11 +136,7 @@ export async function neededImages(content: MirrorContent, ref: string): Promise
   const needed: NeededImage[] = [];
   let kind: 'release' | 'catalog' | undefined;
   for (const image of imageManifests(content, local.repo, record, ref)) {
-    const configText = await readBlobText(content, image.configDigest);
-    const labels = (configText ? ((JSON.parse(configText) as { config?: { Labels?: Record<string, string> } }).config?.Labels ?? {}) : {}) as Record<
-      string,
-      string
-    >;
+    const labels = imageLabels(await readBlobText(content, image.configDigest));
     const files = await readPayloadFiles(
       image.layers.map((digest) => ({ digest, open: () => content.openBlob(digest) })),
       labels[CATALOG_CONFIGS_LABEL] ?? 'configs',
