@@ -4,7 +4,7 @@ import type { CommandOutput } from './io.js';
 import type { ContentSink } from '../mirror/content.js';
 import type { CopyTally } from '../mirror/copy.js';
 import { HttpSink } from '../mirror/http-sink.js';
-import { openStore, StoreSink } from '../mirror/store.js';
+import { openStore, removeOrphanUploads, StoreSink } from '../mirror/store.js';
 
 /**
  * Where import and sync write: a server named by --to; else the storage directory — directly,
@@ -23,6 +23,7 @@ export async function openDestination(options: { storage: string; to?: string; a
   }
   try {
     const store = await openStore(options.storage);
+    await removeOrphanUploads(store);
     const sink = new StoreSink(store, options.storage);
     return {
       sink,
