@@ -79,7 +79,7 @@ export async function runImport(options: ImportOptions): Promise<number> {
   }
   let destination: Awaited<ReturnType<typeof openDestination>>;
   try {
-    destination = await openDestination({ storage: options.storage, to: options.to, authFile: options.authFile, command: 'import' });
+    destination = await openDestination({ storage: options.storage, to: options.to, authFile: options.authFile, command: 'import', dryRun: options.dryRun });
   } catch (e) {
     await source.close();
     throw e;

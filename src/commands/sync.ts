@@ -106,7 +106,7 @@ export async function runSync(options: SyncOptions): Promise<number> {
     sink = dir;
     closeSink = () => dir.close();
   } else {
-    const destination = await openDestination({ storage: options.storage, authFile: options.authFile, command: 'sync' });
+    const destination = await openDestination({ storage: options.storage, authFile: options.authFile, command: 'sync', dryRun: options.dryRun });
     sink = destination.sink;
     closeSink = destination.close;
   }

@@ -96,9 +96,10 @@ export class Copier {
     placement: { tag?: string; top: boolean; origin?: string },
     expectedMediaType?: string,
   ): Promise<void> {
+    const progress = this.options.progress;
+    if (placement.top) progress?.grow(1);
     const manifest = await this.source.manifest(item.srcRepo, reference);
     const parsed = parseManifest(manifest.bytes, manifest.mediaType ?? expectedMediaType);
-    const progress = this.options.progress;
 
     if (parsed.isIndex && placement.top && this.options.filter) {
       // Like `oc image mirror --filter-by-os`: the tag then names the one matching platform image.
