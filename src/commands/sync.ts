@@ -122,6 +122,8 @@ export async function runSync(options: SyncOptions): Promise<number> {
       isMissing: isGoneUpstream,
     });
     await copier.copyAll(items);
+    // A directory keeps what finished even after a failure: the rerun resumes from it.
+    if (!options.dryRun) await sink.flush();
     progress.stop();
     writeSummary(options.stdout, options.dryRun ? 'sync (dry run)' : 'sync', copier.tally, (Date.now() - started) / 1000, options.dryRun);
     return copier.tally.failed.length ? EXIT_FAILURE : EXIT_OK;

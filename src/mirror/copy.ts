@@ -59,6 +59,7 @@ export class Copier {
     private readonly options: CopyOptions = {},
   ) {}
 
+  /** Copies every item (the caller then flushes the sink: a layout writes its index.json then). */
   async copyAll(items: CopyItem[]): Promise<void> {
     const queue = [...items];
     let stop = false;
@@ -80,7 +81,6 @@ export class Copier {
       }
     };
     await Promise.all(Array.from({ length: Math.max(1, this.options.concurrency ?? 1) }, worker));
-    if (!this.options.dryRun) await this.sink.flush();
   }
 
   /** Copies one image (an index with its children, or a single manifest) and records its origin. */

@@ -11,7 +11,7 @@ import { startTestServer, type TestServer } from '../helpers/server.js';
 import { skopeoCopy } from '../helpers/skopeo.js';
 import { tempDirs } from '../e2e/support.js';
 import { writeHtpasswd, basic } from '../security/support.js';
-import { runCli } from '../server/cli.js';
+import { CLI, runCli } from '../server/cli.js';
 import { originsOf } from './support.js';
 
 const tmp = tempDirs('airgap-cli');
@@ -43,6 +43,18 @@ describe('help and usage', () => {
       expect(run.code, args.join(' ')).toBe(2);
       expect(run.stderr, args.join(' ')).toMatch(reason);
     }
+  });
+
+  it('on a terminal, import draws a progress bar with items, bytes, rate and ETA, then the summary', async () => {
+    const src = tmp.make('tty-src');
+    buildOciLayoutImage(src, { tag: 'v1' });
+    const storage = tmp.make('tty-store');
+    // script(1) gives the command a pseudo-terminal, as a person's shell would.
+    const { execFileSync } = await import('node:child_process');
+    const command = [process.execPath, CLI, 'import', src, '--prefix', 'tty/app', '--storage', storage].map((a) => `'${a}'`).join(' ');
+    const out = execFileSync('script', ['-qec', command, '/dev/null'], { encoding: 'utf8', timeout: 60_000 });
+    expect(out).toMatch(/import \[[█░]+\] 100% \| 9\/9 items \| 5\.\d KiB\/5\.\d KiB \| [\d.]+ (B|KiB)\/s \| ETA/);
+    expect(out).toMatch(/import: 1 image\(s\); 3 manifest\(s\), 6 blob\(s\)/);
   });
 
   it('export of something the store does not hold exits 1 naming it', async () => {
