@@ -27,7 +27,12 @@ let upstream: Distribution;
 beforeAll(async () => {
   srcDir = tmp.make('src');
   // Incompressible layers big enough that a kill lands in the middle of the transfer.
-  images = Array.from({ length: IMAGES }, (_, i) => buildOciLayoutImage(srcDir, { tag: `v${i}`, layerBytes: 6 * 1024 * 1024, layersPerImage: 2 }));
+  images = [];
+  for (let i = 0; i < IMAGES; i++) {
+    images.push(buildOciLayoutImage(srcDir, { tag: `v${i}`, layerBytes: 4 * 1024 * 1024, layersPerImage: 2 }));
+    // Generating is synchronous: let the test runner's own messages through between images.
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
   upstream = await startDistribution();
   for (const image of images) await skopeoCopy(image.ociRef, `docker://${upstream.host}/big/app:${image.tag}`, { destInsecure: true });
 }, 300_000);
