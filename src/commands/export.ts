@@ -58,6 +58,8 @@ export async function runExport(options: ExportOptions): Promise<number> {
     // A tar is written front to back: one image at a time.
     const copier = new Copier(new StoreSource(store, options.storage), sink, { progress, filter: options.filter, exclude, concurrency: 1, stopOnFailure: true });
     await copier.copyAll(items);
+    // A tar with an image missing must not look finished: it stays .partial and is removed.
+    if (!(copier.tally.failed.length && sink instanceof LayoutTarSink)) await sink.flush();
     progress.stop();
     writeSummary(options.stdout, 'export', copier.tally, (Date.now() - started) / 1000);
     if (exclude) options.stdout.write(`left out blobs carried by ${options.since}\n`);

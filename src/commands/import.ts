@@ -79,7 +79,7 @@ export async function runImport(options: ImportOptions): Promise<number> {
   }
   let destination: Awaited<ReturnType<typeof openDestination>>;
   try {
-    destination = await openDestination({ storage: options.storage, to: options.to, authFile: options.authFile, command: 'import' });
+    destination = await openDestination({ storage: options.storage, to: options.to, authFile: options.authFile, command: 'import', dryRun: options.dryRun });
   } catch (e) {
     await source.close();
     throw e;
@@ -89,7 +89,10 @@ export async function runImport(options: ImportOptions): Promise<number> {
     const sink = destination.sink;
     const copier = new Copier(source, sink, { progress, dryRun: options.dryRun, concurrency: 2 });
     await copier.copyAll(items);
-    if (!options.dryRun) for (const [local, origin] of options.maps ?? []) await sink.setOrigin(local, origin);
+    if (!options.dryRun) {
+      for (const [local, origin] of options.maps ?? []) await sink.setOrigin(local, origin);
+      await sink.flush();
+    }
     progress.stop();
     writeSummary(options.stdout, options.dryRun ? 'import (dry run)' : 'import', copier.tally, (Date.now() - started) / 1000, options.dryRun);
     return copier.tally.failed.length ? EXIT_FAILURE : EXIT_OK;

@@ -4,25 +4,26 @@ import type { CommandOutput } from './io.js';
 import type { ContentSink } from '../mirror/content.js';
 import type { CopyTally } from '../mirror/copy.js';
 import { HttpSink } from '../mirror/http-sink.js';
-import { openStore, StoreSink } from '../mirror/store.js';
+import { openStore, removeOrphanUploads, StoreSink } from '../mirror/store.js';
 
 /**
  * Where import and sync write: a server named by --to; else the storage directory — directly,
  * under its lock, when nobody holds it, or through the server that holds it (which must see the
  * new content at once, not serve a stale view of a store changed behind its back).
  */
-export async function openDestination(options: { storage: string; to?: string; authFile?: string; command: string }): Promise<{ sink: ContentSink; close(): Promise<void> }> {
+export async function openDestination(options: { storage: string; to?: string; authFile?: string; command: string; dryRun?: boolean }): Promise<{ sink: ContentSink; close(): Promise<void> }> {
   if (options.to !== undefined) {
-    const sink = new HttpSink(options.to, { authFile: options.authFile });
+    const sink = new HttpSink(options.to, { authFile: options.authFile, dryRun: options.dryRun });
     return { sink, close: () => sink.close() };
   }
   const target = claimStorage(options.storage, options.command);
   if (target.kind === 'server') {
-    const sink = new HttpSink(target.url, { authFile: options.authFile, loopback: true });
+    const sink = new HttpSink(target.url, { authFile: options.authFile, loopback: true, dryRun: options.dryRun });
     return { sink, close: () => sink.close() };
   }
   try {
     const store = await openStore(options.storage);
+    await removeOrphanUploads(store);
     const sink = new StoreSink(store, options.storage);
     return {
       sink,

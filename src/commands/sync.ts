@@ -106,7 +106,7 @@ export async function runSync(options: SyncOptions): Promise<number> {
     sink = dir;
     closeSink = () => dir.close();
   } else {
-    const destination = await openDestination({ storage: options.storage, authFile: options.authFile, command: 'sync' });
+    const destination = await openDestination({ storage: options.storage, authFile: options.authFile, command: 'sync', dryRun: options.dryRun });
     sink = destination.sink;
     closeSink = destination.close;
   }
@@ -122,6 +122,8 @@ export async function runSync(options: SyncOptions): Promise<number> {
       isMissing: isGoneUpstream,
     });
     await copier.copyAll(items);
+    // A directory keeps what finished even after a failure: the rerun resumes from it.
+    if (!options.dryRun) await sink.flush();
     progress.stop();
     writeSummary(options.stdout, options.dryRun ? 'sync (dry run)' : 'sync', copier.tally, (Date.now() - started) / 1000, options.dryRun);
     return copier.tally.failed.length ? EXIT_FAILURE : EXIT_OK;

@@ -59,6 +59,7 @@ export class Copier {
     private readonly options: CopyOptions = {},
   ) {}
 
+  /** Copies every item (the caller then flushes the sink: a layout writes its index.json then). */
   async copyAll(items: CopyItem[]): Promise<void> {
     const queue = [...items];
     let stop = false;
@@ -80,7 +81,6 @@ export class Copier {
       }
     };
     await Promise.all(Array.from({ length: Math.max(1, this.options.concurrency ?? 1) }, worker));
-    if (!this.options.dryRun) await this.sink.flush();
   }
 
   /** Copies one image (an index with its children, or a single manifest) and records its origin. */
@@ -96,9 +96,10 @@ export class Copier {
     placement: { tag?: string; top: boolean; origin?: string },
     expectedMediaType?: string,
   ): Promise<void> {
+    const progress = this.options.progress;
+    if (placement.top) progress?.grow(1);
     const manifest = await this.source.manifest(item.srcRepo, reference);
     const parsed = parseManifest(manifest.bytes, manifest.mediaType ?? expectedMediaType);
-    const progress = this.options.progress;
 
     if (parsed.isIndex && placement.top && this.options.filter) {
       // Like `oc image mirror --filter-by-os`: the tag then names the one matching platform image.

@@ -11,6 +11,8 @@ export interface HttpSinkOptions {
    * the public host, so it is not verified (as askServer does).
    */
   loopback?: boolean;
+  /** Only look: never open an upload session. */
+  dryRun?: boolean;
 }
 
 export class PushError extends Error {}
@@ -26,6 +28,9 @@ export class HttpSink implements ContentSink {
   private readonly base: URL;
   private readonly agent: Dispatcher;
   private readonly authorization: string | undefined;
+  private readonly dryRun: boolean;
+  /** Upload sessions opened by hasBlob's mount attempt, used by the putBlob that follows. */
+  private readonly sessions = new Map<string, string>();
 
   constructor(url: string, options: HttpSinkOptions = {}) {
     this.base = new URL(url.endsWith('/') ? url : `${url}/`);
@@ -33,6 +38,7 @@ export class HttpSink implements ContentSink {
     this.agent = new Agent({ connect: { rejectUnauthorized: !options.loopback }, headersTimeout: 0, bodyTimeout: 0 });
     const creds = options.authFile ? credentialsForHost(loadPullSecret(options.authFile), this.base.host) : undefined;
     this.authorization = creds && `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
+    this.dryRun = options.dryRun ?? false;
   }
 
   private async call(method: Dispatcher.HttpMethod, path: string, options: { body?: Buffer | Readable | string; headers?: Record<string, string> } = {}) {
@@ -49,20 +55,37 @@ export class HttpSink implements ContentSink {
     throw new PushError(`${this.description}: ${what} answered ${answer.status}${hint}: ${answer.text.slice(0, 300)}`);
   }
 
+  /**
+   * Asks with a mount from the repository itself: 201 only when the server holds the blob *here*.
+   * A HEAD would not do: in a repository under a pull-through upstream it answers from upstream.
+   * The 202 session that a miss opens is kept for the upload that follows.
+   */
   async hasBlob(repo: string, digest: string): Promise<boolean> {
-    const answer = await this.call('HEAD', `v2/${repo}/blobs/${digest}`);
-    if (answer.status === 200) return true;
-    if (answer.status === 404) return false;
-    this.fail(`HEAD blob ${repo}@${digest}`, answer);
+    if (this.dryRun) {
+      const answer = await this.call('HEAD', `v2/${repo}/blobs/${digest}`);
+      return answer.status === 200;
+    }
+    const answer = await this.call('POST', `v2/${repo}/blobs/uploads/?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(repo)}`);
+    if (answer.status === 201) return true;
+    if (answer.status === 202) {
+      this.sessions.set(`${repo}@${digest}`, String(answer.headers.location));
+      return false;
+    }
+    this.fail(`checking blob ${repo}@${digest}`, answer);
   }
 
   async putBlob(repo: string, digest: string, size: number | undefined, stream: Readable): Promise<void> {
-    const started = await this.call('POST', `v2/${repo}/blobs/uploads/`);
-    if (started.status !== 202) {
-      stream.destroy();
-      this.fail(`starting an upload to ${repo}`, started);
+    let session = this.sessions.get(`${repo}@${digest}`);
+    this.sessions.delete(`${repo}@${digest}`);
+    if (session === undefined) {
+      const started = await this.call('POST', `v2/${repo}/blobs/uploads/`);
+      if (started.status !== 202) {
+        stream.destroy();
+        this.fail(`starting an upload to ${repo}`, started);
+      }
+      session = String(started.headers.location);
     }
-    const location = new URL(String(started.headers.location), this.base);
+    const location = new URL(session, this.base);
     location.searchParams.set('digest', digest);
     const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
     if (size !== undefined) headers['content-length'] = String(size);
@@ -70,11 +93,13 @@ export class HttpSink implements ContentSink {
     if (done.status !== 201) this.fail(`uploading blob ${digest} to ${repo}`, done);
   }
 
-  async hasManifest(repo: string, digest: string): Promise<boolean> {
-    const answer = await this.call('HEAD', `v2/${repo}/manifests/${digest}`, { headers: { accept: '*/*' } });
-    if (answer.status === 200) return true;
-    if (answer.status === 404) return false;
-    this.fail(`HEAD manifest ${repo}@${digest}`, answer);
+  /**
+   * Always "not yet": a HEAD in a repository under a pull-through upstream answers from upstream,
+   * so the walk goes on to the blobs (each a cheap mount check) and manifests are PUT again — they
+   * are small, and a PUT of a stored manifest changes nothing.
+   */
+  async hasManifest(): Promise<boolean> {
+    return false;
   }
 
   async putManifest(repo: string, digest: string, bytes: Buffer, mediaType: string, placement: ManifestPlacement): Promise<void> {

@@ -21,6 +21,21 @@ export async function openStore(storage: string): Promise<OpenedStore> {
   return { blobs, meta, close: () => meta.close() };
 }
 
+/**
+ * Removes upload files no session owns: under the storage lock nothing else writes there, so they
+ * are what a killed import or sync left half-written (client upload sessions, which have a record,
+ * stay for their clients to resume).
+ */
+export async function removeOrphanUploads(store: OpenedStore): Promise<number> {
+  let removed = 0;
+  for (const id of await store.blobs.listUploads()) {
+    if (store.meta.getUpload(id)) continue;
+    await store.blobs.removeUpload(id);
+    removed++;
+  }
+  return removed;
+}
+
 const WRITE_BATCH = 1024 * 1024;
 
 /**

@@ -13,6 +13,7 @@ import { startTestServer } from '../helpers/server.js';
 import { readOciLayoutIndex, skopeoCopy } from '../helpers/skopeo.js';
 import { expectImageStored, fetchBlob, fetchManifest, fetchTags, ociLayoutBlobs, tempDirs } from '../e2e/support.js';
 import { runCli } from '../server/cli.js';
+import { SqliteMetadataStore } from '../../src/storage/metadata.js';
 import { expectStoreIntact, originsOf, pullWithSkopeo } from './support.js';
 
 const tmp = tempDirs('airgap-sync');
@@ -85,6 +86,29 @@ describe('sync into the store', () => {
       await expectImageStored(srv.url, 'ocp4/openshift-release-dev/ocp-release', '4.15', release, ociLayoutBlobs(srcDir));
       await srv.server.close();
       expect(originsOf(srv.storage)).toEqual({ 'ocp4/openshift-release-dev/ocp-release': `${upstream.host}/openshift-release-dev/ocp-release` });
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('through a server whose pull-through upstream covers the same repositories, content is stored, not taken for present upstream', async () => {
+    const srv = await startTestServer({ upstreams: [{ prefix: local, url: upstream.url, insecure: true }] });
+    try {
+      const run = await cli(['sync', releaseRef(), '--insecure', '--storage', srv.storage]);
+      expect(run.code, run.stderr + run.stdout).toBe(0);
+      expect(run.stdout).toMatch(/sync: 1 image\(s\); 3 manifest\(s\), 6 blob\(s\)/);
+      await expectImageStored(srv.url, `${local}/openshift-release-dev/ocp-release`, '4.15', release, ociLayoutBlobs(srcDir));
+      await srv.server.close();
+      // Stored as the server's own content (pushed, never evicted), not as a cached pull-through copy.
+      const meta = new SqliteMetadataStore(join(srv.storage, 'airlock.db'));
+      try {
+        const repo = `${local}/openshift-release-dev/ocp-release`;
+        expect(meta.getTag(repo, '4.15')).toMatchObject({ digest: release.indexDigest, cached: false });
+        for (const digest of release.blobDigests) expect(meta.linkedBlobSize(repo, digest)).toBeGreaterThan(0);
+        expect(meta.cachedOnlyBytes()).toBe(0);
+      } finally {
+        meta.close();
+      }
     } finally {
       await srv.close();
     }
