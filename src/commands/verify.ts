@@ -24,7 +24,9 @@ Each image is resolved the way CRI-O resolves it through mirror sets: those in -
 prints it, the imageContentSourcePolicy.yaml oc adm catalog mirror writes, an install-config's
 imageContentSources, or a registries.conf), else airlock's own (see airlock mirrorsets). The
 mirror's host in the file is taken to be this airlock; its repository path is looked up here.
-Then this mirror must hold the manifest there, every child of an index, and every blob.
+Then this mirror must hold the manifest there, every child of an index, and every blob. When
+REF's repository has a recorded origin (sync, import --map), REF itself is checked under that name
+too (origin@digest), as an upgrade pulls the release image through the same mirror sets.
 
 Each missing or unresolvable image is printed with the reason; --json prints one JSON document
 instead. The storage is only read (a running server may hold it).
@@ -101,7 +103,9 @@ export async function verifyCommand(args: string[], io: VerifyIo = { stdout: pro
   }
   try {
     // airlock's own rules name local repositories directly (host ""): nothing to strip.
-    const rules = fileRules ?? mergeRules(airlockRulesForHost(config.upstreams, view.origins(), '', 'all'));
+    const origins = view.origins();
+    const rules = fileRules ?? mergeRules(airlockRulesForHost(config.upstreams, origins, '', 'all'));
+    const selfOrigin = origins.find((o) => o.repo === parseLocalReference(ref)!.repo)?.origin;
     const toLocal = fileRules ? stripRegistryHost : (repository: string) => repository;
     const progress = createProgress({ label: 'verify', output: io.stderr });
     let report: VerifyReport;
@@ -109,6 +113,7 @@ export async function verifyCommand(args: string[], io: VerifyIo = { stdout: pro
       report = await verifyPayload(view.content, ref, {
         rules,
         toLocal,
+        selfOrigin,
         onPlan: (images) => {
           progress.grow(images);
           progress.note(`verify ${ref}: ${images} image(s) needed, resolved through ${describeRules(values.mirrorsets, rules)}`);

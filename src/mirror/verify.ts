@@ -67,6 +67,8 @@ export interface VerifyOptions {
   rules: readonly MirrorRule[];
   /** The local repository a mirror repository names (drops the host of a cluster's mirror location). */
   toLocal: (repository: string) => string;
+  /** The recorded origin of REF's repository: the image itself is then needed under that name too. */
+  selfOrigin?: string;
   /** Told how many images there are, then about each one checked. */
   onPlan?: (images: number) => void;
   onChecked?: (image: NeededImage, bytes: number, missing: MissingImage | undefined) => void;
@@ -127,7 +129,11 @@ function imageLabels(configText: string | undefined): Record<string, string> {
 }
 
 /** What the release or catalog at a local reference needs, read from its layers. */
-export async function neededImages(content: MirrorContent, ref: string): Promise<{ kind: 'release' | 'catalog'; needed: NeededImage[] }> {
+export async function neededImages(
+  content: MirrorContent,
+  ref: string,
+  selfOrigin?: string,
+): Promise<{ kind: 'release' | 'catalog'; needed: NeededImage[] }> {
   const local = parseLocalReference(ref);
   if (!local) throw new VerifyError(`"${ref}" is not a local reference: use repo:tag or repo@sha256:…`);
   const record = content.manifest(local.repo, local.reference);
@@ -158,6 +164,9 @@ export async function neededImages(content: MirrorContent, ref: string): Promise
         'nor a file-based operator catalog (no olm.bundle entries under /configs)',
     );
   }
+  // The image itself, under the name clusters know it by (an upgrade pulls
+  // quay.io/openshift-release-dev/ocp-release@sha256:… through the same mirror sets).
+  if (selfOrigin) needed.unshift({ reference: `${selfOrigin}@${record.digest}`, neededBy: `the ${kind} image itself` });
   // Each image once, named by what first needed it (a component shared by arches, an image related to many bundles).
   const seen = new Map<string, NeededImage>();
   for (const n of needed) if (!seen.has(n.reference)) seen.set(n.reference, n);
@@ -223,7 +232,7 @@ async function checkNeeded(content: MirrorContent, image: NeededImage, options: 
 
 /** Checks every image the release or catalog at `ref` needs. */
 export async function verifyPayload(content: MirrorContent, ref: string, options: VerifyOptions): Promise<VerifyReport> {
-  const { kind, needed } = await neededImages(content, ref).catch((e: unknown) => {
+  const { kind, needed } = await neededImages(content, ref, options.selfOrigin).catch((e: unknown) => {
     if (e instanceof PayloadError) throw new VerifyError(`cannot read ${ref}: ${e.message}`);
     throw e;
   });

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify as toYaml } from 'yaml';
 import { SqliteMetadataStore } from '../../src/storage/metadata.js';
-import { ART_DEV, buildSyntheticCatalog, buildSyntheticRelease, type SyntheticCatalog, type SyntheticRelease } from '../helpers/payloads.js';
+import { ART_DEV, RELEASE_REPO, buildSyntheticCatalog, buildSyntheticRelease, type SyntheticCatalog, type SyntheticRelease } from '../helpers/payloads.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { pushManifest } from '../helpers/http.js';
 import { skopeoCopy } from '../helpers/skopeo.js';
@@ -52,15 +52,15 @@ function writeFile(name: string, text: string): string {
   return path;
 }
 
-/** What `oc adm release mirror --to=mirror.example.com:5000/ocp4/openshift4` prints for the cluster. */
-function releaseIdms(): string {
+/** What `oc adm release mirror --to=mirror.example.com:5000/ocp4/openshift4 --to-release-image=…/ocp4/release:…` prints for the cluster. */
+function releaseIdms(options: { withRelease: boolean } = { withRelease: true }): string {
   return toYaml({
     apiVersion: 'config.openshift.io/v1',
     kind: 'ImageDigestMirrorSet',
     metadata: { name: 'release' },
     spec: {
       imageDigestMirrors: [
-        { source: 'quay.io/openshift-release-dev/ocp-release', mirrors: [`${HOST}/ocp4/openshift4`] },
+        ...(options.withRelease ? [{ source: 'quay.io/openshift-release-dev/ocp-release', mirrors: [`${HOST}/ocp4/release`] }] : []),
         { source: 'quay.io/openshift-release-dev/ocp-v4.0-art-dev', mirrors: [`${HOST}/ocp4/openshift4`] },
       ],
     },
@@ -87,6 +87,7 @@ beforeAll(async () => {
   const storage = tmp.make('storage');
   const meta = new SqliteMetadataStore(join(storage, 'airlock.db'));
   meta.setOrigin(PAYLOAD_REPO, ART_DEV);
+  meta.setOrigin('ocp4/release', RELEASE_REPO);
   meta.close();
   srv = await startTestServer({ storage });
   configFile = writeFile('airlock.yaml', toYaml({ storage }));
@@ -105,19 +106,20 @@ afterAll(async () => {
 describe('airlock verify of a complete mirror', () => {
   it('a release: every component found through airlock’s own mirror sets, exit 0', async () => {
     const r = await verify([RELEASE_REF]);
-    expect(r.stderr).toContain(`verify ${RELEASE_REF}: 5 image(s) needed, resolved through airlock's own mirror sets`);
+    // Five components, and the release image itself under its recorded origin (what an upgrade pulls).
+    expect(r.stderr).toContain(`verify ${RELEASE_REF}: 6 image(s) needed, resolved through airlock's own mirror sets`);
     expect(r.stdout).not.toContain('MISSING');
-    expect(r.stdout).toMatch(/^verify ocp4\/release:4\.16\.0-x86_64 \(release\): 5 of 5 images complete, 0 missing; checked \d+ manifests, \d+ blobs/m);
+    expect(r.stdout).toMatch(/^verify ocp4\/release:4\.16\.0-x86_64 \(release\): 6 of 6 images complete, 0 missing; checked \d+ manifests, \d+ blobs/m);
     expect(r.code).toBe(0);
   });
 
   it('--json: the same for scripts, counting every manifest and blob of the multi-arch components', async () => {
     const { code, json } = await verifyJson([RELEASE_REF]);
     expect(code).toBe(0);
-    expect(json).toMatchObject({ ok: true, kind: 'release', images: 5, complete: 5, missing: [] });
-    // 3 multi-arch components (index + 3 children) and 2 single manifests.
-    expect(json.manifests).toBe(3 * 4 + 2);
-    const blobs = new Set(release.components.flatMap((c) => c.built.blobDigests));
+    expect(json).toMatchObject({ ok: true, kind: 'release', images: 6, complete: 6, missing: [] });
+    // 3 multi-arch components (index + 3 children), 2 single manifests, the release image.
+    expect(json.manifests).toBe(3 * 4 + 2 + 1);
+    const blobs = new Set([...release.components.flatMap((c) => c.built.blobDigests), release.release.configDigest, ...release.release.layerDigests]);
     expect(json.blobs).toBe(blobs.size);
   });
 
@@ -126,6 +128,20 @@ describe('airlock verify of a complete mirror', () => {
     const r = await verify([`ocp4/release@${release.release.digest}`, '--mirrorsets', file]);
     expect(r.stderr).toContain(`resolved through the 2 mirror set source(s) in ${file}`);
     expect(r.code).toBe(0);
+  });
+
+  it('an IDMS without the release repository: the release image itself is what a cluster would miss', async () => {
+    const file = writeFile('release-idms-no-release.yaml', releaseIdms({ withRelease: false }));
+    const { code, json } = await verifyJson([RELEASE_REF, '--mirrorsets', file]);
+    expect(code).toBe(1);
+    expect(json.missing).toEqual([
+      {
+        reference: `${RELEASE_REPO}@${release.release.digest}`,
+        neededBy: 'the release image itself',
+        reason: 'unmapped',
+        message: `no mirror set covers ${RELEASE_REPO}: a cluster would pull it from its source`,
+      },
+    ]);
   });
 
   it('the release through the registries.conf `airlock mirrorsets` writes', async () => {
@@ -154,7 +170,7 @@ describe('airlock verify of a complete mirror', () => {
     expect(put.status).toBe(201);
     const { code, json } = await verifyJson(['ocp4/release:4.16.0-multi']);
     expect(code).toBe(0);
-    expect(json).toMatchObject({ ok: true, kind: 'release', images: 7, complete: 7 });
+    expect(json).toMatchObject({ ok: true, kind: 'release', images: 8, complete: 8 });
   });
 
   it('a file-based catalog: every bundle and related image, through the ICSP `oc adm catalog mirror` writes', async () => {
@@ -218,7 +234,7 @@ describe('airlock verify names exactly what a cluster would miss', () => {
     expect(lines).toEqual([
       `MISSING ${console_.reference} (component console): blob ${layer} of manifest ${console_.built.indexDigest} is not in ${PAYLOAD_REPO}`,
     ]);
-    expect(r.stdout).toContain('4 of 5 images complete, 1 missing');
+    expect(r.stdout).toContain('5 of 6 images complete, 1 missing');
   });
 });
 
