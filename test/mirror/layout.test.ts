@@ -88,6 +88,7 @@ describe('import of a layout skopeo wrote', () => {
     const run = await cli(['import', skopeoDir, '--prefix', 'dry/run', '--dry-run', '--storage', storage]);
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toMatch(/import \(dry run\): 1 image\(s\); would copy 1 manifest\(s\), 3 blob\(s\)/);
+    expect(run.stderr).toMatch(/would copy .* \(latest\) → dry\/run:latest/);
     const srv = await startTestServer({ storage });
     try {
       expect((await fetchManifest(srv.url, 'dry/run', 'latest')).status).toBe(404);
