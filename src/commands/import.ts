@@ -14,8 +14,9 @@ export const IMPORT_HELP = `Usage: airlock import SOURCE [--prefix P] [--map LOC
                       [--authfile F] [--config FILE] [--storage DIR]
 
 Imports the images of SOURCE into airlock. SOURCE is detected by itself:
-  - an OCI image layout (oci-layout, index.json, blobs/sha256/…) as a directory, a .tar or a .tar.gz,
-    as written by \`airlock export\`, \`airlock sync --to-dir\` or \`skopeo copy … oci:DIR:TAG\`.
+  - an OCI image layout (oci-layout, index.json, blobs/sha256/…) as a directory, a .tar (read in
+    place) or a .tar.gz (extracted to $TMPDIR first: it needs that much room), as written by
+    \`airlock export\`, \`airlock sync --to-dir\` or \`skopeo copy … oci:DIR:TAG\`.
     An airlock export restores its repositories, tags, tagless images and origins by itself; a bare
     tag (skopeo) lands in the repository --prefix names.
   - the v2/ tree that \`oc image mirror --dir\`, \`oc adm release mirror --to-dir\` and

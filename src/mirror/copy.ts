@@ -87,6 +87,10 @@ export class Copier {
   async copyImage(item: CopyItem): Promise<void> {
     await this.copyManifest(item, item.reference, { tag: item.tag, top: true, origin: item.origin });
     if (item.origin && !this.options.dryRun) await this.sink.setOrigin(item.destRepo, item.origin);
+    if (this.options.dryRun) {
+      const target = item.tag !== undefined ? `${item.destRepo}:${item.tag}` : `${item.destRepo}@${item.reference}`;
+      this.options.progress?.note(`would copy ${item.label} → ${target}`);
+    }
     this.tally.images++;
   }
 

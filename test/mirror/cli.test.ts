@@ -111,6 +111,26 @@ describe('import --to an airlock under auth:', () => {
     await srv.restart();
   });
 
+  it('PUT /api/v1/origins needs push on every repository named, and a well-formed body', async () => {
+    const put = (auth: string | undefined, body: unknown) =>
+      fetch(`${srv.url}/api/v1/origins`, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/json', ...(auth ? { authorization: auth } : {}) },
+        body: JSON.stringify(body),
+      });
+    const origins = { origins: [{ repo: 'team/x', origin: 'quay.io/team/x' }] };
+    expect((await put(undefined, origins)).status).toBe(401);
+    const denied = await put(basic('reader', 'r-pass'), origins);
+    expect(denied.status).toBe(403);
+    expect(((await denied.json()) as { errors: { code: string }[] }).errors[0]!.code).toBe('DENIED');
+    const bad = await put(basic('writer', 'w-pass'), { origins: [{ repo: 'Not/Valid', origin: 'x' }] });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { errors: { message: string }[] }).errors[0]!.message).toMatch(/expected \{"origins"/);
+    const ok = await put(basic('writer', 'w-pass'), origins);
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toEqual({ recorded: 1 });
+  });
+
   it('is refused for a user who may only pull, with a hint, and nothing lands', async () => {
     const run = await cli(['import', layout, '--prefix', 'team/other', '--to', srv.url, '--authfile', authfile('reader', 'r-pass')]);
     expect(run.code).toBe(1);

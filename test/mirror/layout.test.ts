@@ -88,6 +88,7 @@ describe('import of a layout skopeo wrote', () => {
     const run = await cli(['import', skopeoDir, '--prefix', 'dry/run', '--dry-run', '--storage', storage]);
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toMatch(/import \(dry run\): 1 image\(s\); would copy 1 manifest\(s\), 3 blob\(s\)/);
+    expect(run.stderr).toMatch(/would copy .* \(latest\) → dry\/run:latest/);
     const srv = await startTestServer({ storage });
     try {
       expect((await fetchManifest(srv.url, 'dry/run', 'latest')).status).toBe(404);
@@ -157,6 +158,20 @@ describe('export → import into a fresh airlock', () => {
     const importedGz = await cli(['import', gz, '--storage', fromGz]);
     expect(importedGz.code, importedGz.stderr + importedGz.stdout).toBe(0);
     await expectRestored(fromGz);
+  });
+
+  it('--filter-by-os exports one platform: the tag names its manifest, the other platform stays behind', async () => {
+    const out = join(tmp.make('export-filter'), 'layout');
+    const run = await cli(['export', 'ocp4/openshift/release:4.15', '--filter-by-os', 'linux/amd64', '--to', out, '--storage', source.storage]);
+    expect(run.code, run.stderr + run.stdout).toBe(0);
+    expect(run.stdout).toMatch(/skipped 1 platform image\(s\): not matching --filter-by-os/);
+    const amd = release.images.find((i) => i.platform.architecture === 'amd64')!;
+    const arm = release.images.find((i) => i.platform.architecture === 'arm64')!;
+    expect(readOciLayoutIndex(out).manifests.map((e) => e.digest)).toEqual([amd.manifestDigest]);
+    const blobs = new Set(listBlobsOfOciLayout(out).map((b) => b.digest));
+    for (const layer of amd.layers) expect(blobs.has(layer.digest)).toBe(true);
+    for (const layer of arm.layers) expect(blobs.has(layer.digest)).toBe(false);
+    expect(blobs.has(release.indexDigest)).toBe(false);
   });
 
   it('a second export --since carries only the blobs the first did not, and imports on top of it', async () => {
