@@ -103,7 +103,8 @@ function parseRegistriesConf(text: string, file: string): MirrorRule[] {
 
 /** The mirror rules a file states, whichever of the supported forms it is in. */
 export function parseMirrorSetFile(text: string, file: string): MirrorRule[] {
-  const looksToml = /^\s*\[\[\s*registry\s*\]\]/m.test(text) || /^\s*[a-z-]+\s*=/m.test(text);
+  // registries.conf by its name or its [[registry]] tables; everything else is read as YAML.
+  const looksToml = /\.(conf|toml)$/i.test(file) || /^\s*\[\[\s*registry\s*\]\]/m.test(text);
   const rules = looksToml ? parseRegistriesConf(text, file) : parseYamlRules(text, file);
   if (!rules.length) {
     throw new MirrorSetFileError(
