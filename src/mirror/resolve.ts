@@ -40,10 +40,6 @@ export function parseImageReference(text: string): ImageReference | undefined {
   return { name, tag, digest };
 }
 
-export function formatReference(ref: ImageReference): string {
-  return ref.digest ? `${ref.name}@${ref.digest}` : `${ref.name}:${ref.tag}`;
-}
-
 /** containers/image: a prefix matches at the start of the name, followed by nothing, `/`, `:` or `@`. */
 function prefixMatches(prefix: string, name: string): boolean {
   if (!name.startsWith(prefix)) return false;
