@@ -118,7 +118,11 @@ export async function verifyCommand(args: string[], io: VerifyIo = { stdout: pro
           progress.grow(images);
           progress.note(`verify ${ref}: ${images} image(s) needed, resolved through ${describeRules(values.mirrorsets, rules)}`);
         },
-        onChecked: (_image, bytes) => progress.advance(1, bytes),
+        // The bytes to check are only known image by image: the total grows with them.
+        onChecked: (_image, bytes) => {
+          progress.grow(0, bytes);
+          progress.advance(1, bytes);
+        },
       });
     } finally {
       progress.stop();

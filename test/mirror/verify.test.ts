@@ -13,7 +13,7 @@ import { startTestServer, type TestServer } from '../helpers/server.js';
 import { pushManifest } from '../helpers/http.js';
 import { skopeoCopy } from '../helpers/skopeo.js';
 import { call, tempDirs } from '../pullthrough/support.js';
-import { runCli } from '../server/cli.js';
+import { CLI, runCli } from '../server/cli.js';
 import { pushByDigest, pushTagged } from './payload-push.js';
 
 const tmp = tempDirs('verify');
@@ -121,6 +121,15 @@ describe('airlock verify of a complete mirror', () => {
     expect(json.manifests).toBe(3 * 4 + 2 + 1);
     const blobs = new Set([...release.components.flatMap((c) => c.built.blobDigests), release.release.configDigest, ...release.release.layerDigests]);
     expect(json.blobs).toBe(blobs.size);
+  });
+
+  it('on a terminal: a progress bar with items, bytes, rate and ETA, then the summary', async () => {
+    // script(1) gives the command a pseudo-terminal, as a person's shell would.
+    const { execFileSync } = await import('node:child_process');
+    const command = [process.execPath, CLI, 'verify', RELEASE_REF, '--config', configFile].map((a) => `'${a}'`).join(' ');
+    const out = execFileSync('script', ['-qec', command, '/dev/null'], { encoding: 'utf8', timeout: 60_000 });
+    expect(out).toMatch(/verify \[[█░]+\] 100% \| 6\/6 items \| [\d.]+ KiB\/[\d.]+ KiB \| [\d.]+ (B|KiB|MiB)\/s \| ETA/);
+    expect(out).toContain('6 of 6 images complete, 0 missing');
   });
 
   it('the release by digest, through the IDMS `oc adm release mirror` prints for the cluster', async () => {
