@@ -14,6 +14,7 @@ import { ManifestCache } from '../registry/manifest-cache.js';
 import { Registry } from '../registry/registry.js';
 import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
+import { airlockMirrorSetDocument } from '../mirror/mirror-set-documents.js';
 import { openAccess } from './access.js';
 import { createApp } from './app.js';
 import { listen } from './listen.js';
@@ -105,6 +106,7 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       stats,
       metrics: createPrometheusRegistry(stats),
       readiness: () => meta.ping(),
+      mirrorSets: (format, host) => airlockMirrorSetDocument(format, config.upstreams, meta.listOrigins(), { host, insecure: !config.tls }),
     });
     const listening = await listen(app, config, log);
     closers.push(() => listening.close());
