@@ -12,6 +12,8 @@ Usage:
   airlock serve [--config FILE] [--listen HOST:PORT] [--storage DIR] [--log-level LEVEL]
   airlock user add NAME [--htpasswd FILE | --config FILE] [--password-stdin]
   airlock cert --host NAME [--host NAME…] [--ip ADDR…] --out DIR [--days N] [--port PORT]
+  airlock fsck [--repair] [--json] [--config FILE | --storage DIR] [--authfile FILE]
+  airlock backup DIR [--config FILE | --storage DIR] [--authfile FILE]
   airlock --help | --version
 
 serve      Run the registry. Config comes from FILE (default config/airlock.yaml, or $AIRLOCK_CONFIG;
@@ -23,6 +25,10 @@ user add   Add or update a user (bcrypt) in the htpasswd file: --htpasswd FILE, 
 cert       Write ca.crt/ca.key and server.crt/server.key (with Subject Alternative Names for every
            --host and --ip) into DIR, and print how to make clients and clusters trust the CA.
            An existing ca.crt/ca.key in DIR is reused.
+fsck       Check the store (every blob re-hashed, rows against files, manifests' references);
+           --repair fixes what is safe. Exit 1 when something is wrong. \`airlock fsck --help\`.
+backup     Write a consistent copy of the store into DIR while it runs (blobs hard-linked when on
+           the same filesystem); \`airlock serve --storage DIR\` runs from it. \`airlock backup --help\`.
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad configuration.
 `;
@@ -123,7 +129,17 @@ async function cert(args: string[]): Promise<number> {
   return runCert({ hosts: values.host ?? [], ips: values.ip ?? [], outDir: values.out, days, port, stdout: process.stdout, stderr: process.stderr });
 }
 
-const COMMANDS: Record<string, Command> = { serve, user, cert };
+async function fsckCmd(args: string[]): Promise<number> {
+  const { fsckCommand } = await import('./commands/fsck.js');
+  return fsckCommand(args, { stdout: process.stdout, stderr: process.stderr });
+}
+
+async function backupCmd(args: string[]): Promise<number> {
+  const { backupCommand } = await import('./commands/backup.js');
+  return backupCommand(args, { stdout: process.stdout, stderr: process.stderr });
+}
+
+const COMMANDS: Record<string, Command> = { serve, user, cert, fsck: fsckCmd, backup: backupCmd };
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;

@@ -61,6 +61,8 @@ export const configSchema = z
   .object({
     listen: hostPort.default('0.0.0.0:5000'),
     storage: z.string().min(1).default('./storage'),
+    /** /readyz reports not ready when the storage volume has less free space than this (0: never). */
+    storageMinFree: size.default('1GiB'),
     log: z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .strict()

@@ -10,6 +10,7 @@ import type { Authorizer } from '../auth/authorizer.js';
 import { RegistryError } from '../registry/errors.js';
 import type { AccessControl } from './access.js';
 import { issueToken, TOKEN_PATH } from './auth.js';
+import { registerMaintenanceApi, type MaintenanceDeps } from './maintenance-api.js';
 import { sendError, sendJson } from './respond.js';
 import { createV2Handler } from './v2.js';
 
@@ -24,6 +25,8 @@ export interface AppDeps {
   authorizer?: Authorizer;
   /** Throws when the server cannot serve (database or storage unusable). */
   readiness: () => void;
+  /** POST /api/v1/fsck and /api/v1/backup, when the server owns a storage directory. */
+  maintenance?: Omit<MaintenanceDeps, 'access' | 'log'>;
 }
 
 /** The routes table: every endpoint the server answers, in one place. */
@@ -65,6 +68,7 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
     }
   });
   app.get('/api/v1/stats', (c) => c.json(deps.stats.snapshot()));
+  if (deps.maintenance) registerMaintenanceApi(app, { ...deps.maintenance, access: deps.access, log: deps.log });
   app.get('/metrics', async (c) => c.body(await deps.metrics.metrics(), 200, { 'Content-Type': deps.metrics.contentType }));
 
   app.notFound((c) => {

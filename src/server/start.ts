@@ -5,6 +5,8 @@ import { ConfigError, parseConfig } from '../config/load.js';
 import type { Config, ConfigInput } from '../config/schema.js';
 import { AccessTracker } from '../lifecycle/access-tracker.js';
 import { CacheEvictor } from '../lifecycle/eviction.js';
+import { checkFreeSpace } from '../lifecycle/free-space.js';
+import { recoverAfterCrash, removeStaleTemporaries } from '../lifecycle/recovery.js';
 import { acquireStorageLock } from '../lifecycle/storage-lock.js';
 import { createLogger, type Logger } from '../log.js';
 import { createPrometheusRegistry, Stats } from '../metrics.js';
@@ -57,6 +59,9 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     await blobs.init();
     const meta = new SqliteMetadataStore(join(config.storage, 'airlock.db'));
     closers.push(() => meta.close());
+    // Nothing writes yet: whatever a previous run left half-done can be told from what it finished.
+    await removeStaleTemporaries(config.storage, meta, blobs, log);
+    if (lock.tookOverFrom) await recoverAfterCrash(config.storage, meta, blobs, log, lock.tookOverFrom);
     const stats = new Stats(meta, config.upstreams);
     closers.push(() => stats.close());
     const tracker = new AccessTracker(meta);
@@ -106,7 +111,18 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       manifestLimit: config.limits.manifestBytes,
       stats,
       metrics: createPrometheusRegistry(stats),
-      readiness: () => meta.ping(),
+      readiness: () => {
+        meta.ping();
+        checkFreeSpace(config.storage, config.storageMinFree);
+      },
+      maintenance: {
+        storage: config.storage,
+        meta,
+        blobs,
+        blobLocks,
+        isFilling: (digest) => proxy?.isFilling(digest) ?? false,
+        invalidateManifests: (repo) => manifests.invalidate(repo),
+      },
     });
     const listening = await listen(app, config, log);
     closers.push(() => listening.close());

@@ -112,7 +112,52 @@ export interface MetadataStore {
   /** Every recorded origin, by local repository name. */
   listOrigins(): { repo: string; origin: string }[];
 
+  // ---- integrity checks, backup and crash recovery (fsck, backup) ----------------------------
+  /** Blob rows in digest order after `after` (keyset paging keeps memory flat on large stores). */
+  blobRowsAfter(after: string, limit: number): { digest: string; size: number }[];
+  /** Manifest rows (with their bytes) in key order after `after`, for re-hashing. */
+  manifestRowsAfter(after: ManifestKey | undefined, limit: number): (ManifestKey & { repo: string; content: Buffer })[];
+  /** Rows that point at nothing: references, links, tags (see IntegrityFinding). */
+  danglingRows(limit: number): DanglingRow[];
+  countReferences(): number;
+  /** Forgets a blob entirely (its row and every repository's link), e.g. when its file is lost. */
+  forgetBlob(digest: string): void;
+  /** Corrects a blob row's size to what its verified file holds. */
+  setBlobSize(digest: string, size: number): void;
+  /** Removes one dangling row found by danglingRows; true if removed. */
+  removeDanglingRow(row: DanglingRow): boolean;
+  /** Every upload session. */
+  allUploads(): UploadRecord[];
+  /** A consistent copy of the whole database into `path` (SQLite's online backup API). */
+  backupTo(path: string, onProgress?: (done: number, total: number) => void): Promise<void>;
+  /** Every digest the metadata knows a blob for, for a backup's or a recovery's walk. */
+  allBlobDigests(): Set<string>;
+
   close(): void;
+}
+
+/** Identifies a manifest row. */
+export interface ManifestKey {
+  repoId: number;
+  digest: string;
+}
+
+/**
+ * A row pointing at something that is not there:
+ * - `blob-ref`: a manifest references a blob its repository does not link (or nobody has);
+ * - `manifest-ref`: an index references a child manifest its repository does not hold;
+ * - `orphan-ref`: a reference row of a manifest that no longer exists;
+ * - `tag`: a tag naming a manifest its repository does not hold;
+ * - `link`: a repository's blob link to a blob with no row.
+ */
+export interface DanglingRow {
+  kind: 'blob-ref' | 'manifest-ref' | 'orphan-ref' | 'tag' | 'link';
+  repoId: number;
+  repo: string;
+  /** The manifest (refs), tag name (tag) or blob digest (link) holding the row. */
+  from: string;
+  /** What it points at. */
+  to: string;
 }
 
 type Row = Record<string, unknown>;
@@ -495,6 +540,125 @@ export class SqliteMetadataStore implements MetadataStore {
 
   listOrigins(): { repo: string; origin: string }[] {
     return this.q.listOrigins.all() as { repo: string; origin: string }[];
+  }
+
+  // ---- integrity checks, backup and crash recovery (fsck, backup) ----------------------------
+
+  private lifecycleQueries?: ReturnType<SqliteMetadataStore['prepareLifecycle']>;
+
+  /** Prepared on first use: a serving registry that never runs fsck does not pay for them. */
+  private get lq() {
+    this.lifecycleQueries ??= this.prepareLifecycle();
+    return this.lifecycleQueries;
+  }
+
+  private prepareLifecycle() {
+    const db = this.db;
+    return {
+      blobRowsAfter: db.prepare('SELECT digest, size FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?'),
+      manifestRowsAfter: db.prepare(
+        `SELECT m.repo_id AS repoId, m.digest, r.name AS repo, m.content FROM manifests m JOIN repositories r ON r.id = m.repo_id
+         WHERE (m.repo_id, m.digest) > (?, ?) ORDER BY m.repo_id, m.digest LIMIT ?`,
+      ),
+      dangling: db.prepare(
+        `SELECT 'blob-ref' AS kind, mr.repo_id AS repoId, r.name AS repo, mr.parent AS "from", mr.child AS "to"
+           FROM manifest_refs mr JOIN repositories r ON r.id = mr.repo_id
+           WHERE mr.kind = 'blob'
+             AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = mr.repo_id AND m.digest = mr.parent)
+             AND NOT EXISTS (SELECT 1 FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.repo_id = mr.repo_id AND rb.digest = mr.child)
+         UNION ALL
+         SELECT 'manifest-ref', mr.repo_id, r.name, mr.parent, mr.child
+           FROM manifest_refs mr JOIN repositories r ON r.id = mr.repo_id
+           WHERE mr.kind = 'manifest'
+             AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = mr.repo_id AND m.digest = mr.parent)
+             AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = mr.repo_id AND m.digest = mr.child)
+         UNION ALL
+         SELECT 'orphan-ref', mr.repo_id, r.name, mr.parent, mr.child
+           FROM manifest_refs mr JOIN repositories r ON r.id = mr.repo_id
+           WHERE NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = mr.repo_id AND m.digest = mr.parent)
+         UNION ALL
+         SELECT 'tag', t.repo_id, r.name, t.name, t.digest
+           FROM tags t JOIN repositories r ON r.id = t.repo_id
+           WHERE NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = t.repo_id AND m.digest = t.digest)
+         UNION ALL
+         SELECT 'link', rb.repo_id, r.name, rb.digest, rb.digest
+           FROM repo_blobs rb JOIN repositories r ON r.id = rb.repo_id
+           WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = rb.digest)
+         LIMIT ?`,
+      ),
+      countReferences: db.prepare('SELECT COUNT(*) FROM manifest_refs').pluck(),
+      setBlobSize: db.prepare('UPDATE blobs SET size = ? WHERE digest = ?'),
+      deleteRef: db.prepare('DELETE FROM manifest_refs WHERE repo_id = ? AND parent = ? AND child = ?'),
+      deleteTagPointing: db.prepare('DELETE FROM tags WHERE repo_id = ? AND name = ? AND digest = ?'),
+      deleteLink: db.prepare('DELETE FROM repo_blobs WHERE repo_id = ? AND digest = ? AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = ?)'),
+      allUploads: db.prepare('SELECT u.id, r.name AS repo, u.created_at, u.updated_at FROM uploads u JOIN repositories r ON r.id = u.repo_id ORDER BY u.id'),
+      allBlobDigests: db.prepare('SELECT digest FROM blobs').pluck(),
+    };
+  }
+
+  blobRowsAfter(after: string, limit: number): { digest: string; size: number }[] {
+    return this.lq.blobRowsAfter.all(after, limit) as { digest: string; size: number }[];
+  }
+
+  manifestRowsAfter(after: ManifestKey | undefined, limit: number): (ManifestKey & { repo: string; content: Buffer })[] {
+    return this.lq.manifestRowsAfter.all(after?.repoId ?? -1, after?.digest ?? '', limit) as (ManifestKey & { repo: string; content: Buffer })[];
+  }
+
+  danglingRows(limit: number): DanglingRow[] {
+    return this.lq.dangling.all(limit) as DanglingRow[];
+  }
+
+  countReferences(): number {
+    return this.lq.countReferences.get() as number;
+  }
+
+  forgetBlob(digest: string): void {
+    this.db.transaction(() => {
+      this.q.deleteBlobLinks.run(digest);
+      this.q.deleteBlob.run(digest);
+    })();
+  }
+
+  setBlobSize(digest: string, size: number): void {
+    this.lq.setBlobSize.run(size, digest);
+  }
+
+  removeDanglingRow(row: DanglingRow): boolean {
+    switch (row.kind) {
+      case 'orphan-ref':
+        return this.lq.deleteRef.run(row.repoId, row.from, row.to).changes > 0;
+      case 'tag':
+        return this.lq.deleteTagPointing.run(row.repoId, row.from, row.to).changes > 0;
+      case 'link':
+        return this.lq.deleteLink.run(row.repoId, row.to, row.to).changes > 0;
+      default:
+        // A manifest's reference to content that is gone cannot be fixed by removing a row: the
+        // manifest would claim less than it holds. Re-pushing the content (or deleting the manifest) is.
+        return false;
+    }
+  }
+
+  allUploads(): UploadRecord[] {
+    return (this.lq.allUploads.all() as Row[]).map((row) => ({
+      id: row.id as string,
+      repo: row.repo as string,
+      createdAt: row.created_at as number,
+      updatedAt: row.updated_at as number,
+    }));
+  }
+
+  async backupTo(path: string, onProgress?: (done: number, total: number) => void): Promise<void> {
+    await this.db.backup(path, {
+      progress: ({ totalPages, remainingPages }) => {
+        onProgress?.(totalPages - remainingPages, totalPages);
+        // Pages per step: large steps finish sooner, small ones let requests in between.
+        return 1000;
+      },
+    });
+  }
+
+  allBlobDigests(): Set<string> {
+    return new Set(this.lq.allBlobDigests.all() as string[]);
   }
 
   close(): void {
