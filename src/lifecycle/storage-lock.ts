@@ -1,4 +1,4 @@
-import { closeSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -11,6 +11,12 @@ import { join } from 'node:path';
  * a process that died (kill -9, power cut) is taken over: its pid no longer runs.
  */
 export const LOCK_FILE = 'airlock.lock';
+/**
+ * Written when a lock is taken over from a dead holder, removed once a server has recovered the
+ * store (lifecycle/recovery.ts): a command that takes the lock in between (fsck, backup) must not
+ * make the next server believe the previous one stopped cleanly.
+ */
+export const UNCLEAN_MARKER = 'airlock.unclean';
 
 export interface LockHolder {
   pid: number;
@@ -93,7 +99,26 @@ function readRecord(path: string): LockHolder | undefined {
  * The directory must exist.
  */
 export function acquireStorageLock(storage: string, command: string): StorageLock {
-  return acquireLockFile(join(storage, LOCK_FILE), storage, command);
+  const lock = acquireLockFile(join(storage, LOCK_FILE), storage, command);
+  if (lock.tookOverFrom) {
+    try {
+      writeFileSync(join(storage, UNCLEAN_MARKER), JSON.stringify(lock.tookOverFrom), { flag: 'wx' });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+  }
+  return lock;
+}
+
+/** True when a previous owner died holding the storage and no server has recovered it since. */
+export function storageUnclean(storage: string): LockHolder | undefined {
+  const holder = readRecord(join(storage, UNCLEAN_MARKER));
+  return holder ?? (existsSync(join(storage, UNCLEAN_MARKER)) ? { pid: 0, command: 'unknown', since: 0 } : undefined);
+}
+
+/** Records that the store was recovered after an unclean stop. */
+export function markStorageClean(storage: string): void {
+  rmSync(join(storage, UNCLEAN_MARKER), { force: true });
 }
 
 /**

@@ -7,7 +7,7 @@ import { AccessTracker } from '../lifecycle/access-tracker.js';
 import { CacheEvictor } from '../lifecycle/eviction.js';
 import { checkFreeSpace } from '../lifecycle/free-space.js';
 import { recoverAfterCrash, removeStaleTemporaries } from '../lifecycle/recovery.js';
-import { acquireStorageLock } from '../lifecycle/storage-lock.js';
+import { acquireStorageLock, markStorageClean, storageUnclean } from '../lifecycle/storage-lock.js';
 import { createLogger, type Logger } from '../log.js';
 import { createPrometheusRegistry, Stats } from '../metrics.js';
 import type { PullThroughCache } from '../proxy/pull-through.js';
@@ -61,7 +61,11 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     closers.push(() => meta.close());
     // Nothing writes yet: whatever a previous run left half-done can be told from what it finished.
     await removeStaleTemporaries(config.storage, meta, blobs, log);
-    if (lock.tookOverFrom) await recoverAfterCrash(config.storage, meta, blobs, log, lock.tookOverFrom);
+    const unclean = storageUnclean(config.storage);
+    if (unclean) {
+      await recoverAfterCrash(config.storage, meta, blobs, log, unclean);
+      markStorageClean(config.storage);
+    }
     const stats = new Stats(meta, config.upstreams);
     closers.push(() => stats.close());
     const tracker = new AccessTracker(meta);
