@@ -272,20 +272,33 @@ export class PullThroughCache {
     if (!pending) {
       const prefix = route.upstream.config.prefix;
       const fetch = (from: number) => this.call(route, repo, digest, (c) => c.getBlob(route.remoteRepo, digest, from));
-      pending = fetch(0).then((response) =>
-        BlobFill.start(
+      let reserved = 0;
+      pending = fetch(0).then((response) => {
+        reserved = this.reserveSpace(digest, response.size, route.upstream.config.url, () => response.abort());
+        return BlobFill.start(
           this.blobs,
           digest,
           algorithm,
           response,
           fetch,
           (size, transferred) => {
-            this.meta.linkBlob(repo, digest, size, true);
+            try {
+              this.meta.linkBlob(repo, digest, size, true);
+            } catch (e) {
+              // (A full disk fails the metadata write too.) A file nothing records is not left behind.
+              if (this.meta.blobSize(digest) === undefined) void this.blobs.remove(digest).catch(() => undefined);
+              throw e;
+            }
             this.stats.bytesFromUpstream(prefix, transferred);
           },
           this.fillMemory,
-        ),
-      );
+        );
+      });
+      const release = () => {
+        this.reservedBytes -= reserved;
+        reserved = 0;
+      };
+      pending.then((fill) => fill.settled.then(release), release);
       this.fills.set(key, pending);
       pending.then(
         (fill) =>
@@ -347,6 +360,29 @@ export class PullThroughCache {
         upstream: route.upstream.config.url,
       });
     }
+  }
+
+  /** Bytes that fills in progress are about to write: not free any more, whatever statfs says. */
+  private reservedBytes = 0;
+
+  /**
+   * Refuses a fill that cannot fit on the storage volume, before the client is answered (a clear
+   * 507 rather than a response cut short when the disk runs out); reserves its size otherwise.
+   */
+  private reserveSpace(digest: string, size: number | undefined, upstream: string, abort: () => void): number {
+    if (size === undefined) return 0;
+    const free = this.blobs.freeBytes() - this.reservedBytes;
+    if (free < size) {
+      abort();
+      this.log.warn({ digest, size, free, upstream }, 'not caching a blob: the storage volume is too full');
+      throw new RegistryError(
+        'STORAGE_FULL',
+        `the registry storage is full: blob ${digest} (${size} bytes) from ${upstream} cannot be cached, ${Math.max(free, 0)} bytes are free; an operator must free space`,
+        { digest, size, free: Math.max(free, 0) },
+      );
+    }
+    this.reservedBytes += size;
+    return size;
   }
 
   /** True while an upstream transfer of this blob is being written. */

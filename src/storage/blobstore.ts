@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, statfsSync } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -97,6 +97,12 @@ export class FsBlobStore implements BlobStore {
   blobPath(digest: string): string {
     const [algorithm, hex] = digest.split(':', 2) as [string, string];
     return join(this.blobsDir, algorithm, hex.slice(0, 2), hex);
+  }
+
+  /** Bytes still writable on the volume that holds the blobs. */
+  freeBytes(): number {
+    const s = statfsSync(this.uploadsDir);
+    return s.bavail * s.bsize;
   }
 
   private uploadPath(id: string): string {
