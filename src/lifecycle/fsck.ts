@@ -141,10 +141,10 @@ async function checkBlobRows(store: FsckStore, options: FsckOptions, report: Fsc
   }
 }
 
-type FileState = { kind: 'missing' } | { kind: 'ok'; size: number } | { kind: 'wrong'; size: number; actual: string };
+export type FileState = { kind: 'missing' } | { kind: 'ok'; size: number } | { kind: 'wrong'; size: number; actual: string };
 
 /** Hashes the blob's file as it is now, streamed through one reused buffer. */
-async function hashBlobFile(store: FsckStore, digest: string): Promise<FileState> {
+export async function hashBlobFile(store: Pick<FsckStore, 'blobs'>, digest: string): Promise<FileState> {
   const fh = await store.blobs.openCommitted(digest);
   if (!fh) return { kind: 'missing' };
   try {

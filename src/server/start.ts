@@ -7,6 +7,7 @@ import { AccessTracker } from '../lifecycle/access-tracker.js';
 import { CacheEvictor } from '../lifecycle/eviction.js';
 import { checkFreeSpace } from '../lifecycle/free-space.js';
 import { recoverAfterCrash, removeStaleTemporaries } from '../lifecycle/recovery.js';
+import { quarantineServedBlobs } from '../lifecycle/served-corruption.js';
 import { acquireStorageLock, markStorageClean, storageUnclean } from '../lifecycle/storage-lock.js';
 import { createLogger, type Logger } from '../log.js';
 import { createPrometheusRegistry, Stats } from '../metrics.js';
@@ -72,6 +73,7 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     closers.push(() => tracker.close());
 
     const blobLocks = new KeyedLock();
+    blobs.onCorrupt = quarantineServedBlobs({ storage: config.storage, meta, blobs, blobLocks, log });
     const manifests = new ManifestCache();
     let proxy: PullThroughCache | undefined;
     if (config.upstreams.length) {

@@ -118,9 +118,16 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
+  /**
+   * Told when a blob sent whole did not hash to its digest (the file went bad on disk); the server
+   * quarantines it (lifecycle/served-corruption.ts).
+   */
+  onCorrupt: ((digest: string, actual: string) => void) | undefined;
+
   async open(digest: string, range?: { start: number; end: number }): Promise<BlobFileStream | undefined> {
     const fh = await this.openCommitted(digest);
-    return fh && new BlobFileStream(fh, range?.start ?? 0, range?.end ?? Infinity);
+    const onCorrupt = this.onCorrupt;
+    return fh && new BlobFileStream(fh, range?.start ?? 0, range?.end ?? Infinity, onCorrupt && { digest, onCorrupt });
   }
 
   async remove(digest: string): Promise<void> {
