@@ -124,36 +124,37 @@ export async function fsck(store: FsckStore, options: FsckOptions): Promise<Fsck
 
 async function checkBlobRows(store: FsckStore, options: FsckOptions, report: FsckReport): Promise<void> {
   const concurrency = Math.max(1, options.concurrency ?? 4);
+  // One read buffer per worker, reused for every file: no allocation per blob.
+  const buffers = Array.from({ length: concurrency }, () => Buffer.allocUnsafeSlow(HASH_CHUNK));
   let after = '';
   for (;;) {
     const rows = store.meta.blobRowsAfter(after, PAGE);
     if (rows.length === 0) break;
     after = rows[rows.length - 1]!.digest;
     let next = 0;
-    const worker = async () => {
+    const worker = async (buffer: Buffer) => {
       while (next < rows.length) {
         const row = rows[next++]!;
-        await checkBlob(store, options, report, row.digest, row.size);
+        await checkBlob(store, options, report, row.digest, row.size, buffer);
         options.progress?.advance(1, row.size);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(concurrency, rows.length) }, worker));
+    await Promise.all(buffers.slice(0, Math.min(concurrency, rows.length)).map(worker));
   }
 }
 
 export type FileState = { kind: 'missing' } | { kind: 'ok'; size: number } | { kind: 'wrong'; size: number; actual: string };
 
 /** Hashes the blob's file as it is now, streamed through one reused buffer. */
-export async function hashBlobFile(store: Pick<FsckStore, 'blobs'>, digest: string): Promise<FileState> {
+export async function hashBlobFile(store: Pick<FsckStore, 'blobs'>, digest: string, buffer: Buffer = Buffer.allocUnsafe(HASH_CHUNK)): Promise<FileState> {
   const fh = await store.blobs.openCommitted(digest);
   if (!fh) return { kind: 'missing' };
   try {
     const algorithm = digest.slice(0, digest.indexOf(':'));
     const hash = createHash(algorithm);
-    const buffer = Buffer.allocUnsafe(HASH_CHUNK);
     let size = 0;
     for (;;) {
-      const { bytesRead } = await fh.read(buffer, 0, HASH_CHUNK, size);
+      const { bytesRead } = await fh.read(buffer, 0, buffer.length, size);
       if (bytesRead === 0) break;
       hash.update(buffer.subarray(0, bytesRead));
       size += bytesRead;
@@ -165,10 +166,10 @@ export async function hashBlobFile(store: Pick<FsckStore, 'blobs'>, digest: stri
   }
 }
 
-async function checkBlob(store: FsckStore, options: FsckOptions, report: FsckReport, digest: string, size: number): Promise<void> {
+async function checkBlob(store: FsckStore, options: FsckOptions, report: FsckReport, digest: string, size: number, buffer: Buffer): Promise<void> {
   let state: FileState;
   try {
-    state = await hashBlobFile(store, digest);
+    state = await hashBlobFile(store, digest, buffer);
   } catch (e) {
     // An unsupported algorithm or an unreadable file: the blob cannot be served either.
     state = { kind: 'wrong', size: -1, actual: `unreadable (${(e as Error).message})` };
