@@ -12,6 +12,7 @@ Usage:
   airlock serve [--config FILE] [--listen HOST:PORT] [--storage DIR] [--log-level LEVEL]
   airlock user add NAME [--htpasswd FILE | --config FILE] [--password-stdin]
   airlock cert --host NAME [--host NAME…] [--ip ADDR…] --out DIR [--days N] [--port PORT]
+  airlock gc [--dry-run] [--untagged-older-than DURATION] [--config FILE] [--storage DIR] [--authfile FILE]
   airlock --help | --version
 
 serve      Run the registry. Config comes from FILE (default config/airlock.yaml, or $AIRLOCK_CONFIG;
@@ -23,6 +24,8 @@ user add   Add or update a user (bcrypt) in the htpasswd file: --htpasswd FILE, 
 cert       Write ca.crt/ca.key and server.crt/server.key (with Subject Alternative Names for every
            --host and --ip) into DIR, and print how to make clients and clusters trust the CA.
            An existing ca.crt/ca.key in DIR is reused.
+gc         Remove blobs and manifests nothing needs (tagless pushes are kept); inside the server when
+           one holds the storage. See airlock gc --help.
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad configuration.
 `;
@@ -123,7 +126,12 @@ async function cert(args: string[]): Promise<number> {
   return runCert({ hosts: values.host ?? [], ips: values.ip ?? [], outDir: values.out, days, port, stdout: process.stdout, stderr: process.stderr });
 }
 
-const COMMANDS: Record<string, Command> = { serve, user, cert };
+async function gc(args: string[]): Promise<number> {
+  const { runGcCommand } = await import('./commands/gc.js');
+  return runGcCommand({ args, stdout: process.stdout, stderr: process.stderr });
+}
+
+const COMMANDS: Record<string, Command> = { serve, user, cert, gc };
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;

@@ -12,6 +12,8 @@ import type { AccessControl } from './access.js';
 import { issueToken, TOKEN_PATH } from './auth.js';
 import { sendError, sendJson } from './respond.js';
 import { createV2Handler } from './v2.js';
+import type { GarbageCollector } from '../lifecycle/gc.js';
+import { mountGcApi } from './gc-api.js';
 
 export interface AppDeps {
   registry: Registry;
@@ -24,6 +26,8 @@ export interface AppDeps {
   authorizer?: Authorizer;
   /** Throws when the server cannot serve (database or storage unusable). */
   readiness: () => void;
+  /** Serves POST /api/v1/gc. */
+  gc?: GarbageCollector;
 }
 
 /** The routes table: every endpoint the server answers, in one place. */
@@ -65,6 +69,7 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
     }
   });
   app.get('/api/v1/stats', (c) => c.json(deps.stats.snapshot()));
+  if (deps.gc) mountGcApi(app, { gc: deps.gc, access: deps.access, log: deps.log });
   app.get('/metrics', async (c) => c.body(await deps.metrics.metrics(), 200, { 'Content-Type': deps.metrics.contentType }));
 
   app.notFound((c) => {

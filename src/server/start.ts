@@ -4,7 +4,9 @@ import type { Authorizer } from '../auth/authorizer.js';
 import { ConfigError, parseConfig } from '../config/load.js';
 import type { Config, ConfigInput } from '../config/schema.js';
 import { AccessTracker } from '../lifecycle/access-tracker.js';
-import { CacheEvictor } from '../lifecycle/eviction.js';
+import { CacheEvictor, type EvictionBudget } from '../lifecycle/eviction.js';
+import { DEFAULT_GC_GRACE_MS, GarbageCollector, type GcResult } from '../lifecycle/gc.js';
+import { selectUpstream } from '../proxy/routing.js';
 import { acquireStorageLock } from '../lifecycle/storage-lock.js';
 import { createLogger, type Logger } from '../log.js';
 import { createPrometheusRegistry, Stats } from '../metrics.js';
@@ -24,8 +26,10 @@ export interface RunningServer {
   config: Config;
   registry: Registry;
   log: Logger;
-  /** Runs one cache eviction pass now (when cache.maxBytes is set). */
+  /** Runs one cache eviction pass now (when cache.maxBytes or an upstream's maxBytes is set). */
   evictCache(): Promise<void>;
+  /** The server's garbage collector (what POST /api/v1/gc and the schedule run). */
+  gc: GarbageCollector;
   /** Graceful: in-flight requests finish, then the database closes. */
   close(): Promise<void>;
 }
@@ -98,7 +102,21 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       access = createAuthAccess(authorizer, log, { realm: config.auth.realm, tls: Boolean(config.tls) });
     }
 
+    const gc = new GarbageCollector({
+      meta,
+      blobs,
+      blobLocks,
+      log,
+      manifests,
+      graceMs: config.gc?.grace ?? DEFAULT_GC_GRACE_MS,
+      isFilling: (digest) => proxy?.isFilling(digest) ?? false,
+      onCollected: (result: GcResult) => stats.collected(result),
+    });
+
+    closers.push(() => gc.stop());
+
     const app = createApp({
+      gc,
       registry,
       access,
       authorizer,
@@ -125,11 +143,22 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     sweeper.unref();
     closers.push(() => clearInterval(sweeper));
 
-    const maxBytes = config.cache.maxBytes;
+    const budgets: EvictionBudget[] = [
+      ...(config.cache.maxBytes === undefined ? [] : [{ maxBytes: config.cache.maxBytes }]),
+      ...config.upstreams.flatMap((u) => (u.maxBytes === undefined ? [] : [{ prefix: u.prefix, maxBytes: u.maxBytes }])),
+    ];
     const evictor =
-      maxBytes === undefined
+      budgets.length === 0
         ? undefined
-        : new CacheEvictor(maxBytes, meta, registry, tracker, log, (count, bytes) => stats.evicted(count, bytes));
+        : new CacheEvictor(
+            budgets,
+            meta,
+            registry,
+            tracker,
+            log,
+            (count, bytes, manifestCount) => stats.evicted(count, bytes, manifestCount),
+            (repo) => selectUpstream(config.upstreams, repo)?.upstream.prefix,
+          );
     const evict = async () => {
       await evictor?.run().catch((err) => log.error({ err }, 'cache eviction failed'));
     };
@@ -138,6 +167,15 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       const evictTimer = setInterval(evict, EVICTION_EVERY_MS);
       evictTimer.unref();
       closers.push(() => clearInterval(evictTimer));
+    }
+
+    // Scheduled garbage collection: the first run one period after start, like every later one.
+    if (config.gc) {
+      const { schedule, untaggedOlderThan } = config.gc;
+      const collect = () => void gc.run({ untaggedOlderThan }).catch((err) => log.error({ err }, 'scheduled garbage collection failed'));
+      const gcTimer = setInterval(collect, schedule);
+      gcTimer.unref();
+      closers.push(() => clearInterval(gcTimer));
     }
 
     log.info({ url: listening.url, storage: config.storage, tls: Boolean(config.tls) }, 'airlock listening');
@@ -150,6 +188,7 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       registry,
       log,
       evictCache: evict,
+      gc,
       close() {
         closed ??= closeAll().then(() => {
           log.info('airlock stopped');
