@@ -199,6 +199,31 @@ describe('garbage collection', () => {
     expect(metrics).toMatch(/^airlock_gc_last_removed_blobs 3$/m);
   });
 
+  it('a blob uploaded or mounted again starts its grace period anew; one being uploaded again comes back whole', async () => {
+    const again = randomBytes(3000);
+    const mounted = randomBytes(3000);
+    const reuploading = randomBytes(3000);
+    for (const data of [again, mounted, reuploading]) await pushBlob(s.url, 'gc/again', data);
+    ageStore(s.storage, 2 * HOUR);
+    await pushBlob(s.url, 'gc/again', again);
+    expectStatus(await http(s.url, `/v2/gc/again2/blobs/uploads/?mount=${sha256(mounted)}&from=gc/again`, { method: 'POST' }), 201);
+    // Half sent when the collection removes the old copy; finished after it.
+    const location = await startUpload(s.url, 'gc/again');
+    const patch = await http(s.url, location, { method: 'PATCH', headers: { 'content-type': 'application/octet-stream' }, body: reuploading.subarray(0, 1000) });
+    expectStatus(patch, 202);
+    await gcOverHttp(s.url, {});
+    expect(hasBlobFile(s.storage, sha256(reuploading))).toBe(false);
+    for (const data of [again, mounted]) expect(hasBlobFile(s.storage, sha256(data))).toBe(true);
+    const done = await http(s.url, withDigest(patch.header('location')!, sha256(reuploading)), {
+      method: 'PUT',
+      headers: { 'content-type': 'application/octet-stream' },
+      body: reuploading.subarray(1000),
+    });
+    expectStatus(done, 201);
+    expect((await http(s.url, `/v2/gc/again/blobs/${sha256(reuploading)}`)).body.equals(reuploading)).toBe(true);
+    expect((await http(s.url, `/v2/gc/again2/blobs/${sha256(mounted)}`)).body.equals(mounted)).toBe(true);
+  });
+
   it('refuses a bad request with a message', async () => {
     const res = await http(s.url, '/api/v1/gc', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"untaggedOlderThan":"soon"}' });
     expect(res.status).toBe(400);
