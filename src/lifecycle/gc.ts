@@ -145,7 +145,7 @@ export class GarbageCollector {
     return runAll(blobLocks, batch, async () => {
       const swept = meta.sweepBlobs(batch.filter((d) => !this.deps.isFilling?.(d)), policy);
       // Rows first, then files: a crash in between leaves orphan files (fsck removes them), never a row without its file.
-      for (const s of swept) if (s.removed) await blobs.remove(s.digest);
+      await Promise.all(swept.filter((s) => s.removed).map((s) => blobs.remove(s.digest)));
       return swept;
     });
   }
