@@ -9,6 +9,8 @@ import type { GcPolicy, MetadataStore } from '../storage/metadata.js';
 /** Default grace period: a push whose manifest follows its blobs within this is never cut short. */
 export const DEFAULT_GC_GRACE_MS = 3_600_000;
 
+/** Blobs examined per query (a few tens of milliseconds on a large store). */
+const PAGE = 1000;
 /** Blobs re-checked, locked and removed together: one transaction (one fsync) per batch. */
 const BATCH = 256;
 /** Removed manifests named in a result; the counts are always complete. */
@@ -48,7 +50,7 @@ export interface GcDeps {
   isFilling?: (digest: string) => boolean;
   /** Called with every finished collection (stats). */
   onCollected?: (result: GcResult) => void;
-  /** Called after each batch of blobs (progress bars). */
+  /** Called after each page of blobs examined (progress bars). */
   onProgress?: (done: number, total: number) => void;
   now?: () => number;
 }
@@ -104,19 +106,26 @@ export class GarbageCollector {
       result.manifests = manifests.slice(0, LISTED).map(({ repo, digest }) => ({ repo, digest }));
       if (!dryRun) for (const repo of new Set(manifests.map((m) => m.repo))) this.deps.manifests?.invalidate(repo);
 
-      const candidates = meta.blobSweepCandidates(policy);
-      for (let i = 0; i < candidates.length && !this.stopping; i += BATCH) {
-        const batch = candidates.slice(i, i + BATCH).filter((d) => !this.deps.isFilling?.(d));
-        const swept = dryRun ? meta.sweepBlobs(batch, policy) : await this.sweep(batch, policy);
-        for (const s of swept) {
-          result.removedLinks += s.links;
-          if (s.removed) {
-            result.removedBlobs++;
-            result.freedBytes += s.size;
+      const total = meta.totals().blobs;
+      let scanned = 0;
+      for (let after = ''; !this.stopping; ) {
+        const page = meta.blobSweepCandidates(policy, after, PAGE);
+        for (let i = 0; i < page.digests.length && !this.stopping; i += BATCH) {
+          const batch = page.digests.slice(i, i + BATCH).filter((d) => !this.deps.isFilling?.(d));
+          const swept = dryRun ? meta.sweepBlobs(batch, policy) : await this.sweep(batch, policy);
+          for (const s of swept) {
+            result.removedLinks += s.links;
+            if (s.removed) {
+              result.removedBlobs++;
+              result.freedBytes += s.size;
+            }
           }
         }
-        this.deps.onProgress?.(Math.min(i + BATCH, candidates.length), candidates.length);
-        // Let requests in between batches: a collection must not stall the registry.
+        scanned = page.next === undefined ? total : Math.min(scanned + PAGE, total);
+        this.deps.onProgress?.(scanned, total);
+        if (page.next === undefined) break;
+        after = page.next;
+        // Let requests in between pages: a collection must not stall the registry.
         await yieldToRequests();
       }
     } finally {

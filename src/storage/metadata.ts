@@ -165,8 +165,12 @@ export interface MetadataStore {
    * so the blob phase decides as if they were gone). Returns what was (or would be) removed.
    */
   collectManifests(policy: GcPolicy): ManifestRef[];
-  /** Blobs that may have something to remove: links no manifest of their repository references, or no link at all. */
-  blobSweepCandidates(policy: GcPolicy): string[];
+  /**
+   * Among the next `pageSize` blobs by digest after `after`, those that may have something to
+   * remove: links no manifest of their repository references, or no link at all. `next` is where
+   * the following page starts; absent after the last page.
+   */
+  blobSweepCandidates(policy: GcPolicy, after: string, pageSize: number): { digests: string[]; next?: string };
   /** Re-checks each blob against the current state and removes (unless a dry run) what is still unneeded. */
   sweepBlobs(digests: string[], policy: GcPolicy): BlobSweep[];
   /** Forgets what a dry run remembered. */
@@ -371,11 +375,16 @@ export class SqliteMetadataStore implements MetadataStore {
          JOIN repositories r ON r.id = d.repo_id JOIN manifests m ON m.repo_id = d.repo_id AND m.digest = d.digest
          ORDER BY r.name, d.digest`,
       ),
+      // Candidates are found one page of blobs (by digest) at a time, so no single query holds
+      // the event loop for long on a large store.
+      pageEnd: db.prepare('SELECT digest FROM blobs WHERE digest > ? ORDER BY digest LIMIT 1 OFFSET ?').pluck(),
       candidates: db
         .prepare(
-          `SELECT DISTINCT rb.digest FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE ${removableLink}
-           UNION
-           SELECT b.digest FROM blobs b WHERE b.created_at < @graceBefore AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest)`,
+          `SELECT b.digest FROM blobs b
+           WHERE b.digest > @after AND (@upto IS NULL OR b.digest <= @upto)
+             AND (EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest AND ${removableLink})
+                  OR (b.created_at < @graceBefore AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest)))
+           ORDER BY b.digest`,
         )
         .pluck(),
       removableLinks: db
@@ -721,8 +730,10 @@ export class SqliteMetadataStore implements MetadataStore {
     })();
   }
 
-  blobSweepCandidates(policy: GcPolicy): string[] {
-    return this.g.candidates.all({ graceBefore: policy.graceBefore }) as string[];
+  blobSweepCandidates(policy: GcPolicy, after: string, pageSize: number): { digests: string[]; next?: string } {
+    const upto = this.g.pageEnd.get(after, pageSize - 1) as string | undefined;
+    const digests = this.g.candidates.all({ graceBefore: policy.graceBefore, after, upto: upto ?? null }) as string[];
+    return { digests, next: upto };
   }
 
   sweepBlobs(digests: string[], policy: GcPolicy): BlobSweep[] {
