@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ageStore, gcOverHttp, hasBlobFile } from '../gc/support.js';
-import { pushBlob, pushImage, type Pushed } from '../helpers/http.js';
+import { MEDIA, pushBlob, pushImage, pushManifest, type Pushed } from '../helpers/http.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { eventually, getBlob, getManifest, sleep, startAirlock } from './support.js';
 
@@ -110,6 +110,46 @@ describe('eviction of cached images', () => {
       expect(tagRows(s, images.four!.digest)).toBe(1);
     } finally {
       await tight.close();
+    }
+  });
+});
+
+describe('eviction of a cached multi-arch image', () => {
+  it('each child leaves with its blobs; the index and its tag leave with the last child', async () => {
+    const upstream = await startTestServer();
+    const mirror = await startAirlock([{ prefix: 'up', url: upstream.url, maxBytes: 1 }]);
+    try {
+      const children = [
+        await pushImage(upstream.url, 'team/multi', { platform: { os: 'linux', architecture: 'amd64' }, layerSize: 4096 }),
+        await pushImage(upstream.url, 'team/multi', { platform: { os: 'linux', architecture: 'arm64' }, layerSize: 4096 }),
+      ];
+      const index = await pushManifest(
+        upstream.url,
+        'team/multi',
+        'v1',
+        { schemaVersion: 2, mediaType: MEDIA.ociIndex, manifests: children.map((c) => ({ mediaType: c.mediaType, digest: c.digest, size: c.body.length })) },
+        MEDIA.ociIndex,
+      );
+      expect(index.status).toBe(201);
+      expect((await getManifest(mirror.url, 'up/team/multi', 'v1')).status).toBe(200);
+      for (const child of children) await pullThrough(mirror.url, 'up/team/multi', child.digest, child);
+      expect(manifestRows(mirror.storage, index.digest)).toBe(1);
+      await sleep(5);
+      await mirror.server.evictCache();
+      for (const child of children) {
+        expect(manifestRows(mirror.storage, child.digest)).toBe(0);
+        for (const digest of child.blobs.keys()) expect(hasBlobFile(mirror.storage, digest)).toBe(false);
+      }
+      expect(manifestRows(mirror.storage, index.digest)).toBe(0);
+      expect(tagRows(mirror.storage, index.digest)).toBe(0);
+      // And it all comes back from the upstream.
+      const again = await getManifest(mirror.url, 'up/team/multi', 'v1');
+      expect(again.header('x-cache')).toBe('MISS');
+      expect(again.body.equals(index.sent)).toBe(true);
+      await pullThrough(mirror.url, 'up/team/multi', children[1]!.digest, children[1]!);
+    } finally {
+      await mirror.close();
+      await upstream.close();
     }
   });
 });
