@@ -7,12 +7,12 @@ import type { Logger } from '../log.js';
 import type { Stats } from '../metrics.js';
 import type { Registry } from '../registry/registry.js';
 import type { Authorizer } from '../auth/authorizer.js';
+import type { GarbageCollector } from '../lifecycle/gc.js';
 import { RegistryError } from '../registry/errors.js';
 import type { AccessControl } from './access.js';
 import { issueToken, TOKEN_PATH } from './auth.js';
 import { sendError, sendJson } from './respond.js';
 import { createV2Handler } from './v2.js';
-import type { GarbageCollector } from '../lifecycle/gc.js';
 import { mountGcApi } from './gc-api.js';
 
 export interface AppDeps {

@@ -6,11 +6,11 @@ import type { Config, ConfigInput } from '../config/schema.js';
 import { AccessTracker } from '../lifecycle/access-tracker.js';
 import { CacheEvictor, type EvictionBudget } from '../lifecycle/eviction.js';
 import { DEFAULT_GC_GRACE_MS, GarbageCollector, type GcResult } from '../lifecycle/gc.js';
-import { selectUpstream } from '../proxy/routing.js';
 import { acquireStorageLock } from '../lifecycle/storage-lock.js';
 import { createLogger, type Logger } from '../log.js';
 import { createPrometheusRegistry, Stats } from '../metrics.js';
 import type { PullThroughCache } from '../proxy/pull-through.js';
+import { selectUpstream } from '../proxy/routing.js';
 import { KeyedLock } from '../registry/keyed-lock.js';
 import { ManifestCache } from '../registry/manifest-cache.js';
 import { Registry } from '../registry/registry.js';
@@ -128,6 +128,9 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     });
     const listening = await listen(app, config, log);
     closers.push(() => listening.close());
+    // On shutdown a collection under way (scheduled or asked over HTTP) ends after its current
+    // batch, before in-flight requests are waited for.
+    closers.push(() => void gc.stop());
     // Commands pointed at this storage (gc, fsck, backup, import) find the server here and ask it.
     lock.update({ url: listening.url });
     if (proxy) {
