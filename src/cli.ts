@@ -12,6 +12,7 @@ Usage:
   airlock serve [--config FILE] [--listen HOST:PORT] [--storage DIR] [--log-level LEVEL]
   airlock user add NAME [--htpasswd FILE | --config FILE] [--password-stdin]
   airlock cert --host NAME [--host NAME…] [--ip ADDR…] --out DIR [--days N] [--port PORT]
+  airlock gc [--dry-run] [--untagged-older-than DURATION] [--config FILE] [--storage DIR] [--authfile FILE]
   airlock fsck [--repair] [--json] [--config FILE | --storage DIR] [--authfile FILE]
   airlock backup DIR [--config FILE | --storage DIR] [--authfile FILE]
   airlock --help | --version
@@ -29,6 +30,8 @@ fsck       Check the store (every blob re-hashed, rows against files, manifests'
            --repair fixes what is safe. Exit 1 when something is wrong. \`airlock fsck --help\`.
 backup     Write a consistent copy of the store into DIR while it runs (blobs hard-linked when on
            the same filesystem); \`airlock serve --storage DIR\` runs from it. \`airlock backup --help\`.
+gc         Remove blobs and manifests nothing needs (tagless pushes are kept); inside the server when
+           one holds the storage. See airlock gc --help.
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad configuration.
 `;
@@ -139,7 +142,12 @@ async function backupCmd(args: string[]): Promise<number> {
   return backupCommand(args, { stdout: process.stdout, stderr: process.stderr });
 }
 
-const COMMANDS: Record<string, Command> = { serve, user, cert, fsck: fsckCmd, backup: backupCmd };
+async function gc(args: string[]): Promise<number> {
+  const { runGcCommand } = await import('./commands/gc.js');
+  return runGcCommand({ args, stdout: process.stdout, stderr: process.stderr });
+}
+
+const COMMANDS: Record<string, Command> = { serve, user, cert, gc, fsck: fsckCmd, backup: backupCmd };
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;

@@ -43,6 +43,8 @@ const upstream = z
     insecure: z.boolean().default(false),
     caFile: z.string().optional(),
     timeout: duration.default('30s'),
+    /** Eviction budget for what this upstream's repositories cache, besides cache.maxBytes. */
+    maxBytes: size.optional(),
   })
   .strict()
   .superRefine((u, ctx) => {
@@ -92,6 +94,18 @@ export const configSchema = z
       .optional(),
     upstreams: z.array(upstream).default([]),
     cache: z.object({ maxBytes: size.optional() }).strict().default({}),
+    /** Online garbage collection; absent: only `airlock gc` (or POST /api/v1/gc) collects. */
+    gc: z
+      .object({
+        /** How often the server collects, e.g. 24h. */
+        schedule: duration.refine((ms) => ms >= 1000, 'must be at least 1s'),
+        /** Anything linked, uploaded or pushed more recently than this is kept whatever refers to it. */
+        grace: duration.default('1h'),
+        /** Scheduled runs also remove untagged manifests older than this (default: keep them). */
+        untaggedOlderThan: duration.optional(),
+      })
+      .strict()
+      .optional(),
     uploads: z
       .object({
         /** An upload session untouched for this long is removed with its bytes. */

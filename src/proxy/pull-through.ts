@@ -195,22 +195,25 @@ export class PullThroughCache {
       throw this.clientError(e, 'MANIFEST_UNKNOWN');
     }
     const body = found.body!;
-    const record = this.describeManifest(found, body);
+    const { record, blobRefs, manifestRefs } = this.describeManifest(found, body);
     // Cached content is stored exactly as the upstream sent it. Its blobs and children arrive
-    // lazily when clients ask, so unlike a push nothing else has to be present yet.
+    // lazily when clients ask, so unlike a push nothing else has to be present yet; what it
+    // references is recorded all the same, for eviction and garbage collection to keep images whole.
     const tag = reference.includes(':') ? undefined : reference;
-    this.meta.putManifest(repo, { ...record, blobRefs: [], manifestRefs: [], cached: true }, tag);
+    this.meta.putManifest(repo, { ...record, blobRefs, manifestRefs, cached: true }, tag);
     // The tag may have moved: what is remembered of this repository must be read afresh.
     if (tag !== undefined) this.manifests.invalidate(repo);
     return record;
   }
 
-  private describeManifest(found: ManifestResult, body: Buffer): ManifestRecord {
+  private describeManifest(found: ManifestResult, body: Buffer): { record: ManifestRecord; blobRefs: string[]; manifestRefs: string[] } {
     try {
-      return manifestRecord(found.digest, body, parseManifest(body, found.mediaType));
+      const parsed = parseManifest(body, found.mediaType);
+      return { record: manifestRecord(found.digest, body, parsed), blobRefs: parsed.blobRefs, manifestRefs: parsed.manifestRefs };
     } catch {
       // Whatever the upstream serves is passed on unchanged, even a type airlock would not accept on push.
-      return { digest: found.digest, mediaType: found.mediaType, size: body.length, content: body, subject: null, artifactType: null, annotations: null };
+      const record = { digest: found.digest, mediaType: found.mediaType, size: body.length, content: body, subject: null, artifactType: null, annotations: null };
+      return { record, blobRefs: [], manifestRefs: [] };
     }
   }
 

@@ -7,12 +7,14 @@ import type { Logger } from '../log.js';
 import type { Stats } from '../metrics.js';
 import type { Registry } from '../registry/registry.js';
 import type { Authorizer } from '../auth/authorizer.js';
+import type { GarbageCollector } from '../lifecycle/gc.js';
 import { RegistryError } from '../registry/errors.js';
 import type { AccessControl } from './access.js';
 import { issueToken, TOKEN_PATH } from './auth.js';
 import { registerMaintenanceApi, type MaintenanceDeps } from './maintenance-api.js';
 import { sendError, sendJson } from './respond.js';
 import { createV2Handler } from './v2.js';
+import { mountGcApi } from './gc-api.js';
 
 export interface AppDeps {
   registry: Registry;
@@ -27,6 +29,8 @@ export interface AppDeps {
   readiness: () => void;
   /** POST /api/v1/fsck and /api/v1/backup, when the server owns a storage directory. */
   maintenance?: Omit<MaintenanceDeps, 'access' | 'log'>;
+  /** Serves POST /api/v1/gc. */
+  gc?: GarbageCollector;
 }
 
 /** The routes table: every endpoint the server answers, in one place. */
@@ -69,6 +73,7 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
   });
   app.get('/api/v1/stats', (c) => c.json(deps.stats.snapshot()));
   if (deps.maintenance) registerMaintenanceApi(app, { ...deps.maintenance, access: deps.access, log: deps.log });
+  if (deps.gc) mountGcApi(app, { gc: deps.gc, access: deps.access, log: deps.log });
   app.get('/metrics', async (c) => c.body(await deps.metrics.metrics(), 200, { 'Content-Type': deps.metrics.contentType }));
 
   app.notFound((c) => {
