@@ -1,5 +1,6 @@
 // Crash safety: airlock runs as a child process and is SIGKILLed at seeded random moments while
-// clients push images and pull blobs through it from an upstream (cache fills). After each kill:
+// clients push images and pull blobs through it from an upstream (cache fills), or while it
+// collects garbage (images deleted by their clients) as a client pushes. After each kill:
 // fsck on the dead store finds nothing but temporaries (which the next start removes); after the
 // restart, fsck finds it clean; and every push that was acknowledged, and every blob a client
 // received whole, reads back byte for byte.
@@ -73,7 +74,7 @@ function throttlingProxy(target: string): Promise<{ url: string; server: Server 
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, server })));
 }
 
-describe('crash safety (SIGKILL during pushes and pull-through fills)', () => {
+describe('crash safety (SIGKILL during pushes, pull-through fills and garbage collection)', () => {
   let upstream: TestServer;
   let proxy: { url: string; server: Server };
   let dir: string;
@@ -111,11 +112,15 @@ describe('crash safety (SIGKILL during pushes and pull-through fills)', () => {
           log: { level: 'info' },
           storageMinFree: 0,
           upstreams: [{ prefix: 'cache', url: proxy.url, insecure: true }],
+          // Collected only when asked (POST /api/v1/gc); a short grace so deleted images are garbage at once.
+          gc: { schedule: '24h', grace: '1s' },
         }),
       );
       const pushes: AckedPush[] = [];
       const fills: AckedFill[] = [];
-      const kills: Record<string, number> = { push: 0, fill: 0, mixed: 0 };
+      const kills: Record<string, number> = { push: 0, fill: 0, mixed: 0, gc: 0 };
+      let collections = 0;
+      let deleted = 0;
       let leftovers = 0;
       let nextUpstream = 0;
       let verifiedPushes = 0;
@@ -159,7 +164,7 @@ describe('crash safety (SIGKILL during pushes and pull-through fills)', () => {
           await verify(server.url, pushes.slice(verifiedUpTo.pushes), fills.slice(verifiedUpTo.fills));
           verifiedUpTo = { pushes: pushes.length, fills: fills.length };
 
-          const phase = (['push', 'fill', 'mixed'] as const)[Math.floor(rng() * 3)]!;
+          const phase = (['push', 'fill', 'mixed', 'gc'] as const)[Math.floor(rng() * 4)]!;
           let stopped = false;
           const url = server.url;
           const pusher = async (worker: number) => {
@@ -188,10 +193,33 @@ describe('crash safety (SIGKILL during pushes and pull-through fills)', () => {
               }
             }
           };
+          // Garbage for the collector: some acknowledged images are deleted by their clients (they
+          // are no longer expected back), then collections run back to back while a client pushes.
+          const collector = async () => {
+            for (let k = 0; k < 4 && pushes.length > 0; k++) {
+              const index = Math.floor(rng() * pushes.length);
+              const victim = pushes.splice(index, 1)[0]!;
+              if (index < verifiedUpTo.pushes) verifiedUpTo.pushes--;
+              const digest = sha256(victim.manifest);
+              const res = await fetch(`${url}/v2/${victim.repo}/manifests/${digest}`, { method: 'DELETE' }).catch(() => undefined);
+              if (res?.status !== 202) {
+                pushes.push(victim); // not deleted (the server is gone): still expected intact
+                return;
+              }
+              deleted++;
+            }
+            while (!stopped) {
+              const res = await fetch(`${url}/api/v1/gc`, { method: 'POST', body: '{}' }).catch(() => undefined);
+              if (res?.status !== 200) return;
+              await res.arrayBuffer();
+              collections++;
+            }
+          };
           const workers: Promise<void>[] = [];
-          if (phase !== 'fill') workers.push(pusher(0), pusher(1));
-          if (phase !== 'push') workers.push(filler(), filler());
-          await sleep(300 + Math.floor(rng() * 2200));
+          if (phase === 'gc') workers.push(collector(), pusher(0));
+          if (phase === 'push' || phase === 'mixed') workers.push(pusher(0), pusher(1));
+          if (phase === 'fill' || phase === 'mixed') workers.push(filler(), filler());
+          await sleep(400 + Math.floor(rng() * 2600));
           server.child.kill('SIGKILL');
           await server.exited;
           stopped = true;
@@ -217,9 +245,10 @@ describe('crash safety (SIGKILL during pushes and pull-through fills)', () => {
       } finally {
         await server?.kill();
       }
-      const killCount = kills.push! + kills.fill! + kills.mixed!;
+      const killCount = kills.push! + kills.fill! + kills.mixed! + kills.gc!;
       console.log(
-        `crash test (seed ${SEED}): ${killCount} kills (${kills.push} during pushes, ${kills.fill} during fills, ${kills.mixed} during both); ` +
+        `crash test (seed ${SEED}): ${killCount} kills (${kills.push} during pushes, ${kills.fill} during fills, ${kills.mixed} during both, ` +
+          `${kills.gc} during garbage collection: ${collections} collections finished, ${deleted} images deleted for them); ` +
           `${verifiedPushes} acknowledged pushes and ${verifiedFills} received fills re-verified byte for byte; ` +
           `${leftovers} crash leftovers found by fsck and removed at restart`,
       );
