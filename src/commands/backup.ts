@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
@@ -55,6 +56,10 @@ export async function backupCommand(args: string[], io: { stdout: CommandOutput;
   if (resolve(config.storage) === dir) {
     io.stderr.write('airlock backup: the backup directory is the storage directory itself\n');
     return EXIT_USAGE;
+  }
+  if (!existsSync(join(config.storage, 'airlock.db'))) {
+    io.stderr.write(`airlock backup: there is no airlock store in ${config.storage} (no airlock.db); give --storage or --config of one\n`);
+    return EXIT_FAILURE;
   }
   const target = claimStorage(config.storage, 'backup');
   let report: BackupReport;

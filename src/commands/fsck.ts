@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
@@ -60,6 +61,10 @@ export async function fsckCommand(args: string[], io: FsckCommandIo): Promise<nu
   }
   const config = loadConfig({ config: values.config, storage: values.storage });
   const repair = values.repair ?? false;
+  if (!existsSync(join(config.storage, 'airlock.db'))) {
+    io.stderr.write(`airlock fsck: there is no airlock store in ${config.storage} (no airlock.db); give --storage or --config of one\n`);
+    return EXIT_FAILURE;
+  }
   const target = claimStorage(config.storage, 'fsck');
 
   let report: FsckReport;

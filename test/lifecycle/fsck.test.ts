@@ -94,6 +94,13 @@ describe('airlock fsck', () => {
     expect(again.code, again.stdout).toBe(0);
     expect(again.stdout).toContain('clean: no problems found');
 
+    // A directory that holds no store is said so, not turned into an empty one.
+    const nowhere = join(tmpdir(), `airlock-nowhere-${randomUUID()}`);
+    const none = await runCli(['fsck', '--storage', nowhere], { timeoutMs: 30_000 });
+    expect(none.code).toBe(1);
+    expect(none.stderr).toContain(`there is no airlock store in ${nowhere}`);
+    expect(existsSync(nowhere)).toBe(false);
+
     // The intact image still pulls byte for byte; the repaired blobs are gone, so pushing them again works.
     const back = await server({ storage });
     const manifest = await fetch(`${back.url}/v2/apps/web/manifests/v1`, { headers: { accept: image.mediaType } });
