@@ -18,6 +18,9 @@ Usage:
                [--skip-missing] [--dry-run] [--concurrency N] [--authfile F] [--insecure]
   airlock mirrorsets --host HOST[:PORT] [--format idms|itms|icsp|registries.conf] [--out FILE]
   airlock verify REF [--mirrorsets FILE] [--json]
+  airlock gc [--dry-run] [--untagged-older-than DURATION] [--config FILE] [--storage DIR] [--authfile FILE]
+  airlock fsck [--repair] [--json] [--config FILE | --storage DIR] [--authfile FILE]
+  airlock backup DIR [--config FILE | --storage DIR] [--authfile FILE]
   airlock --help | --version
 
 serve      Run the registry. Config comes from FILE (default config/airlock.yaml, or $AIRLOCK_CONFIG;
@@ -33,6 +36,12 @@ import     Import an OCI layout (dir, .tar, .tar.gz) or oc's v2/ tree into the s
 export     Write images (repo:tag, repo@sha256:…, globs like ocp4/**) as an OCI layout for the air gap.
 sync       Copy images from remote registries into the store, or --to-dir an OCI layout.
            (each: --help for a worked example)
+fsck       Check the store (every blob re-hashed, rows against files, manifests' references);
+           --repair fixes what is safe. Exit 1 when something is wrong. \`airlock fsck --help\`.
+backup     Write a consistent copy of the store into DIR while it runs (blobs hard-linked when on
+           the same filesystem); \`airlock serve --storage DIR\` runs from it. \`airlock backup --help\`.
+gc         Remove blobs and manifests nothing needs (tagless pushes are kept); inside the server when
+           one holds the storage. See airlock gc --help.
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad configuration.
 `;
@@ -158,7 +167,34 @@ async function sync(args: string[]): Promise<number> {
   return syncCommand(args);
 }
 
-const COMMANDS: Record<string, Command> = { serve, user, cert, import: importImages, export: exportImages, sync, mirrorsets, verify };
+async function fsckCmd(args: string[]): Promise<number> {
+  const { fsckCommand } = await import('./commands/fsck.js');
+  return fsckCommand(args, { stdout: process.stdout, stderr: process.stderr });
+}
+
+async function backupCmd(args: string[]): Promise<number> {
+  const { backupCommand } = await import('./commands/backup.js');
+  return backupCommand(args, { stdout: process.stdout, stderr: process.stderr });
+}
+
+async function gc(args: string[]): Promise<number> {
+  const { runGcCommand } = await import('./commands/gc.js');
+  return runGcCommand({ args, stdout: process.stdout, stderr: process.stderr });
+}
+
+const COMMANDS: Record<string, Command> = {
+  serve,
+  user,
+  cert,
+  import: importImages,
+  export: exportImages,
+  sync,
+  mirrorsets,
+  verify,
+  gc,
+  fsck: fsckCmd,
+  backup: backupCmd,
+};
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;

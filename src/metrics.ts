@@ -1,8 +1,8 @@
 import { Counter, Gauge, Registry as PromRegistry } from 'prom-client';
 import type { UpstreamConfig } from './config/schema.js';
-import type { MetadataStore } from './storage/metadata.js';
+import type { GcRunRecord, MetadataStore } from './storage/metadata.js';
 
-const CACHE_KEYS = ['hits', 'misses', 'staleServed', 'bytesFromCache', 'bytesFromUpstream', 'evictedBlobs', 'evictedBytes'] as const;
+const CACHE_KEYS = ['hits', 'misses', 'staleServed', 'bytesFromCache', 'bytesFromUpstream', 'evictedBlobs', 'evictedBytes', 'evictedManifests'] as const;
 const UPSTREAM_KEYS = ['hits', 'misses', 'errors', 'bytesFromUpstream'] as const;
 type CacheKey = (typeof CACHE_KEYS)[number];
 type UpstreamKey = (typeof UPSTREAM_KEYS)[number];
@@ -22,6 +22,8 @@ export class Stats {
   private pendingErrors = new Map<string, string>();
   private readonly keysByPrefix = new Map<string, { hits: string; misses: string }>();
   private readonly timer: NodeJS.Timeout;
+  /** The last garbage collection that removed (dry runs are not reported). */
+  private lastGc: GcRunRecord | undefined;
 
   constructor(
     private readonly meta: MetadataStore,
@@ -30,6 +32,7 @@ export class Stats {
   ) {
     this.totals = meta.readCounters();
     this.lastErrors = meta.readUpstreamErrors();
+    this.lastGc = meta.lastGcRun();
     this.timer = setInterval(() => this.flush(), flushEveryMs);
     this.timer.unref();
   }
@@ -73,10 +76,16 @@ export class Stats {
     this.add(`upstream.${prefix}.bytesFromUpstream`, bytes);
   }
 
-  /** Cached blobs removed to stay within cache.maxBytes. */
-  evicted(blobs: number, bytes: number): void {
+  /** Cached blobs (and the cached manifests that went with them) removed to stay within budget. */
+  evicted(blobs: number, bytes: number, manifests = 0): void {
     this.add('cache.evictedBlobs', blobs);
     this.add('cache.evictedBytes', bytes);
+    this.add('cache.evictedManifests', manifests);
+  }
+
+  /** A finished garbage collection (already recorded in the store by the collector). */
+  collected(run: GcRunRecord): void {
+    if (!run.dryRun) this.lastGc = run;
   }
 
   upstreamError(prefix: string, message: string): void {
@@ -84,6 +93,10 @@ export class Stats {
     const note = `${new Date().toISOString()} ${message}`;
     this.lastErrors.set(prefix, note);
     this.pendingErrors.set(prefix, note);
+  }
+
+  lastGcRun(): GcRunRecord | undefined {
+    return this.lastGc;
   }
 
   /** Writes counted-but-unsaved deltas; cheap when nothing happened. */
@@ -126,6 +139,15 @@ export class Stats {
         lastError: this.lastErrors.get(u.prefix) ?? null,
       })),
       storage: this.meta.totals(),
+      gc: this.lastGc
+        ? {
+            lastRunAt: new Date(this.lastGc.startedAt).toISOString(),
+            durationMs: this.lastGc.durationMs,
+            removedManifests: this.lastGc.removedManifests,
+            removedBlobs: this.lastGc.removedBlobs,
+            freedBytes: this.lastGc.freedBytes,
+          }
+        : null,
     };
   }
 }
@@ -161,6 +183,7 @@ export function createPrometheusRegistry(stats: Stats): PromRegistry {
   counter('airlock_cache_bytes_from_upstream_total', 'Blob bytes fetched from upstreams', () => current().cache.bytesFromUpstream);
   counter('airlock_cache_evicted_blobs_total', 'Cached blobs removed to stay within cache.maxBytes', () => current().cache.evictedBlobs);
   counter('airlock_cache_evicted_bytes_total', 'Bytes of cached blobs removed to stay within cache.maxBytes', () => current().cache.evictedBytes);
+  counter('airlock_cache_evicted_manifests_total', 'Cached manifests removed with their blobs by cache eviction', () => current().cache.evictedManifests);
 
   const perUpstream = (name: string, help: string, key: UpstreamKey) =>
     new Counter({
@@ -191,5 +214,12 @@ export function createPrometheusRegistry(stats: Stats): PromRegistry {
   gauge('airlock_storage_manifests', 'Distinct manifests stored', () => current().storage.manifests);
   gauge('airlock_storage_blobs', 'Blobs stored', () => current().storage.blobs);
   gauge('airlock_storage_bytes', 'Bytes of blobs stored', () => current().storage.bytes);
+  // The last garbage collection (0 until one has run).
+  const lastGc = stats.lastGcRun.bind(stats);
+  gauge('airlock_gc_last_run_timestamp_seconds', 'When the last garbage collection started', () => (lastGc()?.startedAt ?? 0) / 1000);
+  gauge('airlock_gc_last_duration_seconds', 'How long the last garbage collection took', () => (lastGc()?.durationMs ?? 0) / 1000);
+  gauge('airlock_gc_last_removed_manifests', 'Manifests the last garbage collection removed', () => lastGc()?.removedManifests ?? 0);
+  gauge('airlock_gc_last_removed_blobs', 'Blobs the last garbage collection removed', () => lastGc()?.removedBlobs ?? 0);
+  gauge('airlock_gc_last_freed_bytes', 'Bytes the last garbage collection freed', () => lastGc()?.freedBytes ?? 0);
   return registry;
 }

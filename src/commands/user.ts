@@ -1,4 +1,5 @@
 import { addUser, DEFAULT_BCRYPT_COST, passwordProblem, userNameProblem } from '../auth/htpasswd.js';
+import { acquireLockFile, StorageLockedError, type StorageLock } from '../lifecycle/storage-lock.js';
 import {
   EXIT_FAILURE,
   EXIT_INTERRUPTED,
@@ -22,6 +23,24 @@ export interface UserAddOptions {
   stderr: CommandOutput;
   /** bcrypt cost; default 12. */
   cost?: number;
+  /** How long to wait for another `user add` on the same file before giving up; default 10 s. */
+  lockWaitMs?: number;
+}
+
+/**
+ * Takes `<file>.lock`, waiting while another `user add` holds it: two runs at once would each
+ * rewrite the file from what they read, and one user would be lost.
+ */
+async function lockHtpasswd(file: string, waitMs: number): Promise<StorageLock> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      return acquireLockFile(`${file}.lock`, file, 'user add', 'htpasswd file');
+    } catch (e) {
+      if (!(e instanceof StorageLockedError) || Date.now() >= deadline) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
 }
 
 /** `airlock user add`: creates or updates a bcrypt entry in the htpasswd file. Returns the exit code. */
@@ -63,6 +82,14 @@ export async function runUserAdd(options: UserAddOptions): Promise<number> {
     return EXIT_USAGE;
   }
 
+  let lock: StorageLock;
+  try {
+    lock = await lockHtpasswd(options.file, options.lockWaitMs ?? 10_000);
+  } catch (e) {
+    const reason = e instanceof StorageLockedError ? e.message : `cannot write ${options.file}: ${(e as Error).message}`;
+    stderr.write(`airlock user add: ${reason}\n`);
+    return EXIT_FAILURE;
+  }
   try {
     const outcome = await addUser(options.file, options.name, password, options.cost ?? DEFAULT_BCRYPT_COST);
     options.stdout.write(`${outcome === 'added' ? 'added' : 'updated'} user "${options.name}" in ${options.file}\n`);
@@ -70,5 +97,7 @@ export async function runUserAdd(options: UserAddOptions): Promise<number> {
   } catch (e) {
     stderr.write(`airlock user add: cannot write ${options.file}: ${(e as Error).message}\n`);
     return EXIT_FAILURE;
+  } finally {
+    lock.release();
   }
 }

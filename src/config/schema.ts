@@ -43,6 +43,8 @@ const upstream = z
     insecure: z.boolean().default(false),
     caFile: z.string().optional(),
     timeout: duration.default('30s'),
+    /** Eviction budget for what this upstream's repositories cache, besides cache.maxBytes. */
+    maxBytes: size.optional(),
   })
   .strict()
   .superRefine((u, ctx) => {
@@ -61,6 +63,8 @@ export const configSchema = z
   .object({
     listen: hostPort.default('0.0.0.0:5000'),
     storage: z.string().min(1).default('./storage'),
+    /** /readyz reports not ready when the storage volume has less free space than this (0: never). */
+    storageMinFree: size.default('1GiB'),
     log: z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .strict()
@@ -98,6 +102,18 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    /** Online garbage collection; absent: only `airlock gc` (or POST /api/v1/gc) collects. */
+    gc: z
+      .object({
+        /** How often the server collects, e.g. 24h. */
+        schedule: duration.refine((ms) => ms >= 1000, 'must be at least 1s'),
+        /** Anything linked, uploaded or pushed more recently than this is kept whatever refers to it. */
+        grace: duration.default('1h'),
+        /** Scheduled runs also remove untagged manifests older than this (default: keep them). */
+        untaggedOlderThan: duration.optional(),
+      })
+      .strict()
+      .optional(),
     uploads: z
       .object({
         /** An upload session untouched for this long is removed with its bytes. */

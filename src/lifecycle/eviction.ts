@@ -7,29 +7,41 @@ import type { AccessTracker } from './access-tracker.js';
 const LOW_WATER = 0.9;
 const BATCH = 256;
 
+/** A limit on cached bytes: the whole cache (`cache.maxBytes`) or one upstream's share (`upstreams[].maxBytes`). */
+export interface EvictionBudget {
+  /** The upstream's prefix; undefined for the whole cache. */
+  prefix?: string;
+  maxBytes: number;
+}
+
 export interface EvictionResult {
   blobs: number;
   bytes: number;
-  /** Bytes of cached-only content left. */
+  manifests: number;
+  /** Bytes of cached-only content left (the whole cache). */
   remaining: number;
 }
 
 /**
- * Keeps content fetched from upstreams within `cache.maxBytes` by removing the least recently
- * served cached blobs. Content pushed here is never evicted, whatever the budget: a blob stays as
- * long as any repository holds it through a push or mount. An evicted blob is fetched again from
- * its upstream when next asked for.
+ * Keeps content fetched from upstreams within its budgets by removing the least recently served
+ * cached images: a cached blob leaves with the cached manifests and tags that reference it and
+ * their other cached blobs, unless something pushed needs them. Content pushed or imported here is
+ * never evicted, whatever the budget: a blob stays as long as any repository holds it through a
+ * push or mount, and a cached manifest stays while a pushed index lists it. Evicted content is
+ * fetched again from its upstream when next asked for.
  */
 export class CacheEvictor {
   private running: Promise<EvictionResult> | undefined;
 
   constructor(
-    private readonly maxBytes: number,
+    private readonly budgets: EvictionBudget[],
     private readonly meta: MetadataStore,
     private readonly registry: Registry,
     private readonly tracker: AccessTracker,
     private readonly log: Logger,
-    private readonly onEvicted: (blobs: number, bytes: number) => void = () => undefined,
+    private readonly onEvicted: (blobs: number, bytes: number, manifests: number) => void = () => undefined,
+    /** The prefix of the upstream serving a repository (longest whole-component prefix). */
+    private readonly upstreamOf: (repo: string) => string | undefined = () => undefined,
   ) {}
 
   /** One pass; concurrent callers share the pass under way. */
@@ -41,33 +53,80 @@ export class CacheEvictor {
   private async pass(): Promise<EvictionResult> {
     this.tracker.flush();
     const startedAt = Date.now();
-    let remaining = this.meta.cachedOnlyBytes();
-    const result = { blobs: 0, bytes: 0, remaining };
-    if (remaining <= this.maxBytes) return result;
-    const target = Math.floor(this.maxBytes * LOW_WATER);
+    const result: EvictionResult = { blobs: 0, bytes: 0, manifests: 0, remaining: 0 };
+    for (const budget of this.budgets) await this.withinBudget(budget, startedAt, result);
+    result.remaining = this.meta.cachedOnlyBytes();
+    if (result.blobs > 0) this.onEvicted(result.blobs, result.bytes, result.manifests);
+    return result;
+  }
+
+  private usage(budget: EvictionBudget): number {
+    if (budget.prefix === undefined) return this.meta.cachedOnlyBytes();
+    let bytes = 0;
+    for (const { repo, bytes: b } of this.meta.cachedBytesByRepo()) if (this.upstreamOf(repo) === budget.prefix) bytes += b;
+    return bytes;
+  }
+
+  /** The next least recently served candidates; `exhausted` when the store has no more. */
+  private candidates(budget: EvictionBudget, skipped: Set<string>): { items: { digest: string }[]; exhausted: boolean } {
+    const limit = BATCH + skipped.size;
+    if (budget.prefix === undefined) {
+      const rows = this.meta.evictionCandidates(limit);
+      return { items: rows.filter((c) => !skipped.has(c.digest)), exhausted: rows.length < limit };
+    }
+    const rows = this.meta.evictionCandidatesUnder(budget.prefix, limit);
+    const items: { digest: string }[] = [];
+    for (const c of rows) {
+      if (skipped.has(c.digest)) continue;
+      // Under the prefix but served by an upstream with a longer one: not this budget's.
+      if (this.upstreamOf(c.repo) !== budget.prefix) skipped.add(c.digest);
+      else items.push(c);
+    }
+    return { items, exhausted: rows.length < limit };
+  }
+
+  private async withinBudget(budget: EvictionBudget, startedAt: number, result: EvictionResult): Promise<void> {
+    let remaining = this.usage(budget);
+    if (remaining <= budget.maxBytes) return;
+    const before = { blobs: result.blobs, bytes: result.bytes, manifests: result.manifests };
+    const target = Math.floor(budget.maxBytes * LOW_WATER);
     const skipped = new Set<string>();
     while (remaining > target) {
-      const candidates = this.meta.evictionCandidates(BATCH + skipped.size).filter((c) => !skipped.has(c.digest));
-      if (candidates.length === 0) break;
-      for (const { digest, size } of candidates) {
+      const { items, exhausted } = this.candidates(budget, skipped);
+      if (items.length === 0) {
+        if (exhausted) break;
+        continue;
+      }
+      for (const { digest } of items) {
         if (remaining <= target) break;
         // Served a moment ago (not yet written down) or being filled: keep it this time.
-        if (this.tracker.isPending(digest) || !(await this.registry.evictCachedBlob(digest, startedAt))) {
+        const evicted = this.tracker.isPending(digest) ? undefined : await this.registry.evictCachedImage(digest, startedAt);
+        if (!evicted) {
           skipped.add(digest);
           continue;
         }
-        remaining -= size;
-        result.blobs++;
-        result.bytes += size;
+        const bytes = evicted.blobs.reduce((sum, b) => sum + b.size, 0);
+        remaining -= bytes;
+        result.blobs += evicted.blobs.length;
+        result.bytes += bytes;
+        result.manifests += evicted.manifests.length;
       }
     }
-    result.remaining = remaining;
-    if (result.blobs > 0) {
-      this.onEvicted(result.blobs, result.bytes);
-      this.log.info({ evictedBlobs: result.blobs, evictedBytes: result.bytes, cachedBytes: remaining, maxBytes: this.maxBytes }, 'cache eviction');
+    const label = budget.prefix === undefined ? 'cache.maxBytes' : `upstream ${budget.prefix || '""'} maxBytes`;
+    if (result.blobs > before.blobs) {
+      this.log.info(
+        {
+          budget: label,
+          evictedBlobs: result.blobs - before.blobs,
+          evictedBytes: result.bytes - before.bytes,
+          evictedManifests: result.manifests - before.manifests,
+          cachedBytes: remaining,
+          maxBytes: budget.maxBytes,
+        },
+        'cache eviction',
+      );
     } else {
-      this.log.warn({ cachedBytes: remaining, maxBytes: this.maxBytes }, 'cache is over its budget but nothing could be evicted yet');
+      this.log.warn({ budget: label, cachedBytes: remaining, maxBytes: budget.maxBytes }, 'cache is over its budget but nothing could be evicted yet');
     }
-    return result;
   }
 }

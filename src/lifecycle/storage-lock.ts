@@ -1,4 +1,4 @@
-import { closeSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -11,6 +11,12 @@ import { join } from 'node:path';
  * a process that died (kill -9, power cut) is taken over: its pid no longer runs.
  */
 export const LOCK_FILE = 'airlock.lock';
+/**
+ * Written when a lock is taken over from a dead holder, removed once a server has recovered the
+ * store (lifecycle/recovery.ts): a command that takes the lock in between (fsck, backup) must not
+ * make the next server believe the previous one stopped cleanly.
+ */
+export const UNCLEAN_MARKER = 'airlock.unclean';
 
 export interface LockHolder {
   pid: number;
@@ -26,9 +32,11 @@ export class StorageLockedError extends Error {
   constructor(
     readonly storage: string,
     readonly holder: LockHolder,
+    /** What is locked, for the message: "storage" or e.g. "htpasswd file". */
+    kind = 'storage',
   ) {
     super(
-      `storage ${storage} is in use by airlock ${holder.command} (pid ${holder.pid}${holder.url ? `, serving ${holder.url}` : ''}); ` +
+      `${kind} ${storage} is in use by airlock ${holder.command} (pid ${holder.pid}${holder.url ? `, serving ${holder.url}` : ''}); ` +
         `stop it first${holder.command === 'serve' ? ', or let that server do the work' : ''}`,
     );
     this.name = 'StorageLockedError';
@@ -37,6 +45,11 @@ export class StorageLockedError extends Error {
 
 export interface StorageLock {
   readonly path: string;
+  /**
+   * The holder whose lock was left behind and taken over (it died without releasing it: kill -9,
+   * power cut), so the new owner knows to recover what a crash may have left half-done.
+   */
+  readonly tookOverFrom?: LockHolder;
   /** Records more about the holder (a server's URL once it listens). */
   update(fields: Partial<Pick<LockHolder, 'url'>>): void;
   /** Removes the lock file if it is still ours. Idempotent. */
@@ -55,22 +68,30 @@ function pidRuns(pid: number): boolean {
 
 /** Who holds the storage directory's lock, if a living process does. */
 export function readLockHolder(storage: string): LockHolder | undefined {
+  return readLockFile(join(storage, LOCK_FILE));
+}
+
+function readLockFile(path: string): LockHolder | undefined {
+  const holder = readRecord(path);
+  if (!holder || typeof holder.pid !== 'number' || !pidRuns(holder.pid)) return undefined;
+  return holder;
+}
+
+/** The record in a lock file whether or not its holder still runs. */
+function readRecord(path: string): LockHolder | undefined {
   let text: string;
   try {
-    text = readFileSync(join(storage, LOCK_FILE), 'utf8');
+    text = readFileSync(path, 'utf8');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw e;
   }
-  let holder: LockHolder;
   try {
-    holder = JSON.parse(text) as LockHolder;
+    return JSON.parse(text) as LockHolder;
   } catch {
     // A lock file cut short by a crash between create and write: nobody can be identified by it.
     return undefined;
   }
-  if (typeof holder.pid !== 'number' || !pidRuns(holder.pid)) return undefined;
-  return holder;
 }
 
 /**
@@ -78,17 +99,46 @@ export function readLockHolder(storage: string): LockHolder | undefined {
  * The directory must exist.
  */
 export function acquireStorageLock(storage: string, command: string): StorageLock {
-  const path = join(storage, LOCK_FILE);
+  const lock = acquireLockFile(join(storage, LOCK_FILE), storage, command);
+  if (lock.tookOverFrom) {
+    try {
+      writeFileSync(join(storage, UNCLEAN_MARKER), JSON.stringify(lock.tookOverFrom), { flag: 'wx' });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+  }
+  return lock;
+}
+
+/** True when a previous owner died holding the storage and no server has recovered it since. */
+export function storageUnclean(storage: string): LockHolder | undefined {
+  const holder = readRecord(join(storage, UNCLEAN_MARKER));
+  return holder ?? (existsSync(join(storage, UNCLEAN_MARKER)) ? { pid: 0, command: 'unknown', since: 0 } : undefined);
+}
+
+/** Records that the store was recovered after an unclean stop. */
+export function markStorageClean(storage: string): void {
+  rmSync(join(storage, UNCLEAN_MARKER), { force: true });
+}
+
+/**
+ * The same lock on any file (e.g. `users.htpasswd.lock` for `user add`); `what` names the locked
+ * thing in the error.
+ */
+export function acquireLockFile(path: string, what: string, command: string, kind = 'storage'): StorageLock {
   const holder: LockHolder = { pid: process.pid, command, since: Date.now() };
+  let stale: LockHolder | undefined;
   for (let attempt = 0; attempt < 3; attempt++) {
     let fd: number;
     try {
       fd = openSync(path, 'wx', 0o644);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const current = readLockHolder(storage);
-      if (current) throw new StorageLockedError(storage, current);
+      const current = readLockFile(path);
+      if (current) throw new StorageLockedError(what, current, kind);
       // Stale: its owner died. Remove it and race for a fresh one (O_EXCL decides the winner).
+      // An unreadable record (cut short by a crash) counts as a dead owner too.
+      stale = readRecord(path) ?? { pid: 0, command: 'unknown', since: 0 };
       try {
         unlinkSync(path);
       } catch (err) {
@@ -101,13 +151,13 @@ export function acquireStorageLock(storage: string, command: string): StorageLoc
     } finally {
       closeSync(fd);
     }
-    return ownLock(path, holder);
+    return ownLock(path, holder, stale);
   }
-  const current = readLockHolder(storage);
-  throw current ? new StorageLockedError(storage, current) : new Error(`could not take the lock ${path}: it keeps reappearing`);
+  const current = readLockFile(path);
+  throw current ? new StorageLockedError(what, current, kind) : new Error(`could not take the lock ${path}: it keeps reappearing`);
 }
 
-function ownLock(path: string, holder: LockHolder): StorageLock {
+function ownLock(path: string, holder: LockHolder, tookOverFrom: LockHolder | undefined): StorageLock {
   let released = false;
   const isOurs = () => {
     try {
@@ -119,6 +169,7 @@ function ownLock(path: string, holder: LockHolder): StorageLock {
   };
   return {
     path,
+    tookOverFrom,
     update(fields) {
       if (released) return;
       Object.assign(holder, fields);

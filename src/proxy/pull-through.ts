@@ -195,22 +195,25 @@ export class PullThroughCache {
       throw this.clientError(e, 'MANIFEST_UNKNOWN');
     }
     const body = found.body!;
-    const record = this.describeManifest(found, body);
+    const { record, blobRefs, manifestRefs } = this.describeManifest(found, body);
     // Cached content is stored exactly as the upstream sent it. Its blobs and children arrive
-    // lazily when clients ask, so unlike a push nothing else has to be present yet.
+    // lazily when clients ask, so unlike a push nothing else has to be present yet; what it
+    // references is recorded all the same, for eviction and garbage collection to keep images whole.
     const tag = reference.includes(':') ? undefined : reference;
-    this.meta.putManifest(repo, { ...record, blobRefs: [], manifestRefs: [], cached: true }, tag);
+    this.meta.putManifest(repo, { ...record, blobRefs, manifestRefs, cached: true }, tag);
     // The tag may have moved: what is remembered of this repository must be read afresh.
     if (tag !== undefined) this.manifests.invalidate(repo);
     return record;
   }
 
-  private describeManifest(found: ManifestResult, body: Buffer): ManifestRecord {
+  private describeManifest(found: ManifestResult, body: Buffer): { record: ManifestRecord; blobRefs: string[]; manifestRefs: string[] } {
     try {
-      return manifestRecord(found.digest, body, parseManifest(body, found.mediaType));
+      const parsed = parseManifest(body, found.mediaType);
+      return { record: manifestRecord(found.digest, body, parsed), blobRefs: parsed.blobRefs, manifestRefs: parsed.manifestRefs };
     } catch {
       // Whatever the upstream serves is passed on unchanged, even a type airlock would not accept on push.
-      return { digest: found.digest, mediaType: found.mediaType, size: body.length, content: body, subject: null, artifactType: null, annotations: null };
+      const record = { digest: found.digest, mediaType: found.mediaType, size: body.length, content: body, subject: null, artifactType: null, annotations: null };
+      return { record, blobRefs: [], manifestRefs: [] };
     }
   }
 
@@ -272,20 +275,33 @@ export class PullThroughCache {
     if (!pending) {
       const prefix = route.upstream.config.prefix;
       const fetch = (from: number) => this.call(route, repo, digest, (c) => c.getBlob(route.remoteRepo, digest, from));
-      pending = fetch(0).then((response) =>
-        BlobFill.start(
+      let reserved = 0;
+      pending = fetch(0).then((response) => {
+        reserved = this.reserveSpace(digest, response.size, route.upstream.config.url, () => response.abort());
+        return BlobFill.start(
           this.blobs,
           digest,
           algorithm,
           response,
           fetch,
           (size, transferred) => {
-            this.meta.linkBlob(repo, digest, size, true);
+            try {
+              this.meta.linkBlob(repo, digest, size, true);
+            } catch (e) {
+              // (A full disk fails the metadata write too.) A file nothing records is not left behind.
+              if (this.meta.blobSize(digest) === undefined) void this.blobs.remove(digest).catch(() => undefined);
+              throw e;
+            }
             this.stats.bytesFromUpstream(prefix, transferred);
           },
           this.fillMemory,
-        ),
-      );
+        );
+      });
+      const release = () => {
+        this.reservedBytes -= reserved;
+        reserved = 0;
+      };
+      pending.then((fill) => fill.settled.then(release), release);
       this.fills.set(key, pending);
       pending.then(
         (fill) =>
@@ -353,6 +369,29 @@ export class PullThroughCache {
         upstream: route.upstream.config.url,
       });
     }
+  }
+
+  /** Bytes that fills in progress are about to write: not free any more, whatever statfs says. */
+  private reservedBytes = 0;
+
+  /**
+   * Refuses a fill that cannot fit on the storage volume, before the client is answered (a clear
+   * 507 rather than a response cut short when the disk runs out); reserves its size otherwise.
+   */
+  private reserveSpace(digest: string, size: number | undefined, upstream: string, abort: () => void): number {
+    if (size === undefined) return 0;
+    const free = this.blobs.freeBytes() - this.reservedBytes;
+    if (free < size) {
+      abort();
+      this.log.warn({ digest, size, free, upstream }, 'not caching a blob: the storage volume is too full');
+      throw new RegistryError(
+        'STORAGE_FULL',
+        `the registry storage is full: blob ${digest} (${size} bytes) from ${upstream} cannot be cached, ${Math.max(free, 0)} bytes are free; an operator must free space`,
+        { digest, size, free: Math.max(free, 0) },
+      );
+    }
+    this.reservedBytes += size;
+    return size;
   }
 
   /** True while an upstream transfer of this blob is being written. */

@@ -14,3 +14,13 @@ export class KeyedLock {
     }
   }
 }
+
+/**
+ * Runs a task holding several keys of one lock at once. Keys are taken in sorted order, so two
+ * callers of runAll never wait on each other in a cycle; single-key holders never wait on a second key.
+ */
+export function runAll<T>(lock: KeyedLock, keys: Iterable<string>, task: () => Promise<T>): Promise<T> {
+  const sorted = [...new Set(keys)].sort();
+  const take = (i: number): Promise<T> => (i === sorted.length ? task() : lock.run(sorted[i]!, () => take(i + 1)));
+  return take(0);
+}

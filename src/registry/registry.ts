@@ -4,9 +4,9 @@ import type { Logger } from '../log.js';
 import type { CacheOutcome } from '../metrics.js';
 import type { PullThroughCache } from '../proxy/pull-through.js';
 import { DigestMismatchError, TooLargeError, type FsBlobStore } from '../storage/blobstore.js';
-import type { ManifestRecord, MetadataStore, Page } from '../storage/metadata.js';
+import type { EvictedImage, ManifestRecord, MetadataStore, Page } from '../storage/metadata.js';
 import { RegistryError } from './errors.js';
-import { KeyedLock } from './keyed-lock.js';
+import { KeyedLock, runAll } from './keyed-lock.js';
 import { ManifestCache } from './manifest-cache.js';
 import { manifestRecord, parseManifest } from './manifest.js';
 import { assertDigest, isValidTag, looksLikeDigest, parseReference, readReference, truncate, type DigestAlgorithm } from './names.js';
@@ -115,15 +115,22 @@ export class Registry {
   }
 
   /**
-   * Removes a blob that only pull-through links hold and that was not served since `servedBefore`
-   * (cache eviction); true if removed. Pushed content is never touched.
+   * Evicts a cached blob that only pull-through links hold and that was not served since
+   * `servedBefore`, with the cached manifests (and their cached tags) that reference it and their
+   * other blobs that nothing else needs: a cached image leaves whole. Pushed content is never
+   * touched. Undefined when the blob is no longer evictable.
    */
-  async evictCachedBlob(digest: string, servedBefore: number): Promise<boolean> {
-    if (this.proxy?.isFilling(digest)) return false;
-    return this.blobLocks.run(digest, async () => {
-      if (!this.meta.forgetCachedBlob(digest, servedBefore)) return false;
-      await this.blobs.remove(digest);
-      return true;
+  async evictCachedImage(digest: string, servedBefore: number): Promise<EvictedImage | undefined> {
+    const filling = (d: string) => this.proxy?.isFilling(d) ?? false;
+    if (filling(digest)) return undefined;
+    const companions = this.meta.cachedImageBlobs(digest).filter((d) => !filling(d));
+    return runAll(this.blobLocks, [digest, ...companions], async () => {
+      const evicted = this.meta.evictCachedImage(digest, companions, servedBefore);
+      if (!evicted) return undefined;
+      // No stale answer from memory for what just left.
+      for (const repo of new Set(evicted.manifests.map((m) => m.repo))) this.manifests.invalidate(repo);
+      for (const blob of evicted.blobs) await this.blobs.remove(blob.digest);
+      return evicted;
     });
   }
 

@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import type { Stats } from '../metrics.js';
 import type { Registry } from '../registry/registry.js';
 import type { Authorizer } from '../auth/authorizer.js';
+import type { GarbageCollector } from '../lifecycle/gc.js';
 import { RegistryError } from '../registry/errors.js';
 import { isValidName } from '../registry/names.js';
 import type { AccessControl } from './access.js';
@@ -15,6 +16,8 @@ import { send, sendError, sendJson } from './respond.js';
 import { createV2Handler } from './v2.js';
 import { isMirrorSetFormat, MIRROR_SET_FORMATS, type MirrorSetFormat } from '../mirror/mirror-set-documents.js';
 import { isValidMirrorHost } from '../mirror/mirror-sets.js';
+import { registerMaintenanceApi, type MaintenanceDeps } from './maintenance-api.js';
+import { mountGcApi } from './gc-api.js';
 
 export interface AppDeps {
   registry: Registry;
@@ -29,6 +32,10 @@ export interface AppDeps {
   readiness: () => void;
   /** GET /api/v1/mirrorsets: the document for clusters reaching this server at `host`. */
   mirrorSets?: (format: MirrorSetFormat, host: string) => string;
+  /** POST /api/v1/fsck and /api/v1/backup, when the server owns a storage directory. */
+  maintenance?: Omit<MaintenanceDeps, 'access' | 'log'>;
+  /** Serves POST /api/v1/gc. */
+  gc?: GarbageCollector;
 }
 
 /** `{"origins":[{"repo":"quay.io/ocp/release","origin":"quay.io/ocp/release"}]}`, each name checked. */
@@ -123,6 +130,8 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
     }
     return RESPONSE_ALREADY_SENT;
   });
+  if (deps.maintenance) registerMaintenanceApi(app, { ...deps.maintenance, access: deps.access, log: deps.log });
+  if (deps.gc) mountGcApi(app, { gc: deps.gc, access: deps.access, log: deps.log });
   app.get('/metrics', async (c) => c.body(await deps.metrics.metrics(), 200, { 'Content-Type': deps.metrics.contentType }));
 
   app.notFound((c) => {

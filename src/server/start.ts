@@ -4,11 +4,16 @@ import type { Authorizer } from '../auth/authorizer.js';
 import { ConfigError, parseConfig } from '../config/load.js';
 import type { Config, ConfigInput } from '../config/schema.js';
 import { AccessTracker } from '../lifecycle/access-tracker.js';
-import { CacheEvictor } from '../lifecycle/eviction.js';
-import { acquireStorageLock } from '../lifecycle/storage-lock.js';
+import { CacheEvictor, type EvictionBudget } from '../lifecycle/eviction.js';
+import { checkFreeSpace } from '../lifecycle/free-space.js';
+import { DEFAULT_GC_GRACE_MS, GarbageCollector, type GcResult } from '../lifecycle/gc.js';
+import { recoverAfterCrash, removeStaleTemporaries } from '../lifecycle/recovery.js';
+import { quarantineServedBlobs } from '../lifecycle/served-corruption.js';
+import { acquireStorageLock, markStorageClean, storageUnclean } from '../lifecycle/storage-lock.js';
 import { createLogger, type Logger } from '../log.js';
 import { createPrometheusRegistry, Stats } from '../metrics.js';
 import type { PullThroughCache } from '../proxy/pull-through.js';
+import { selectUpstream } from '../proxy/routing.js';
 import { KeyedLock } from '../registry/keyed-lock.js';
 import { ManifestCache } from '../registry/manifest-cache.js';
 import { Registry } from '../registry/registry.js';
@@ -25,8 +30,10 @@ export interface RunningServer {
   config: Config;
   registry: Registry;
   log: Logger;
-  /** Runs one cache eviction pass now (when cache.maxBytes is set). */
+  /** Runs one cache eviction pass now (when cache.maxBytes or an upstream's maxBytes is set). */
   evictCache(): Promise<void>;
+  /** The server's garbage collector (what POST /api/v1/gc and the schedule run). */
+  gc: GarbageCollector;
   /** Graceful: in-flight requests finish, then the database closes. */
   close(): Promise<void>;
 }
@@ -56,12 +63,20 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     await blobs.init();
     const meta = new SqliteMetadataStore(join(config.storage, 'airlock.db'));
     closers.push(() => meta.close());
+    // Nothing writes yet: whatever a previous run left half-done can be told from what it finished.
+    await removeStaleTemporaries(config.storage, meta, blobs, log);
+    const unclean = storageUnclean(config.storage);
+    if (unclean) {
+      await recoverAfterCrash(config.storage, meta, blobs, log, unclean);
+      markStorageClean(config.storage);
+    }
     const stats = new Stats(meta, config.upstreams);
     closers.push(() => stats.close());
     const tracker = new AccessTracker(meta);
     closers.push(() => tracker.close());
 
     const blobLocks = new KeyedLock();
+    blobs.onCorrupt = quarantineServedBlobs({ storage: config.storage, meta, blobs, blobLocks, log });
     const manifests = new ManifestCache();
     let proxy: PullThroughCache | undefined;
     if (config.upstreams.length) {
@@ -97,7 +112,21 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       access = createAuthAccess(authorizer, log, { realm: config.auth.realm, tls: Boolean(config.tls) });
     }
 
+    const gc = new GarbageCollector({
+      meta,
+      blobs,
+      blobLocks,
+      log,
+      manifests,
+      graceMs: config.gc?.grace ?? DEFAULT_GC_GRACE_MS,
+      isFilling: (digest) => proxy?.isFilling(digest) ?? false,
+      onCollected: (result: GcResult) => stats.collected(result),
+    });
+
+    closers.push(() => gc.stop());
+
     const app = createApp({
+      gc,
       registry,
       access,
       authorizer,
@@ -105,11 +134,25 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       manifestLimit: config.limits.manifestBytes,
       stats,
       metrics: createPrometheusRegistry(stats),
-      readiness: () => meta.ping(),
       mirrorSets: (format, host) => airlockMirrorSetDocument(format, config.upstreams, meta.listOrigins(), { host, insecure: !config.tls }),
+      readiness: () => {
+        meta.ping();
+        checkFreeSpace(config.storage, config.storageMinFree);
+      },
+      maintenance: {
+        storage: config.storage,
+        meta,
+        blobs,
+        blobLocks,
+        isFilling: (digest) => proxy?.isFilling(digest) ?? false,
+        invalidateManifests: (repo) => manifests.invalidate(repo),
+      },
     });
     const listening = await listen(app, config, log);
     closers.push(() => listening.close());
+    // On shutdown a collection under way (scheduled or asked over HTTP) ends after its current
+    // batch, before in-flight requests are waited for.
+    closers.push(() => void gc.stop());
     // Commands pointed at this storage (gc, fsck, backup, import) find the server here and ask it.
     lock.update({ url: listening.url });
     if (proxy) {
@@ -125,11 +168,22 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     sweeper.unref();
     closers.push(() => clearInterval(sweeper));
 
-    const maxBytes = config.cache.maxBytes;
+    const budgets: EvictionBudget[] = [
+      ...(config.cache.maxBytes === undefined ? [] : [{ maxBytes: config.cache.maxBytes }]),
+      ...config.upstreams.flatMap((u) => (u.maxBytes === undefined ? [] : [{ prefix: u.prefix, maxBytes: u.maxBytes }])),
+    ];
     const evictor =
-      maxBytes === undefined
+      budgets.length === 0
         ? undefined
-        : new CacheEvictor(maxBytes, meta, registry, tracker, log, (count, bytes) => stats.evicted(count, bytes));
+        : new CacheEvictor(
+            budgets,
+            meta,
+            registry,
+            tracker,
+            log,
+            (count, bytes, manifestCount) => stats.evicted(count, bytes, manifestCount),
+            (repo) => selectUpstream(config.upstreams, repo)?.upstream.prefix,
+          );
     const evict = async () => {
       await evictor?.run().catch((err) => log.error({ err }, 'cache eviction failed'));
     };
@@ -139,6 +193,15 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       const evictTimer = setInterval(evict, Math.min(config.cache.evictEvery, 2 ** 31 - 1));
       evictTimer.unref();
       closers.push(() => clearInterval(evictTimer));
+    }
+
+    // Scheduled garbage collection: the first run one period after start, like every later one.
+    if (config.gc) {
+      const { schedule, untaggedOlderThan } = config.gc;
+      const collect = () => void gc.run({ untaggedOlderThan }).catch((err) => log.error({ err }, 'scheduled garbage collection failed'));
+      const gcTimer = setInterval(collect, schedule);
+      gcTimer.unref();
+      closers.push(() => clearInterval(gcTimer));
     }
 
     log.info({ url: listening.url, storage: config.storage, tls: Boolean(config.tls) }, 'airlock listening');
@@ -151,6 +214,7 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       registry,
       log,
       evictCache: evict,
+      gc,
       close() {
         closed ??= closeAll().then(() => {
           log.info('airlock stopped');

@@ -8,6 +8,7 @@
 // reuses each one only after the socket has taken its bytes (the write callback): the next read
 // overlaps the previous write, and no memory is allocated per chunk.
 
+import { createHash, type Hash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { Readable, type Writable } from 'node:stream';
 
@@ -25,8 +26,26 @@ function returnBuffer(buffer: Buffer): void {
   if (pool.length < POOL_MAX) pool.push(buffer);
 }
 
+/** Thrown by sendTo when a whole blob read from disk does not hash to its digest. */
+export class CorruptBlobError extends Error {
+  constructor(
+    readonly digest: string,
+    readonly actual: string,
+  ) {
+    super(`blob ${digest} on disk hashes to ${actual}: the file is corrupt`);
+    this.name = 'CorruptBlobError';
+  }
+}
+
+export interface BlobCheck {
+  digest: string;
+  /** Told when the whole file was read and did not match (before its last bytes are sent). */
+  onCorrupt: (digest: string, actual: string) => void;
+}
+
 export class BlobFileStream extends Readable {
   private position: number;
+  private readonly start: number;
 
   /** Owns `fh` from now on: closed when the stream ends or is destroyed. */
   constructor(
@@ -34,9 +53,23 @@ export class BlobFileStream extends Readable {
     start: number,
     /** The last byte to send; Infinity for up to the end of the file. */
     private readonly end: number,
+    /** When the whole blob is sent, its bytes are hashed on the way and checked against this. */
+    private readonly check?: BlobCheck,
   ) {
     super({ highWaterMark: READ_CHUNK });
     this.position = start;
+    this.start = start;
+  }
+
+  /** A hash to check the bytes with, when this stream sends the whole file of a blob. */
+  private async wholeBlobHash(): Promise<Hash | undefined> {
+    if (!this.check || this.start !== 0) return undefined;
+    if (this.end !== Infinity && (await this.fh.stat()).size !== this.end + 1) return undefined;
+    try {
+      return createHash(this.check.digest.slice(0, this.check.digest.indexOf(':')));
+    } catch {
+      return undefined;
+    }
   }
 
   /** The generic path (multipart ranges, anything but a whole response): a fresh buffer per read. */
@@ -87,6 +120,9 @@ export class BlobFileStream extends Readable {
     };
     out.once('close', markClosed);
     let reusable = true;
+    // A whole blob is hashed on the way; its last bytes go out only once they matched, so a client
+    // never takes a corrupt file for a complete answer.
+    const hash = await this.wholeBlobHash();
     try {
       for (let i = 0; this.position <= this.end; i ^= 1) {
         if (pending[i] && !(await Promise.race([pending[i]!, gone]))) {
@@ -106,6 +142,16 @@ export class BlobFileStream extends Readable {
         }
         this.position += bytesRead;
         const chunk = buffer.subarray(0, bytesRead);
+        if (hash) {
+          hash.update(chunk);
+          if (this.position > this.end) {
+            const actual = `${this.check!.digest.slice(0, this.check!.digest.indexOf(':'))}:${hash.digest('hex')}`;
+            if (actual !== this.check!.digest) {
+              this.check!.onCorrupt(this.check!.digest, actual);
+              throw new CorruptBlobError(this.check!.digest, actual);
+            }
+          }
+        }
         pending[i] = new Promise<boolean>((resolve) => out.write(chunk, (e) => resolve(!e)));
       }
       for (const write of pending) {

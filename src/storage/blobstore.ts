@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, statfsSync } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -99,6 +99,12 @@ export class FsBlobStore implements BlobStore {
     return join(this.blobsDir, algorithm, hex.slice(0, 2), hex);
   }
 
+  /** Bytes still writable on the volume that holds the blobs. */
+  freeBytes(): number {
+    const s = statfsSync(this.uploadsDir);
+    return s.bavail * s.bsize;
+  }
+
   private uploadPath(id: string): string {
     return join(this.uploadsDir, id);
   }
@@ -112,9 +118,16 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
+  /**
+   * Told when a blob sent whole did not hash to its digest (the file went bad on disk); the server
+   * quarantines it (lifecycle/served-corruption.ts).
+   */
+  onCorrupt: ((digest: string, actual: string) => void) | undefined;
+
   async open(digest: string, range?: { start: number; end: number }): Promise<BlobFileStream | undefined> {
     const fh = await this.openCommitted(digest);
-    return fh && new BlobFileStream(fh, range?.start ?? 0, range?.end ?? Infinity);
+    const onCorrupt = this.onCorrupt;
+    return fh && new BlobFileStream(fh, range?.start ?? 0, range?.end ?? Infinity, onCorrupt && { digest, onCorrupt });
   }
 
   async remove(digest: string): Promise<void> {

@@ -45,6 +45,45 @@ export interface StorageTotals {
   bytes: number;
 }
 
+/** What a garbage collection keeps and removes (see lifecycle/gc.ts). */
+export interface GcPolicy {
+  /** Manifests, links and blobs written at or after this time are kept whatever refers to them (the grace period). */
+  graceBefore: number;
+  /** Untagged manifests pushed before this time go unless something kept needs them; undefined: never. */
+  untaggedBefore?: number;
+  /** Decide and report only; change nothing. */
+  dryRun: boolean;
+}
+
+export interface ManifestRef {
+  repo: string;
+  digest: string;
+  size: number;
+}
+
+/** What sweeping one blob did (or would do): links dropped, and whether the blob itself went. */
+export interface BlobSweep {
+  digest: string;
+  size: number;
+  links: number;
+  removed: boolean;
+}
+
+export interface GcRunRecord {
+  startedAt: number;
+  durationMs: number;
+  dryRun: boolean;
+  removedManifests: number;
+  removedBlobs: number;
+  freedBytes: number;
+}
+
+/** A cached image removed by eviction: its manifests (with their cached tags) and its blobs. */
+export interface EvictedImage {
+  manifests: { repo: string; digest: string }[];
+  blobs: { digest: string; size: number }[];
+}
+
 /**
  * Everything the registry knows besides blob bytes. A PostgreSQL implementation can slot in later
  * behind this interface; registry/ never sees SQL.
@@ -126,8 +165,90 @@ export interface MetadataStore {
    * tagless one that no index in the repository references (an index's children travel with it).
    */
   listImages(repo: string): ImageRecord[];
+  // ---- integrity checks, backup and crash recovery (fsck, backup) ----------------------------
+  /** Blob rows in digest order after `after` (keyset paging keeps memory flat on large stores). */
+  blobRowsAfter(after: string, limit: number): { digest: string; size: number }[];
+  /** Manifest rows (with their bytes) in key order after `after`, for re-hashing. */
+  manifestRowsAfter(after: ManifestKey | undefined, limit: number): (ManifestKey & { repo: string; content: Buffer })[];
+  /** Rows that point at nothing: references, links, tags (see IntegrityFinding). */
+  danglingRows(limit: number): DanglingRow[];
+  countReferences(): number;
+  /** Forgets a blob entirely (its row and every repository's link), e.g. when its file is lost. */
+  forgetBlob(digest: string): void;
+  /** Corrects a blob row's size to what its verified file holds. */
+  setBlobSize(digest: string, size: number): void;
+  /** Removes one dangling row found by danglingRows; true if removed. */
+  removeDanglingRow(row: DanglingRow): boolean;
+  /** Every upload session. */
+  allUploads(): UploadRecord[];
+  /** A consistent copy of the whole database into `path` (SQLite's online backup API). */
+  backupTo(path: string, onProgress?: (done: number, total: number) => void): Promise<void>;
+  /** Every digest the metadata knows a blob for, for a backup's or a recovery's walk. */
+  allBlobDigests(): Set<string>;
 
   close(): void;
+
+  // ---- garbage collection and cache eviction ----
+  /** Cached manifests stored before their references were recorded (the caller parses them). */
+  manifestsWithoutRefs(): { repo: string; digest: string; mediaType: string; content: Buffer }[];
+  /** Records what a stored manifest references. */
+  addManifestRefs(repo: string, digest: string, blobRefs: string[], manifestRefs: string[]): void;
+  /**
+   * Marks and sweeps manifests in one transaction: keeps every tagged, cached or recent manifest,
+   * every untagged one unless `untaggedBefore` says otherwise (referrers only with their subject),
+   * and every child and referrer of a kept one; removes the rest (a dry run only remembers them,
+   * so the blob phase decides as if they were gone). Returns what was (or would be) removed.
+   */
+  collectManifests(policy: GcPolicy): ManifestRef[];
+  /**
+   * Among the next `pageSize` blobs by digest after `after`, those that may have something to
+   * remove: links no manifest of their repository references, or no link at all. `next` is where
+   * the following page starts; absent after the last page.
+   */
+  blobSweepCandidates(policy: GcPolicy, after: string, pageSize: number): { digests: string[]; next?: string };
+  /** Re-checks each blob against the current state and removes (unless a dry run) what is still unneeded. */
+  sweepBlobs(digests: string[], policy: GcPolicy): BlobSweep[];
+  /** Forgets what a dry run remembered. */
+  endCollection(): void;
+  recordGcRun(run: GcRunRecord): void;
+  /** The last collection that removed (not a dry run). */
+  lastGcRun(): GcRunRecord | undefined;
+  /** Blobs of the cached manifests (that nothing pushed needs) referencing `digest`, to lock before evicting. */
+  cachedImageBlobs(digest: string): string[];
+  /**
+   * Evicts a cached-only, idle blob with the cached manifests that reference it (and their cached
+   * tags, and cached indexes left with no child), and those manifests' other blobs among `companions`
+   * that are cached-only, idle and referenced by nothing else. Undefined when the blob is no longer evictable.
+   */
+  evictCachedImage(digest: string, companions: string[], servedBefore: number): EvictedImage | undefined;
+  /** Bytes of cached-only blobs per repository holding a cached link (for per-upstream budgets). */
+  cachedBytesByRepo(): { repo: string; bytes: number }[];
+  /** Cached-only blobs linked in repositories under `prefix` ("" = all), least recently served first. */
+  evictionCandidatesUnder(prefix: string, limit: number): { digest: string; size: number; repo: string }[];
+}
+
+/** Identifies a manifest row. */
+export interface ManifestKey {
+  repoId: number;
+  digest: string;
+}
+
+/**
+ * A row pointing at something that is not there:
+ * - `blob-ref`: a manifest references a blob its repository does not link (or nobody has);
+ * - `manifest-ref`: an index references a child manifest its repository does not hold;
+ * - `orphan-ref`: a reference row of a manifest that no longer exists;
+ * - `tag`: a tag naming a manifest its repository does not hold;
+ * - `link`: a repository's blob link to a blob with no row.
+ */
+export interface DanglingRow {
+  kind: 'blob-ref' | 'manifest-ref' | 'orphan-ref' | 'tag' | 'link';
+  repoId: number;
+  repo: string;
+  /** The manifest (refs), tag name (tag) or blob digest (link) holding the row. */
+  from: string;
+  /** What it points at. */
+  to: string;
 }
 
 /** A manifest of a repository with the tags pointing at it (air-gap export). */
@@ -157,6 +278,8 @@ export class SqliteMetadataStore implements MetadataStore {
   /** Repository ids never change once created, so they are cached for the process lifetime. */
   private readonly repoIds = new Map<string, number>();
   private readonly q;
+  /** Statements of garbage collection and eviction (they use this connection's temp tables). */
+  private readonly g;
 
   /**
    * `readonly`: for commands that only look (verify, mirrorsets) beside whichever process owns the
@@ -198,8 +321,9 @@ export class SqliteMetadataStore implements MetadataStore {
       ),
       linkBlob: db.prepare(
         // A push over a cached link makes it pushed content (never evicted); never the other way.
+        // created_at is when the blob was last linked: a re-upload or mount starts its GC grace anew.
         `INSERT INTO repo_blobs (repo_id, digest, cached, created_at) VALUES (?, ?, ?, ?)
-         ON CONFLICT(repo_id, digest) DO UPDATE SET cached = MIN(cached, excluded.cached)`,
+         ON CONFLICT(repo_id, digest) DO UPDATE SET cached = MIN(cached, excluded.cached), created_at = excluded.created_at`,
       ),
       unlinkBlob: db.prepare('DELETE FROM repo_blobs WHERE repo_id = ? AND digest = ?'),
       pinBlob: db.prepare('UPDATE repo_blobs SET cached = 0 WHERE repo_id = ? AND digest = ? AND cached = 1'),
@@ -212,10 +336,13 @@ export class SqliteMetadataStore implements MetadataStore {
       hasManifest: db.prepare('SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?').pluck(),
       // The primary key (repo_id, digest) answers this with one index probe.
       holdsManifest: db.prepare('SELECT 1 FROM manifests WHERE repo_id = ? LIMIT 1').pluck(),
+      // Pushed over a cached copy, a manifest becomes pushed content; pushed again, its age for
+      // GC's untagged policy starts anew.
       insertManifest: db.prepare(
         `INSERT INTO manifests (repo_id, digest, media_type, size, content, subject, artifact_type, annotations, cached, created_at, last_access)
          VALUES (@repoId, @digest, @mediaType, @size, @content, @subject, @artifactType, @annotations, @cached, @now, @now)
-         ON CONFLICT(repo_id, digest) DO UPDATE SET cached = MIN(cached, excluded.cached)`,
+         ON CONFLICT(repo_id, digest) DO UPDATE SET cached = MIN(cached, excluded.cached),
+           created_at = CASE WHEN excluded.cached = 0 THEN excluded.created_at ELSE created_at END`,
       ),
       insertRef: db.prepare(
         'INSERT INTO manifest_refs (repo_id, parent, child, kind) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING',
@@ -290,6 +417,116 @@ export class SqliteMetadataStore implements MetadataStore {
         .pluck(),
       addCounter: db.prepare(
         'INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value',
+      ),
+    };
+    this.g = this.prepareCollection();
+  }
+
+  private prepareCollection() {
+    const db = this.db;
+    // Per connection: the manifests a collection keeps, and those it removes (remembered through a
+    // dry run so the blob phase decides as if they were gone).
+    db.exec(`CREATE TEMP TABLE IF NOT EXISTS gc_kept (repo_id INTEGER NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (repo_id, digest)) WITHOUT ROWID;
+             CREATE TEMP TABLE IF NOT EXISTS gc_doomed (repo_id INTEGER NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (repo_id, digest)) WITHOUT ROWID;`);
+    // A reference counts unless its manifest is doomed.
+    const liveRef = (repoCondition: string, child: string) =>
+      `EXISTS (SELECT 1 FROM manifest_refs r WHERE ${repoCondition} r.child = ${child}
+               AND NOT EXISTS (SELECT 1 FROM temp.gc_doomed d WHERE d.repo_id = r.repo_id AND d.digest = r.parent))`;
+    const removableLink = `rb.created_at < @graceBefore AND (rb.cached = 0 OR b.last_access < @graceBefore)
+                           AND NOT ${liveRef('r.repo_id = rb.repo_id AND', 'rb.digest')}`;
+    return {
+      clearKept: db.prepare('DELETE FROM temp.gc_kept'),
+      clearDoomed: db.prepare('DELETE FROM temp.gc_doomed'),
+      // Roots: tagged, cached (eviction's business), recent, and untagged ones the policy keeps
+      // (a referrer only with its subject). Then everything a kept manifest needs, transitively.
+      markKept: db.prepare(
+        `INSERT INTO temp.gc_kept (repo_id, digest)
+         WITH RECURSIVE kept(repo_id, digest) AS (
+           SELECT m.repo_id, m.digest FROM manifests m
+           WHERE m.cached = 1 OR m.created_at >= @graceBefore
+              OR EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest)
+              OR (m.subject IS NULL AND (@untaggedBefore IS NULL OR m.created_at >= @untaggedBefore))
+           UNION
+           SELECT r.repo_id, r.child FROM kept k JOIN manifest_refs r ON r.repo_id = k.repo_id AND r.parent = k.digest WHERE r.kind = 'manifest'
+           UNION
+           SELECT m.repo_id, m.digest FROM kept k JOIN manifests m ON m.repo_id = k.repo_id AND m.subject = k.digest
+         )
+         SELECT repo_id, digest FROM kept WHERE true
+         ON CONFLICT DO NOTHING`,
+      ),
+      markDoomed: db.prepare(
+        `INSERT INTO temp.gc_doomed (repo_id, digest)
+         SELECT m.repo_id, m.digest FROM manifests m
+         WHERE NOT EXISTS (SELECT 1 FROM temp.gc_kept k WHERE k.repo_id = m.repo_id AND k.digest = m.digest)`,
+      ),
+      doomed: db.prepare(
+        `SELECT d.repo_id AS repoId, r.name AS repo, d.digest, m.size FROM temp.gc_doomed d
+         JOIN repositories r ON r.id = d.repo_id JOIN manifests m ON m.repo_id = d.repo_id AND m.digest = d.digest
+         ORDER BY r.name, d.digest`,
+      ),
+      // Candidates are found one page of blobs (by digest) at a time, so no single query holds
+      // the event loop for long on a large store.
+      pageEnd: db.prepare('SELECT digest FROM blobs WHERE digest > ? ORDER BY digest LIMIT 1 OFFSET ?').pluck(),
+      candidates: db
+        .prepare(
+          `SELECT b.digest FROM blobs b
+           WHERE b.digest > @after AND (@upto IS NULL OR b.digest <= @upto)
+             AND (EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest AND ${removableLink})
+                  OR (b.created_at < @graceBefore AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest)))
+           ORDER BY b.digest`,
+        )
+        .pluck(),
+      removableLinks: db
+        .prepare(`SELECT rb.repo_id FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.digest = @digest AND ${removableLink}`)
+        .pluck(),
+      linkCount: db.prepare('SELECT COUNT(*) FROM repo_blobs WHERE digest = ?').pluck(),
+      blobRow: db.prepare('SELECT size, created_at AS createdAt FROM blobs WHERE digest = ?'),
+      referencedAnywhere: db.prepare(`SELECT ${liveRef('', '@digest')}`).pluck(),
+      // Eviction ignores what a collection may be deciding: any stored reference counts.
+      referencedByAny: db.prepare('SELECT 1 FROM manifest_refs WHERE child = ? LIMIT 1').pluck(),
+      withoutRefs: db.prepare(
+        `SELECT r.name AS repo, m.digest, m.media_type AS mediaType, m.content FROM manifests m JOIN repositories r ON r.id = m.repo_id
+         WHERE m.cached = 1 AND NOT EXISTS (SELECT 1 FROM manifest_refs x WHERE x.repo_id = m.repo_id AND x.parent = m.digest)`,
+      ),
+      recordRun: db.prepare(
+        `INSERT INTO gc_runs (started_at, duration_ms, dry_run, removed_manifests, removed_blobs, freed_bytes)
+         VALUES (@startedAt, @durationMs, @dryRun, @removedManifests, @removedBlobs, @freedBytes)`,
+      ),
+      lastRun: db.prepare(
+        `SELECT started_at AS startedAt, duration_ms AS durationMs, dry_run AS dryRun, removed_manifests AS removedManifests,
+                removed_blobs AS removedBlobs, freed_bytes AS freedBytes
+         FROM gc_runs WHERE dry_run = 0 ORDER BY id DESC LIMIT 1`,
+      ),
+      // Cached manifests referencing a blob that no pushed manifest of their repository needs.
+      evictableManifests: db.prepare(
+        `SELECT m.repo_id AS repoId, rp.name AS repo, m.digest FROM manifest_refs r
+         JOIN manifests m ON m.repo_id = r.repo_id AND m.digest = r.parent
+         JOIN repositories rp ON rp.id = m.repo_id
+         WHERE r.child = ? AND r.kind = 'blob' AND m.cached = 1
+           AND NOT EXISTS (SELECT 1 FROM manifest_refs p JOIN manifests pm ON pm.repo_id = p.repo_id AND pm.digest = p.parent
+                           WHERE p.repo_id = m.repo_id AND p.child = m.digest AND pm.cached = 0)`,
+      ),
+      refsOf: db.prepare('SELECT child, kind FROM manifest_refs WHERE repo_id = ? AND parent = ?'),
+      // Cached indexes pointing at a manifest, with how many of their children are still stored.
+      cachedParents: db.prepare(
+        `SELECT p.parent AS digest,
+                (SELECT COUNT(*) FROM manifest_refs c JOIN manifests cm ON cm.repo_id = c.repo_id AND cm.digest = c.child
+                 WHERE c.repo_id = p.repo_id AND c.parent = p.parent AND c.kind = 'manifest') AS children
+         FROM manifest_refs p JOIN manifests pm ON pm.repo_id = p.repo_id AND pm.digest = p.parent
+         WHERE p.repo_id = ? AND p.child = ? AND p.kind = 'manifest' AND pm.cached = 1
+           AND NOT EXISTS (SELECT 1 FROM manifest_refs g JOIN manifests gm ON gm.repo_id = g.repo_id AND gm.digest = g.parent
+                           WHERE g.repo_id = p.repo_id AND g.child = p.parent AND gm.cached = 0)`,
+      ),
+      cachedBytesByRepo: db.prepare(
+        `SELECT r.name AS repo, SUM(b.size) AS bytes FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest JOIN repositories r ON r.id = rb.repo_id
+         WHERE rb.cached = 1 AND NOT EXISTS (SELECT 1 FROM repo_blobs p WHERE p.digest = rb.digest AND p.cached = 0)
+         GROUP BY r.name`,
+      ),
+      candidatesUnder: db.prepare(
+        `SELECT b.digest, b.size, r.name AS repo FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest JOIN repositories r ON r.id = rb.repo_id
+         WHERE rb.cached = 1 AND (@prefix = '' OR r.name = @prefix OR substr(r.name, 1, length(@prefix) + 1) = @prefix || '/')
+           AND NOT EXISTS (SELECT 1 FROM repo_blobs p WHERE p.digest = rb.digest AND p.cached = 0)
+         ORDER BY b.last_access LIMIT @limit`,
       ),
     };
   }
@@ -571,7 +808,254 @@ export class SqliteMetadataStore implements MetadataStore {
     }));
   }
 
+  // ---- integrity checks, backup and crash recovery (fsck, backup) ----------------------------
+
+  private lifecycleQueries?: ReturnType<SqliteMetadataStore['prepareLifecycle']>;
+
+  /** Prepared on first use: a serving registry that never runs fsck does not pay for them. */
+  private get lq() {
+    this.lifecycleQueries ??= this.prepareLifecycle();
+    return this.lifecycleQueries;
+  }
+
+  private prepareLifecycle() {
+    const db = this.db;
+    return {
+      blobRowsAfter: db.prepare('SELECT digest, size FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?'),
+      manifestRowsAfter: db.prepare(
+        `SELECT m.repo_id AS repoId, m.digest, r.name AS repo, m.content FROM manifests m JOIN repositories r ON r.id = m.repo_id
+         WHERE (m.repo_id, m.digest) > (?, ?) ORDER BY m.repo_id, m.digest LIMIT ?`,
+      ),
+      dangling: db.prepare(
+        `SELECT 'blob-ref' AS kind, mr.repo_id AS repoId, r.name AS repo, mr.parent AS "from", mr.child AS "to"
+           FROM manifest_refs mr JOIN repositories r ON r.id = mr.repo_id
+           WHERE mr.kind = 'blob'
+             AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = mr.repo_id AND m.digest = mr.parent)
+             AND NOT EXISTS (SELECT 1 FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.repo_id = mr.repo_id AND rb.digest = mr.child)
+         UNION ALL
+         SELECT 'manifest-ref', mr.repo_id, r.name, mr.parent, mr.child
+           FROM manifest_refs mr JOIN repositories r ON r.id = mr.repo_id
+           WHERE mr.kind = 'manifest'
+             AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = mr.repo_id AND m.digest = mr.parent)
+             AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = mr.repo_id AND m.digest = mr.child)
+         UNION ALL
+         SELECT 'orphan-ref', mr.repo_id, r.name, mr.parent, mr.child
+           FROM manifest_refs mr JOIN repositories r ON r.id = mr.repo_id
+           WHERE NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = mr.repo_id AND m.digest = mr.parent)
+         UNION ALL
+         SELECT 'tag', t.repo_id, r.name, t.name, t.digest
+           FROM tags t JOIN repositories r ON r.id = t.repo_id
+           WHERE NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = t.repo_id AND m.digest = t.digest)
+         UNION ALL
+         SELECT 'link', rb.repo_id, r.name, rb.digest, rb.digest
+           FROM repo_blobs rb JOIN repositories r ON r.id = rb.repo_id
+           WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = rb.digest)
+         LIMIT ?`,
+      ),
+      countReferences: db.prepare('SELECT COUNT(*) FROM manifest_refs').pluck(),
+      setBlobSize: db.prepare('UPDATE blobs SET size = ? WHERE digest = ?'),
+      deleteRef: db.prepare('DELETE FROM manifest_refs WHERE repo_id = ? AND parent = ? AND child = ?'),
+      deleteTagPointing: db.prepare('DELETE FROM tags WHERE repo_id = ? AND name = ? AND digest = ?'),
+      deleteLink: db.prepare('DELETE FROM repo_blobs WHERE repo_id = ? AND digest = ? AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = ?)'),
+      allUploads: db.prepare('SELECT u.id, r.name AS repo, u.created_at, u.updated_at FROM uploads u JOIN repositories r ON r.id = u.repo_id ORDER BY u.id'),
+      allBlobDigests: db.prepare('SELECT digest FROM blobs').pluck(),
+    };
+  }
+
+  blobRowsAfter(after: string, limit: number): { digest: string; size: number }[] {
+    return this.lq.blobRowsAfter.all(after, limit) as { digest: string; size: number }[];
+  }
+
+  manifestRowsAfter(after: ManifestKey | undefined, limit: number): (ManifestKey & { repo: string; content: Buffer })[] {
+    return this.lq.manifestRowsAfter.all(after?.repoId ?? -1, after?.digest ?? '', limit) as (ManifestKey & { repo: string; content: Buffer })[];
+  }
+
+  danglingRows(limit: number): DanglingRow[] {
+    return this.lq.dangling.all(limit) as DanglingRow[];
+  }
+
+  countReferences(): number {
+    return this.lq.countReferences.get() as number;
+  }
+
+  forgetBlob(digest: string): void {
+    this.db.transaction(() => {
+      this.q.deleteBlobLinks.run(digest);
+      this.q.deleteBlob.run(digest);
+    })();
+  }
+
+  setBlobSize(digest: string, size: number): void {
+    this.lq.setBlobSize.run(size, digest);
+  }
+
+  removeDanglingRow(row: DanglingRow): boolean {
+    switch (row.kind) {
+      case 'orphan-ref':
+        return this.lq.deleteRef.run(row.repoId, row.from, row.to).changes > 0;
+      case 'tag':
+        return this.lq.deleteTagPointing.run(row.repoId, row.from, row.to).changes > 0;
+      case 'link':
+        return this.lq.deleteLink.run(row.repoId, row.to, row.to).changes > 0;
+      default:
+        // A manifest's reference to content that is gone cannot be fixed by removing a row: the
+        // manifest would claim less than it holds. Re-pushing the content (or deleting the manifest) is.
+        return false;
+    }
+  }
+
+  allUploads(): UploadRecord[] {
+    return (this.lq.allUploads.all() as Row[]).map((row) => ({
+      id: row.id as string,
+      repo: row.repo as string,
+      createdAt: row.created_at as number,
+      updatedAt: row.updated_at as number,
+    }));
+  }
+
+  async backupTo(path: string, onProgress?: (done: number, total: number) => void): Promise<void> {
+    await this.db.backup(path, {
+      progress: ({ totalPages, remainingPages }) => {
+        onProgress?.(totalPages - remainingPages, totalPages);
+        // Pages per step: large steps finish sooner, small ones let requests in between.
+        return 1000;
+      },
+    });
+  }
+
+  allBlobDigests(): Set<string> {
+    return new Set(this.lq.allBlobDigests.all() as string[]);
+  }
+
   close(): void {
     if (this.db.open) this.db.close();
+  }
+
+  // ---- garbage collection and cache eviction ----
+
+  manifestsWithoutRefs(): { repo: string; digest: string; mediaType: string; content: Buffer }[] {
+    return this.g.withoutRefs.all() as { repo: string; digest: string; mediaType: string; content: Buffer }[];
+  }
+
+  addManifestRefs(repo: string, digest: string, blobRefs: string[], manifestRefs: string[]): void {
+    const id = this.findRepoId(repo);
+    if (id === undefined) return;
+    this.db.transaction(() => {
+      for (const child of blobRefs) this.q.insertRef.run(id, digest, child, 'blob');
+      for (const child of manifestRefs) this.q.insertRef.run(id, digest, child, 'manifest');
+    })();
+  }
+
+  collectManifests(policy: GcPolicy): ManifestRef[] {
+    return this.db.transaction(() => {
+      this.g.clearKept.run();
+      this.g.clearDoomed.run();
+      this.g.markKept.run({ graceBefore: policy.graceBefore, untaggedBefore: policy.untaggedBefore ?? null });
+      this.g.markDoomed.run();
+      this.g.clearKept.run();
+      const doomed = this.g.doomed.all() as (ManifestRef & { repoId: number })[];
+      if (!policy.dryRun) {
+        for (const m of doomed) {
+          this.q.deleteManifest.run(m.repoId, m.digest);
+          this.q.deleteRefs.run(m.repoId, m.digest);
+          this.q.deleteTagsOf.run(m.repoId, m.digest);
+        }
+        // Gone for real: a manifest pushed again from now on must count in full.
+        this.g.clearDoomed.run();
+      }
+      return doomed.map(({ repo, digest, size }) => ({ repo, digest, size }));
+    })();
+  }
+
+  blobSweepCandidates(policy: GcPolicy, after: string, pageSize: number): { digests: string[]; next?: string } {
+    const upto = this.g.pageEnd.get(after, pageSize - 1) as string | undefined;
+    const digests = this.g.candidates.all({ graceBefore: policy.graceBefore, after, upto: upto ?? null }) as string[];
+    return { digests, next: upto };
+  }
+
+  sweepBlobs(digests: string[], policy: GcPolicy): BlobSweep[] {
+    return this.db.transaction(() => {
+      const out: BlobSweep[] = [];
+      for (const digest of digests) {
+        const blob = this.g.blobRow.get(digest) as { size: number; createdAt: number } | undefined;
+        if (!blob) continue;
+        const links = this.g.removableLinks.all({ digest, graceBefore: policy.graceBefore }) as number[];
+        if (!policy.dryRun) for (const repoId of links) this.q.unlinkBlob.run(repoId, digest);
+        const left = (this.g.linkCount.get(digest) as number) - (policy.dryRun ? links.length : 0);
+        const removed = left === 0 && blob.createdAt < policy.graceBefore && this.g.referencedAnywhere.get({ digest }) === 0;
+        if (removed && !policy.dryRun) this.q.deleteBlob.run(digest);
+        if (removed || links.length > 0) out.push({ digest, size: blob.size, links: links.length, removed });
+      }
+      return out;
+    })();
+  }
+
+  endCollection(): void {
+    this.g.clearDoomed.run();
+    this.g.clearKept.run();
+  }
+
+  recordGcRun(run: GcRunRecord): void {
+    this.g.recordRun.run({ ...run, dryRun: run.dryRun ? 1 : 0 });
+  }
+
+  lastGcRun(): GcRunRecord | undefined {
+    const row = this.g.lastRun.get() as (Omit<GcRunRecord, 'dryRun'> & { dryRun: number }) | undefined;
+    return row && { ...row, dryRun: row.dryRun === 1 };
+  }
+
+  cachedImageBlobs(digest: string): string[] {
+    const found = new Set<string>();
+    for (const m of this.g.evictableManifests.all(digest) as { repoId: number; digest: string }[]) {
+      for (const ref of this.g.refsOf.all(m.repoId, m.digest) as { child: string; kind: string }[]) {
+        if (ref.kind === 'blob' && ref.child !== digest) found.add(ref.child);
+      }
+    }
+    return [...found];
+  }
+
+  evictCachedImage(digest: string, companions: string[], servedBefore: number): EvictedImage | undefined {
+    return this.db.transaction(() => {
+      if (this.q.isCachedOnlyAndIdle.get(digest, servedBefore) === undefined) return undefined;
+      const result: EvictedImage = { manifests: [], blobs: [] };
+      const allowed = new Set(companions);
+      const others = new Set<string>();
+      const drop = (repoId: number, repo: string, manifest: string) => {
+        this.q.deleteManifest.run(repoId, manifest);
+        this.q.deleteRefs.run(repoId, manifest);
+        this.q.deleteTagsOf.run(repoId, manifest);
+        result.manifests.push({ repo, digest: manifest });
+      };
+      for (const m of this.g.evictableManifests.all(digest) as { repoId: number; repo: string; digest: string }[]) {
+        for (const ref of this.g.refsOf.all(m.repoId, m.digest) as { child: string; kind: string }[]) {
+          if (ref.kind === 'blob' && allowed.has(ref.child)) others.add(ref.child);
+        }
+        const parents = this.g.cachedParents.all(m.repoId, m.digest) as { digest: string; children: number }[];
+        drop(m.repoId, m.repo, m.digest);
+        // An index whose last stored child just left goes with it (with its cached tags).
+        for (const p of parents) if (p.children <= 1) drop(m.repoId, m.repo, p.digest);
+      }
+      const size = this.q.blobSize.get(digest) as number;
+      this.q.deleteBlobLinks.run(digest);
+      this.q.deleteBlob.run(digest);
+      result.blobs.push({ digest, size });
+      for (const other of others) {
+        if (this.q.isCachedOnlyAndIdle.get(other, servedBefore) === undefined) continue;
+        if (this.g.referencedByAny.get(other) !== undefined) continue;
+        const otherSize = this.q.blobSize.get(other) as number;
+        this.q.deleteBlobLinks.run(other);
+        this.q.deleteBlob.run(other);
+        result.blobs.push({ digest: other, size: otherSize });
+      }
+      return result;
+    })();
+  }
+
+  cachedBytesByRepo(): { repo: string; bytes: number }[] {
+    return this.g.cachedBytesByRepo.all() as { repo: string; bytes: number }[];
+  }
+
+  evictionCandidatesUnder(prefix: string, limit: number): { digest: string; size: number; repo: string }[] {
+    return this.g.candidatesUnder.all({ prefix, limit }) as { digest: string; size: number; repo: string }[];
   }
 }

@@ -94,4 +94,18 @@ export const MIGRATIONS: string[] = [
     updated_at  INTEGER NOT NULL
   ) WITHOUT ROWID;
   `,
+  `
+  -- Garbage collection: which manifests reference a blob, in any repository; and the record of
+  -- each collection (the last one is reported in stats and metrics).
+  CREATE INDEX manifest_refs_by_child_only ON manifest_refs(child);
+  CREATE TABLE gc_runs (
+    id                 INTEGER PRIMARY KEY,
+    started_at         INTEGER NOT NULL,
+    duration_ms        INTEGER NOT NULL,
+    dry_run            INTEGER NOT NULL,
+    removed_manifests  INTEGER NOT NULL,
+    removed_blobs      INTEGER NOT NULL,
+    freed_bytes        INTEGER NOT NULL
+  );
+  `,
 ];

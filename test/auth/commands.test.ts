@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -6,6 +6,7 @@ import { Htpasswd } from '../../src/auth/htpasswd.js';
 import { runCert } from '../../src/commands/cert.js';
 import type { CommandInput } from '../../src/commands/io.js';
 import { runUserAdd } from '../../src/commands/user.js';
+import { acquireLockFile } from '../../src/lifecycle/storage-lock.js';
 import { captureLogger, TEST_COST, tempDir } from './helpers.js';
 
 let dir: string;
@@ -121,5 +122,39 @@ describe('runCert', () => {
     const stderr = sink();
     expect(await runCert({ hosts: [], ips: [], outDir: dir, stdout: sink(), stderr })).toBe(2);
     expect(stderr.text()).toContain('at least one host or IP');
+  });
+});
+
+describe('runUserAdd on one htpasswd file at once', () => {
+  it('concurrent runs each add their user: none is lost to another run rewriting the file', async () => {
+    const file = join(dir, 'shared.htpasswd');
+    const names = Array.from({ length: 8 }, (_, i) => `user${i}`);
+    const codes = await Promise.all(
+      names.map((name) => {
+        const stdin = new PassThrough();
+        stdin.end(`${name}-password\n`);
+        return runUserAdd({ file, name, passwordStdin: true, stdin, stdout: sink(), stderr: sink(), cost: TEST_COST });
+      }),
+    );
+    expect(codes).toEqual(names.map(() => 0));
+    const users = readFileSync(file, 'utf8').trim().split('\n').map((line) => line.split(':')[0]);
+    expect(users.sort()).toEqual(names);
+    expect(existsSync(`${file}.lock`)).toBe(false);
+  });
+
+  it('a run that cannot get the file in time fails naming the holder pid, and changes nothing', async () => {
+    const file = join(dir, 'held.htpasswd');
+    const held = acquireLockFile(`${file}.lock`, file, 'user add', 'htpasswd file');
+    try {
+      const stdin = new PassThrough();
+      stdin.end('pw-pw-pw\n');
+      const stderr = sink();
+      const code = await runUserAdd({ file, name: 'late', passwordStdin: true, stdin, stdout: sink(), stderr, cost: TEST_COST, lockWaitMs: 300 });
+      expect(code).toBe(1);
+      expect(stderr.text()).toContain(`htpasswd file ${file} is in use by airlock user add (pid ${process.pid})`);
+      expect(existsSync(file)).toBe(false);
+    } finally {
+      held.release();
+    }
   });
 });

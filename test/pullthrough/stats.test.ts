@@ -78,7 +78,9 @@ describe('stats', () => {
 
     await eventually(async () => expect((await stats(airlock.url)).storage.blobs).toBe(2));
     const s = await stats(airlock.url);
-    expect(Object.keys(s).sort()).toEqual(['cache', 'storage', 'upstreams']);
+    expect(Object.keys(s).sort()).toEqual(['cache', 'gc', 'storage', 'upstreams']);
+    // No garbage collection has run yet.
+    expect((s as unknown as { gc: unknown }).gc).toBeNull();
     expect(s.cache).toEqual({
       hits: 3,
       misses: 4,
@@ -88,6 +90,7 @@ describe('stats', () => {
       bytesFromUpstream: layerSize + configSize,
       evictedBlobs: 0,
       evictedBytes: 0,
+      evictedManifests: 0,
     });
     const [up, fresh, down] = s.upstreams;
     expect(up).toEqual({ prefix: 'up', url: proxy.url, hits: 2, misses: 3, errors: 0, bytesFromUpstream: layerSize + configSize, lastError: null });

@@ -1,0 +1,104 @@
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../config/load.js';
+import { backupStore, BackupTargetError, type BackupReport } from '../lifecycle/backup.js';
+import { FsBlobStore } from '../storage/blobstore.js';
+import { SqliteMetadataStore } from '../storage/metadata.js';
+import { describeError } from './fsck.js';
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
+import { createProgress, formatBytes, formatSeconds } from './progress.js';
+import { askServer, claimStorage } from './storage-target.js';
+
+export const BACKUP_HELP = `Usage: airlock backup DIR [--json] [--config FILE | --storage DIR] [--authfile FILE]
+
+Writes a consistent copy of the store into DIR (new or empty) while the registry keeps serving:
+the metadata through SQLite's online backup API, then every blob it records, hard-linked when DIR
+is on the same filesystem as the storage (blob files never change once written), copied otherwise.
+Restoring is serving from it: airlock serve --storage DIR. Upload sessions in progress are not
+copied. A hard-linked backup shares the disk with the store: back up to another filesystem to
+survive the loss of that disk.
+
+  --json       print the report as JSON
+  --authfile   credentials for the server holding the storage (pull-secret / docker config.json
+               form), when its config has auth: (the user needs delete on **)
+
+When a server holds the storage, it makes the copy itself (POST /api/v1/backup) and this prints
+its report. Exit codes: 0 done, 1 failed, 2 bad usage.
+
+Example:
+  airlock backup /srv/backups/airlock-$(date +%F) --config /etc/airlock/airlock.yaml
+`;
+
+export async function backupCommand(args: string[], io: { stdout: CommandOutput; stderr: CommandOutput & { isTTY?: boolean } }): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      config: { type: 'string', short: 'c' },
+      storage: { type: 'string', short: 's' },
+      json: { type: 'boolean' },
+      authfile: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (values.help) {
+    io.stdout.write(BACKUP_HELP);
+    return EXIT_OK;
+  }
+  if (positionals.length !== 1) {
+    io.stderr.write(`airlock backup: give exactly one target directory\n\n${BACKUP_HELP}`);
+    return EXIT_USAGE;
+  }
+  const dir = resolve(positionals[0]!);
+  const config = loadConfig({ config: values.config, storage: values.storage });
+  if (resolve(config.storage) === dir) {
+    io.stderr.write('airlock backup: the backup directory is the storage directory itself\n');
+    return EXIT_USAGE;
+  }
+  if (!existsSync(join(config.storage, 'airlock.db'))) {
+    io.stderr.write(`airlock backup: there is no airlock store in ${config.storage} (no airlock.db); give --storage or --config of one\n`);
+    return EXIT_FAILURE;
+  }
+  const target = claimStorage(config.storage, 'backup');
+  let report: BackupReport;
+  if (target.kind === 'server') {
+    io.stderr.write(`airlock backup: storage ${config.storage} is served by pid ${target.holder.pid} at ${target.url}; asking it to make the copy\n`);
+    const answer = await askServer(target.url, '/api/v1/backup', { dir }, { authFile: values.authfile });
+    if (answer.status !== 200) {
+      io.stderr.write(`airlock backup: the server refused (${answer.status}): ${describeError(answer.body)}\n`);
+      return EXIT_FAILURE;
+    }
+    report = answer.body as BackupReport;
+  } else {
+    const blobs = new FsBlobStore(config.storage);
+    const meta = new SqliteMetadataStore(join(config.storage, 'airlock.db'));
+    const progress = createProgress({ label: 'backup', output: io.stderr });
+    try {
+      await blobs.init();
+      report = await backupStore({ storage: config.storage, meta, blobs, withBlobLock: (_d, fn) => fn() }, dir, progress);
+    } catch (e) {
+      if (e instanceof BackupTargetError) {
+        io.stderr.write(`airlock backup: ${e.message}\n`);
+        return EXIT_FAILURE;
+      }
+      throw e;
+    } finally {
+      progress.stop();
+      meta.close();
+      target.lock.release();
+    }
+  }
+  io.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : formatBackupReport(report));
+  return EXIT_OK;
+}
+
+export function formatBackupReport(r: BackupReport): string {
+  const lines = [
+    `backup ${r.dir}: ${r.blobs} blobs (${formatBytes(r.bytes)}; ${r.linked} hard-linked, ${r.copied} copied), ${r.manifests} manifests in ${formatSeconds(r.seconds)}`,
+  ];
+  if (r.forgotten.length) lines.push(`${r.forgotten.length} cached blob(s) left the store while copying and are not in the backup (fetched again when asked for)`);
+  lines.push(`serve it with: airlock serve --storage ${r.dir}`);
+  return `${lines.join('\n')}\n`;
+}

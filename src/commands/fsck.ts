@@ -1,0 +1,152 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../config/load.js';
+import { fsck, problemsRemaining, type FsckReport, type Problem } from '../lifecycle/fsck.js';
+import { FsBlobStore } from '../storage/blobstore.js';
+import { SqliteMetadataStore } from '../storage/metadata.js';
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
+import { createProgress, formatBytes, formatSeconds } from './progress.js';
+import { askServer, claimStorage } from './storage-target.js';
+
+export const FSCK_HELP = `Usage: airlock fsck [--repair] [--json] [--config FILE | --storage DIR] [--authfile FILE]
+
+Checks the store: re-hashes every blob file, compares the metadata's rows with the files and the
+files with the rows, re-hashes every manifest and follows its references. Reports corrupt blobs,
+missing files, orphan files, rows that point at nothing and unfinished uploads, each by name.
+
+  --repair     fix what is safe, and say what was done: corrupt files are moved to
+               <storage>/quarantine/ (never deleted), rows of lost blobs are dropped (a pull-through
+               cache fetches them again), orphan files and stale temporaries are removed, recorded
+               sizes are corrected. References to content that is gone are reported, not removed.
+  --json       print the report as JSON
+  --authfile   credentials for the server holding the storage (pull-secret / docker config.json
+               form), when its config has auth: (the user needs delete on **)
+
+When a server holds the storage, it runs the check itself (POST /api/v1/fsck) and this prints its
+report. Exit codes: 0 nothing wrong (or everything found was repaired), 1 something is wrong,
+2 bad usage.
+
+Example:
+  airlock fsck --config /etc/airlock/airlock.yaml
+  airlock fsck --storage /var/lib/airlock --repair
+`;
+
+export interface FsckCommandIo {
+  stdout: CommandOutput;
+  stderr: CommandOutput & { isTTY?: boolean };
+}
+
+export async function fsckCommand(args: string[], io: FsckCommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      config: { type: 'string', short: 'c' },
+      storage: { type: 'string', short: 's' },
+      repair: { type: 'boolean' },
+      json: { type: 'boolean' },
+      authfile: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (values.help) {
+    io.stdout.write(FSCK_HELP);
+    return EXIT_OK;
+  }
+  if (positionals.length > 0) {
+    io.stderr.write(`airlock fsck: unexpected argument ${positionals[0]}\n\n${FSCK_HELP}`);
+    return EXIT_USAGE;
+  }
+  const config = loadConfig({ config: values.config, storage: values.storage });
+  const repair = values.repair ?? false;
+  if (!existsSync(join(config.storage, 'airlock.db'))) {
+    io.stderr.write(`airlock fsck: there is no airlock store in ${config.storage} (no airlock.db); give --storage or --config of one\n`);
+    return EXIT_FAILURE;
+  }
+  const target = claimStorage(config.storage, 'fsck');
+
+  let report: FsckReport;
+  if (target.kind === 'server') {
+    io.stderr.write(`airlock fsck: storage ${config.storage} is served by pid ${target.holder.pid} at ${target.url}; asking it to run the check\n`);
+    const answer = await askServer(target.url, '/api/v1/fsck', { repair }, { authFile: values.authfile });
+    if (answer.status !== 200) {
+      io.stderr.write(`airlock fsck: the server refused (${answer.status}): ${describeError(answer.body)}\n`);
+      return EXIT_FAILURE;
+    }
+    report = answer.body as FsckReport;
+  } else {
+    try {
+      report = await fsckLocal(config.storage, repair, io.stderr);
+    } finally {
+      target.lock.release();
+    }
+  }
+  io.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : formatFsckReport(report));
+  return problemsRemaining(report) > 0 ? EXIT_FAILURE : EXIT_OK;
+}
+
+/** Runs the check on a storage directory this process holds the lock of. */
+export async function fsckLocal(storage: string, repair: boolean, progressOut: CommandOutput & { isTTY?: boolean }): Promise<FsckReport> {
+  const blobs = new FsBlobStore(storage);
+  await blobs.init();
+  const meta = new SqliteMetadataStore(join(storage, 'airlock.db'));
+  const progress = createProgress({ label: 'fsck', output: progressOut });
+  try {
+    return await fsck(
+      { storage, meta, blobs, withBlobLock: (_digest, fn) => fn(), isFilling: () => false, live: false },
+      { repair, progress },
+    );
+  } finally {
+    progress.stop();
+    meta.close();
+  }
+}
+
+export function describeError(body: unknown): string {
+  const errors = (body as { errors?: { code?: string; message?: string }[] } | undefined)?.errors;
+  if (Array.isArray(errors) && errors[0]) return `${errors[0].code ?? ''} ${errors[0].message ?? ''}`.trim();
+  return typeof body === 'string' ? body.slice(0, 500) : JSON.stringify(body).slice(0, 500);
+}
+
+const LABELS: Record<Problem['kind'], string> = {
+  'corrupt-blob': 'corrupt blob',
+  'missing-file': 'missing file',
+  'size-mismatch': 'size mismatch',
+  'orphan-file': 'orphan file',
+  'corrupt-manifest': 'corrupt manifest',
+  'dangling-reference': 'dangling reference',
+  'dangling-row': 'dangling row',
+  'dangling-upload': 'dangling upload',
+  'stale-temporary': 'stale temporary',
+};
+
+/** The report as people read it: one line per problem (and what was done), then a summary. */
+export function formatFsckReport(report: FsckReport): string {
+  const lines: string[] = [];
+  const c = report.checked;
+  lines.push(
+    `fsck ${report.storage}: checked ${c.blobs + countBlobProblems(report)} blobs (${formatBytes(c.bytes)} hashed), ${c.files} files, ` +
+      `${c.manifests} manifests, ${c.references} references in ${formatSeconds(report.seconds)}`,
+  );
+  for (const p of report.problems) {
+    lines.push(`${LABELS[p.kind].padEnd(18)} ${p.subject}: ${p.detail}`);
+    if (p.repaired) lines.push(`${''.padEnd(18)}   repaired: ${p.repaired}`);
+    if (p.unrepaired) lines.push(`${''.padEnd(18)}   not repaired: ${p.unrepaired}`);
+  }
+  for (const u of report.unfinishedUploads) {
+    lines.push(`${'unfinished upload'.padEnd(18)} uploads/${u.id}: ${formatBytes(u.bytes)} for ${u.repo}, last written ${new Date(u.updatedAt).toISOString()}`);
+  }
+  const remaining = problemsRemaining(report);
+  const repaired = report.problems.length - remaining;
+  const totals = `storage totals: ${report.totals.blobs} blobs, ${formatBytes(report.totals.bytes)}`;
+  if (report.problems.length === 0) lines.push(`clean: no problems found; ${totals}`);
+  else if (report.repair) lines.push(`${report.problems.length} problem(s) found, ${repaired} repaired, ${remaining} remaining; ${totals}`);
+  else lines.push(`${report.problems.length} problem(s) found; run airlock fsck --repair to fix what is safe; ${totals}`);
+  return `${lines.join('\n')}\n`;
+}
+
+function countBlobProblems(report: FsckReport): number {
+  return report.problems.filter((p) => p.kind === 'corrupt-blob' || p.kind === 'missing-file').length;
+}

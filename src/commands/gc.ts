@@ -1,0 +1,163 @@
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { destination } from 'pino';
+import { loadConfig } from '../config/load.js';
+import { parseDuration } from '../config/units.js';
+import { DEFAULT_GC_GRACE_MS, GarbageCollector, type GcResult } from '../lifecycle/gc.js';
+import { createLogger } from '../log.js';
+import { KeyedLock } from '../registry/keyed-lock.js';
+import { FsBlobStore } from '../storage/blobstore.js';
+import { SqliteMetadataStore } from '../storage/metadata.js';
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
+import { createProgress, formatBytes } from './progress.js';
+import { askServer, claimStorage } from './storage-target.js';
+
+export const GC_USAGE = `Usage: airlock gc [--dry-run] [--untagged-older-than DURATION] [--config FILE] [--storage DIR] [--authfile FILE]
+
+Removes what nothing needs any more: blobs no manifest references (after a grace period, gc.grace
+in the config, default 1h, so pushes under way are never cut short), links to them, and — only with
+--untagged-older-than — untagged manifests older than DURATION that no kept index or subject needs.
+Kept always: every tagged manifest, every manifest pushed by digest (tagless mirrors are content),
+every child of a kept index, every referrer of a kept manifest, cached manifests (cache eviction
+governs those), every blob a kept manifest references, and uploads in progress.
+
+When a server holds the storage directory, the collection runs inside that server (POST /api/v1/gc);
+under auth: it needs a user allowed to delete on "**", given by --authfile (pull-secret form,
+{"auths":{"HOST:PORT":{"auth":"base64(user:password)"}}}).
+
+Options:
+  --dry-run                       report what would be removed; remove nothing
+  --untagged-older-than DURATION  also remove untagged manifests older than DURATION (e.g. 720h, 30d)
+  --config FILE, --storage DIR    which storage (as for airlock serve)
+  --authfile FILE                 credentials for the server holding the storage
+
+Example:
+  airlock gc --storage /var/lib/airlock --dry-run
+  airlock gc --config /etc/airlock/airlock.yaml --untagged-older-than 30d --authfile admin.json
+
+Exit codes: 0 done, 1 failed, 2 bad usage or configuration.
+`;
+
+export interface GcCommandOptions {
+  args: string[];
+  stdout: CommandOutput;
+  stderr: CommandOutput & { isTTY?: boolean };
+}
+
+/** `airlock gc`: on a free storage directory under its lock, or inside the server holding it. */
+export async function runGcCommand({ args, stdout, stderr }: GcCommandOptions): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      'dry-run': { type: 'boolean' },
+      'untagged-older-than': { type: 'string' },
+      config: { type: 'string', short: 'c' },
+      storage: { type: 'string', short: 's' },
+      authfile: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (values.help) {
+    stdout.write(GC_USAGE);
+    return EXIT_OK;
+  }
+  if (positionals.length > 0) {
+    stderr.write(`airlock gc: unexpected argument "${positionals[0]}"\n\n${GC_USAGE}`);
+    return EXIT_USAGE;
+  }
+  const dryRun = values['dry-run'] ?? false;
+  const untagged = values['untagged-older-than'];
+  let untaggedOlderThan: number | undefined;
+  if (untagged !== undefined) {
+    try {
+      untaggedOlderThan = parseDuration(untagged);
+    } catch (e) {
+      stderr.write(`airlock gc: --untagged-older-than: ${(e as Error).message}\n`);
+      return EXIT_USAGE;
+    }
+  }
+  const config = loadConfig({ config: values.config, storage: values.storage });
+
+  const target = claimStorage(config.storage, 'gc');
+  if (target.kind === 'server') {
+    stderr.write(`airlock gc: the server at ${target.url} (pid ${target.holder.pid}) holds ${config.storage}; it runs the collection\n`);
+    let answer;
+    try {
+      answer = await askServer(target.url, '/api/v1/gc', { dryRun, untaggedOlderThan: untagged }, { authFile: values.authfile });
+    } catch (e) {
+      stderr.write(`airlock gc: cannot reach the server at ${target.url}: ${(e as Error).message}\n`);
+      return EXIT_FAILURE;
+    }
+    if (answer.status !== 200) {
+      stderr.write(`airlock gc: the server refused or failed (HTTP ${answer.status}): ${describeError(answer.body)}\n`);
+      if (answer.status === 401 || answer.status === 403) {
+        stderr.write('airlock gc: pass --authfile with credentials of a user allowed to delete on "**"\n');
+      }
+      return EXIT_FAILURE;
+    }
+    printResult(stdout, answer.body as GcResult);
+    return EXIT_OK;
+  }
+
+  const log = createLogger(config.log.level, destination({ fd: 2, sync: true }));
+  const meta = new SqliteMetadataStore(join(config.storage, 'airlock.db'));
+  const progress = createProgress({ label: dryRun ? 'gc (dry run)' : 'gc', output: stderr });
+  // The collection reports blobs checked so far out of the candidates it found.
+  let grown = 0;
+  let advanced = 0;
+  try {
+    const blobs = new FsBlobStore(config.storage);
+    await blobs.init();
+    const gc = new GarbageCollector({
+      meta,
+      blobs,
+      blobLocks: new KeyedLock(),
+      log,
+      graceMs: config.gc?.grace ?? DEFAULT_GC_GRACE_MS,
+      onProgress: (done, total) => {
+        if (total > grown) {
+          progress.grow(total - grown);
+          grown = total;
+        }
+        progress.advance(done - advanced);
+        advanced = done;
+      },
+    });
+    const result = await gc.run({ dryRun, untaggedOlderThan });
+    progress.stop();
+    printResult(stdout, result);
+    return EXIT_OK;
+  } catch (e) {
+    progress.stop();
+    stderr.write(`airlock gc: ${(e as Error).message}\n`);
+    return EXIT_FAILURE;
+  } finally {
+    meta.close();
+    log.flush();
+    target.lock.release();
+  }
+}
+
+/** The same lines whether the collection ran here or in the server. */
+export function printResult(out: CommandOutput, r: GcResult): void {
+  const verb = r.dryRun ? 'would remove' : 'removed';
+  for (const m of r.manifests) out.write(`${verb} manifest ${m.repo}@${m.digest}\n`);
+  if (r.removedManifests > r.manifests.length) out.write(`… and ${r.removedManifests - r.manifests.length} more manifests\n`);
+  const what = `${plural(r.removedManifests, 'manifest')}, ${plural(r.removedBlobs, 'blob')} (${plural(r.removedLinks, 'repository link')})`;
+  out.write(
+    r.dryRun
+      ? `gc (dry run): would remove ${what} and free ${formatBytes(r.freedBytes)}; nothing was removed\n`
+      : `gc: removed ${what}, freed ${formatBytes(r.freedBytes)}\n`,
+  );
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+function describeError(body: unknown): string {
+  const first = (body as { errors?: { message?: string }[] } | undefined)?.errors?.[0]?.message;
+  return first ?? (typeof body === 'string' ? body.slice(0, 500) : JSON.stringify(body));
+}
