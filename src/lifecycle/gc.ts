@@ -48,6 +48,8 @@ export interface GcDeps {
   manifests?: ManifestCache;
   /** True while a pull-through transfer of the blob is being written. */
   isFilling?: (digest: string) => boolean;
+  /** Blob accesses noted in memory (served, asked about): written down before marking, and those since kept. */
+  access?: { flush(): void; isPending(digest: string): boolean };
   /** Called with every finished collection (stats). */
   onCollected?: (result: GcResult) => void;
   /** Called after each page of blobs examined (progress bars). */
@@ -64,8 +66,9 @@ export interface GcDeps {
  *
  * It runs while clients push and pull:
  * - manifests are marked and swept in one SQLite transaction, which no request can interleave with;
- * - blobs are decided against a grace period: anything linked, uploaded or mounted since
- *   `now - grace` is kept, which covers a push whose blobs arrived but whose manifest has not yet;
+ * - blobs are decided against a grace period: anything linked, uploaded, mounted, served or asked
+ *   about (HEAD) since `now - grace` is kept, which covers a push whose blobs arrived (or were
+ *   found here) but whose manifest has not yet;
  * - each blob is re-checked under its per-digest lock (the one uploads, mounts and fills take)
  *   right before its rows go, and its file goes while the lock is still held.
  */
@@ -100,6 +103,7 @@ export class GarbageCollector {
     };
     const result: GcResult = { dryRun, startedAt, durationMs: 0, removedManifests: 0, removedBlobs: 0, removedLinks: 0, freedBytes: 0, manifests: [] };
     try {
+      this.deps.access?.flush();
       this.recordCachedRefs();
       const manifests = meta.collectManifests(policy);
       result.removedManifests = manifests.length;
@@ -111,7 +115,7 @@ export class GarbageCollector {
       for (let after = ''; !this.stopping; ) {
         const page = meta.blobSweepCandidates(policy, after, PAGE);
         for (let i = 0; i < page.digests.length && !this.stopping; i += BATCH) {
-          const batch = page.digests.slice(i, i + BATCH).filter((d) => !this.deps.isFilling?.(d));
+          const batch = page.digests.slice(i, i + BATCH).filter((d) => !this.busy(d));
           const swept = dryRun ? meta.sweepBlobs(batch, policy) : await this.sweep(batch, policy);
           for (const s of swept) {
             result.removedLinks += s.links;
@@ -152,11 +156,16 @@ export class GarbageCollector {
   private sweep(batch: string[], policy: GcPolicy) {
     const { meta, blobs, blobLocks } = this.deps;
     return runAll(blobLocks, batch, async () => {
-      const swept = meta.sweepBlobs(batch.filter((d) => !this.deps.isFilling?.(d)), policy);
+      const swept = meta.sweepBlobs(batch.filter((d) => !this.busy(d)), policy);
       // Rows first, then files: a crash in between leaves orphan files (fsck removes them), never a row without its file.
       await Promise.all(swept.filter((s) => s.removed).map((s) => blobs.remove(s.digest)));
       return swept;
     });
+  }
+
+  /** Being filled from an upstream, or served / asked about since the access times were written. */
+  private busy(digest: string): boolean {
+    return (this.deps.isFilling?.(digest) ?? false) || (this.deps.access?.isPending(digest) ?? false);
   }
 
   /**

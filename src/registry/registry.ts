@@ -55,7 +55,7 @@ export interface RegistryShared {
   blobLocks?: KeyedLock;
   /** Hot manifests in memory; invalidated here on every change to a repository. */
   manifests?: ManifestCache;
-  /** Notes which blobs are served, for least-recently-used eviction. */
+  /** Notes which blobs are served or asked about, for least-recently-used eviction and GC's grace. */
   onServed?: (digest: string) => void;
 }
 
@@ -109,8 +109,9 @@ export class Registry {
     const answer: BlobAnswer = route
       ? await this.proxy!.blob(route, repo, digest, algorithm, head)
       : this.localBlob(repo, digest);
-    // Only cached content is ever evicted, so only its use is worth recording.
-    if (route && !head) this.onServed(digest);
+    // Recorded for eviction (least recently served cached content goes first) and for GC: a blob
+    // a client just found here (a HEAD before skipping its upload) is not collected under it.
+    this.onServed(digest);
     return answer;
   }
 

@@ -120,6 +120,7 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       manifests,
       graceMs: config.gc?.grace ?? DEFAULT_GC_GRACE_MS,
       isFilling: (digest) => proxy?.isFilling(digest) ?? false,
+      access: tracker,
       onCollected: (result: GcResult) => stats.collected(result),
     });
 

@@ -432,7 +432,9 @@ export class SqliteMetadataStore implements MetadataStore {
     const liveRef = (repoCondition: string, child: string) =>
       `EXISTS (SELECT 1 FROM manifest_refs r WHERE ${repoCondition} r.child = ${child}
                AND NOT EXISTS (SELECT 1 FROM temp.gc_doomed d WHERE d.repo_id = r.repo_id AND d.digest = r.parent))`;
-    const removableLink = `rb.created_at < @graceBefore AND (rb.cached = 0 OR b.last_access < @graceBefore)
+    // Linked, served or asked about within the grace period: kept (a client that just found the
+    // blob here may be about to push a manifest referencing it).
+    const removableLink = `rb.created_at < @graceBefore AND b.last_access < @graceBefore
                            AND NOT ${liveRef('r.repo_id = rb.repo_id AND', 'rb.digest')}`;
     return {
       clearKept: db.prepare('DELETE FROM temp.gc_kept'),
@@ -472,7 +474,7 @@ export class SqliteMetadataStore implements MetadataStore {
           `SELECT b.digest FROM blobs b
            WHERE b.digest > @after AND (@upto IS NULL OR b.digest <= @upto)
              AND (EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest AND ${removableLink})
-                  OR (b.created_at < @graceBefore AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest)))
+                  OR (b.created_at < @graceBefore AND b.last_access < @graceBefore AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest)))
            ORDER BY b.digest`,
         )
         .pluck(),
@@ -480,7 +482,7 @@ export class SqliteMetadataStore implements MetadataStore {
         .prepare(`SELECT rb.repo_id FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.digest = @digest AND ${removableLink}`)
         .pluck(),
       linkCount: db.prepare('SELECT COUNT(*) FROM repo_blobs WHERE digest = ?').pluck(),
-      blobRow: db.prepare('SELECT size, created_at AS createdAt FROM blobs WHERE digest = ?'),
+      blobRow: db.prepare('SELECT size, created_at AS createdAt, last_access AS lastAccess FROM blobs WHERE digest = ?'),
       referencedAnywhere: db.prepare(`SELECT ${liveRef('', '@digest')}`).pluck(),
       // Eviction ignores what a collection may be deciding: any stored reference counts.
       referencedByAny: db.prepare('SELECT 1 FROM manifest_refs WHERE child = ? LIMIT 1').pluck(),
@@ -977,12 +979,13 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.db.transaction(() => {
       const out: BlobSweep[] = [];
       for (const digest of digests) {
-        const blob = this.g.blobRow.get(digest) as { size: number; createdAt: number } | undefined;
+        const blob = this.g.blobRow.get(digest) as { size: number; createdAt: number; lastAccess: number } | undefined;
         if (!blob) continue;
         const links = this.g.removableLinks.all({ digest, graceBefore: policy.graceBefore }) as number[];
         if (!policy.dryRun) for (const repoId of links) this.q.unlinkBlob.run(repoId, digest);
         const left = (this.g.linkCount.get(digest) as number) - (policy.dryRun ? links.length : 0);
-        const removed = left === 0 && blob.createdAt < policy.graceBefore && this.g.referencedAnywhere.get({ digest }) === 0;
+        const removed =
+          left === 0 && blob.createdAt < policy.graceBefore && blob.lastAccess < policy.graceBefore && this.g.referencedAnywhere.get({ digest }) === 0;
         if (removed && !policy.dryRun) this.q.deleteBlob.run(digest);
         if (removed || links.length > 0) out.push({ digest, size: blob.size, links: links.length, removed });
       }

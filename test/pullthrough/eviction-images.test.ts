@@ -6,7 +6,7 @@ import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ageStore, gcOverHttp, hasBlobFile } from '../gc/support.js';
+import { ageStore, gcOverHttp, hasBlobFile, writeDownAccess } from '../gc/support.js';
 import { MEDIA, pushBlob, pushImage, pushManifest, type Pushed } from '../helpers/http.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { eventually, getBlob, getManifest, sleep, startAirlock } from './support.js';
@@ -164,6 +164,7 @@ describe('garbage collection of cached content', () => {
       await pullThrough(mirror.url, 'up/team/app', 'v1', image);
       expect((await getBlob(mirror.url, 'up/team/app', loose)).status).toBe(200);
       await eventually(async () => expect((await getBlob(mirror.url, 'up/team/app', loose, 'HEAD')).header('x-cache')).toBe('HIT'));
+      await writeDownAccess(mirror.server);
       ageStore(mirror.storage, 2 * 3_600_000);
       // Cached by an airlock that did not record what cached manifests reference: GC parses them.
       const db = new Database(join(mirror.storage, 'airlock.db'));
