@@ -2,11 +2,12 @@
 // `airlock serve --storage DIR` runs from; blobs hard-linked on the same filesystem, copied to another.
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pushImage, type PushedImage } from '../helpers/push.js';
+import { listBlobsOfDir, skopeoCopy } from '../helpers/skopeo.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { runCli, startCli } from '../server/cli.js';
 
@@ -92,6 +93,11 @@ describe('airlock backup', () => {
     const restored = await startTestServer({ storage: target });
     cleanups.push(() => restored.close());
     await expectImage(restored.url, 'offline/app', 'v1', image);
+    // A real client pulls the image from the restored copy, every blob verified by skopeo.
+    const pulled = join(tempDir('airlock-pulled-'), 'image');
+    await skopeoCopy(`docker://${restored.host}/offline/app:v1`, `dir:${pulled}`, { srcInsecure: true, all: false });
+    expect(listBlobsOfDir(pulled).map((b) => b.digest).sort()).toEqual([...image.blobs.keys()].sort());
+    for (const blob of listBlobsOfDir(pulled)) expect(readFileSync(blob.path).equals(image.blobs.get(blob.digest)!)).toBe(true);
 
     const busy = join(tempDir('airlock-busy-'), 'x');
     mkdirSync(busy);
