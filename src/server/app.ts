@@ -12,6 +12,7 @@ import type { AccessControl } from './access.js';
 import { issueToken, TOKEN_PATH } from './auth.js';
 import { sendError, sendJson } from './respond.js';
 import { createV2Handler } from './v2.js';
+import type { AuditTrail } from './audit-trail.js';
 
 export interface AppDeps {
   registry: Registry;
@@ -24,6 +25,10 @@ export interface AppDeps {
   authorizer?: Authorizer;
   /** Throws when the server cannot serve (database or storage unusable). */
   readiness: () => void;
+  /** Recent pushes, deletes and refusals, for the dashboard's Activity page. */
+  audit?: AuditTrail;
+  /** Adds the dashboard (/ui/) and its JSON endpoints to the routes. */
+  dashboard?: (app: Hono<{ Bindings: HttpBindings }>) => void;
 }
 
 /** The routes table: every endpoint the server answers, in one place. */
@@ -66,6 +71,7 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
   });
   app.get('/api/v1/stats', (c) => c.json(deps.stats.snapshot()));
   app.get('/metrics', async (c) => c.body(await deps.metrics.metrics(), 200, { 'Content-Type': deps.metrics.contentType }));
+  deps.dashboard?.(app);
 
   app.notFound((c) => {
     // Routing sees the WHATWG-normalised URL ("/v2/../x" and "/v2/%2e%2e/x" become "/x"); a raw /v2 path

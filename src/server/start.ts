@@ -16,6 +16,7 @@ import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
 import { openAccess } from './access.js';
 import { createApp } from './app.js';
+import { AuditTrail } from './audit-trail.js';
 import { listen } from './listen.js';
 
 export interface RunningServer {
@@ -34,6 +35,8 @@ export interface StartOptions {
   logger?: Logger;
   /** Set when the input was already validated by loadConfig/parseConfig. */
   parsed?: boolean;
+  /** Interval of the dashboard's history points; default one minute (tests use less). */
+  historyStepMs?: number;
 }
 
 const EVICTION_EVERY_MS = 60_000;
@@ -61,6 +64,8 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     closers.push(() => stats.close());
     const tracker = new AccessTracker(meta);
     closers.push(() => tracker.close());
+    const audit = new AuditTrail(meta);
+    closers.push(() => audit.close());
 
     const blobLocks = new KeyedLock();
     const manifests = new ManifestCache();
@@ -95,8 +100,21 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       } catch (e) {
         throw new ConfigError(`auth: ${(e as Error).message}`);
       }
-      access = createAuthAccess(authorizer, log, { realm: config.auth.realm, tls: Boolean(config.tls) });
+      access = createAuthAccess(authorizer, log, { realm: config.auth.realm, tls: Boolean(config.tls), audit });
     }
+
+    // The dashboard: its history sampler and release classifier run in the background.
+    const [{ mountDashboard }, { HistorySampler }, { ReleaseClassifier }] = await Promise.all([
+      import('../ui/dashboard.js'),
+      import('../ui/history.js'),
+      import('../ui/releases.js'),
+    ]);
+    const history = new HistorySampler(meta, stats, options.historyStepMs);
+    closers.push(() => history.close());
+    const classifier = new ReleaseClassifier(meta, blobs);
+    closers.push(() => classifier.close());
+    const dashboardAccess = access;
+    const dashboardAuthorizer = authorizer;
 
     const app = createApp({
       registry,
@@ -107,6 +125,21 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       stats,
       metrics: createPrometheusRegistry(stats),
       readiness: () => meta.ping(),
+      audit,
+      dashboard: (app) =>
+        mountDashboard(app, {
+          config,
+          meta,
+          registry,
+          stats,
+          access: dashboardAccess,
+          authorizer: dashboardAuthorizer,
+          log,
+          history,
+          audit,
+          classifier,
+          upstreamCircuits: () => proxy?.upstreamHealth() ?? [],
+        }),
     });
     const listening = await listen(app, config, log);
     closers.push(() => listening.close());
