@@ -17,7 +17,7 @@ header.top .who{display:flex;gap:10px;align-items:center;color:#c6cede}
 header.top .who form{margin:0}
 header.top .who button{background:none;border:1px solid #48536a;color:#e8ecf3;border-radius:6px;padding:3px 10px;cursor:pointer}
 main{max-width:1280px;margin:0 auto;padding:20px 24px 48px}
-h1{font-size:22px;margin:4px 0 16px}h2{font-size:16px;margin:0 0 12px}
+h1{font-size:22px;margin:4px 0 16px}h1.mono{font-size:20px}h2{font-size:16px;margin:0 0 12px}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:16px;margin-bottom:16px}
 .card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:16px;margin-bottom:16px}
 .figure{font-size:26px;font-weight:650}.sub{color:var(--muted);font-size:12.5px}
@@ -25,6 +25,10 @@ table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:7px 10px;border-bottom:1px solid var(--line);vertical-align:top}
 th{font-weight:600;color:var(--muted);font-size:12.5px;background:#fafbfc}
 tr:last-child td{border-bottom:none}
+tbody[data-digest] tr:first-child td{border-bottom:none;padding-bottom:2px}
+tbody[data-digest] tr.more td{padding-top:0}
+td.digest{min-width:320px;max-width:420px}
+table[data-table=manifests] tbody{border-bottom:1px solid var(--line)}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
 code{background:var(--code);padding:1px 5px;border-radius:4px;word-break:break-all}
@@ -40,7 +44,7 @@ code{background:var(--code);padding:1px 5px;border-radius:4px;word-break:break-a
 .bar{width:100%;height:14px}
 .legend{display:flex;gap:16px;flex-wrap:wrap;font-size:12.5px;color:var(--muted);margin-top:6px}
 .legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px;vertical-align:-1px}
-.legend i.c1{background:#2458c6}.legend i.c2{background:#e08a1e}.legend i.c3{background:#b3261e}.legend i.c4{background:#9aa5b8}
+.legend i.c1{background:#2458c6}.legend i.c2{background:#e08a1e}.legend i.c3{background:#b3261e}.legend i.c4{background:#9aa5b8}.legend i.c0{background:#e4e8ef}
 .chart{width:100%;height:auto;display:block}
 .chart .axis{stroke:#c5cbd6;stroke-width:1}.chart text{fill:#5b6477;font-size:11px}
 .chart .s1{fill:none;stroke:#2458c6;stroke-width:2}.chart .s2{fill:none;stroke:#e08a1e;stroke-width:2}

@@ -4,8 +4,8 @@
 import type { HistoryPoint } from '../storage/metadata.js';
 import { formatBytes } from './model.js';
 
-const W = 800;
-const H = 200;
+const W = 1000;
+const H = 170;
 const PAD = { left: 56, right: 12, top: 12, bottom: 26 };
 
 export interface Series {
@@ -21,13 +21,19 @@ export function rates(points: HistoryPoint[], key: keyof HistoryPoint): number[]
   return out;
 }
 
+/** The smallest 1, 2 or 5 × 10^k at or above v, so the axis reads in round numbers. */
+function niceCeil(v: number): number {
+  const base = 10 ** Math.floor(Math.log10(v));
+  return ([1, 2, 5, 10].find((m) => m * base >= v) ?? 10) * base;
+}
+
 function timeLabel(t: number): string {
   return new Date(t).toISOString().slice(11, 16);
 }
 
 export function LineChart(props: { times: number[]; series: Series[]; format: (v: number) => string; title: string }) {
   const { times, series, format } = props;
-  const max = Math.max(1, ...series.flatMap((s) => s.values));
+  const max = niceCeil(Math.max(1, ...series.flatMap((s) => s.values)));
   const n = times.length;
   const x = (i: number) => PAD.left + (n <= 1 ? 0 : (i * (W - PAD.left - PAD.right)) / (n - 1));
   const y = (v: number) => PAD.top + (H - PAD.top - PAD.bottom) * (1 - v / max);
@@ -76,7 +82,7 @@ export function HistoryCharts(props: { points: HistoryPoint[] }) {
       <LineChart
         title="Cache lookups per minute"
         times={times}
-        format={(v) => String(Math.round(v))}
+        format={(v) => (Number.isInteger(v) ? String(v) : v.toFixed(1))}
         series={[
           { label: 'hits', cls: 's1', values: rates(points, 'hits') },
           { label: 'misses', cls: 's2', values: rates(points, 'misses') },

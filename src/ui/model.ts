@@ -55,6 +55,9 @@ function platformName(p: { os?: string; architecture?: string; variant?: string 
   return [p.os, p.architecture, p.variant].filter(Boolean).join('/');
 }
 
+/** Config media types of runnable images; any other artifactType makes the manifest an artifact. */
+const IMAGE_CONFIG_TYPES = new Set(['application/vnd.oci.image.config.v1+json', 'application/vnd.docker.container.image.v1+json']);
+
 const sum = (values: (number | undefined)[]) => values.reduce<number>((a, v) => a + (typeof v === 'number' && v > 0 ? v : 0), 0);
 
 /** Views of every manifest of a repository, newest first. */
@@ -83,7 +86,7 @@ export function manifestViews(rows: ManifestListing[]): ManifestView[] {
       return {
         digest: row.digest,
         mediaType: row.mediaType,
-        kind: index ? 'index' : row.artifactType || row.subject ? 'artifact' : 'image',
+        kind: index ? 'index' : row.subject || (row.artifactType && !IMAGE_CONFIG_TYPES.has(row.artifactType)) ? 'artifact' : 'image',
         artifactType: row.artifactType,
         tags: row.tags,
         size: row.size,

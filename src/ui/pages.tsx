@@ -160,6 +160,11 @@ export function OverviewPage(props: { viewer: Viewer; data: OverviewData }) {
                   ]}
                 />
               </p>
+              <div class="legend">
+                <span><i class="c1"></i>airlock</span>
+                <span><i class="c4"></i>other data</span>
+                <span><i class="c0"></i>free</span>
+              </div>
               <div class="sub" data-figure="disk-free">
                 {formatBytes(disk.free)} free of {formatBytes(disk.total)} on the storage volume
               </div>
@@ -445,35 +450,26 @@ export function RepositoryPage(props: {
               <th>Last pulled</th>
             </tr>
           </thead>
-          <tbody>
-            {views.map((v) => {
-              const id = `m-${v.digest.replace(':', '-')}`;
-              const platforms = v.platforms.length ? v.platforms : props.childPlatforms.has(v.digest) ? [props.childPlatforms.get(v.digest)!] : [];
-              return (
-                <tr id={id} data-digest={v.digest}>
-                  <td>
+          {views.map((v) => {
+            const id = `m-${v.digest.replace(':', '-')}`;
+            const platforms = v.platforms.length ? v.platforms : props.childPlatforms.has(v.digest) ? [props.childPlatforms.get(v.digest)!] : [];
+            const release = props.releaseDigests.has(v.digest);
+            // One body per manifest: its row, then a full-width row for the commands.
+            return (
+              <tbody id={id} data-digest={v.digest}>
+                <tr>
+                  <td class="digest">
                     <code>{v.digest}</code>
                     <div>
                       {v.tags.length ? v.tags.map((t) => <span class="badge tag">{t}</span>) : <span class="badge tagless">tagless</span>}{' '}
-                      {props.releaseDigests.has(v.digest) ? <span class="badge ok">release</span> : null}
+                      {release ? <span class="badge ok">release</span> : null}
                       {v.parents.length ? <span class="sub"> in index {v.parents.map(shortDigest).join(', ')}</span> : null}
                       {v.subject ? <span class="sub"> refers to {shortDigest(v.subject)}</span> : null}
                     </div>
-                    <details>
-                      <summary>pull by digest</summary>
-                      <Commands id={id} host={props.host} repo={name} digest={v.digest} release={props.releaseDigests.has(v.digest)} />
-                      {canDelete ? (
-                        <p>
-                          <a href={`/ui/delete${q({ repo: name, reference: v.digest })}`} data-action="delete-manifest">
-                            delete this manifest…
-                          </a>
-                        </p>
-                      ) : null}
-                    </details>
                   </td>
                   <td class="mono">
                     {v.mediaType}
-                    {v.artifactType ? <div class="sub">artifact {v.artifactType}</div> : null}
+                    {v.kind === 'artifact' && v.artifactType ? <div class="sub">artifact {v.artifactType}</div> : null}
                   </td>
                   <td>{platforms.join(', ')}</td>
                   <td class="num">{formatBytes(v.totalSize)}</td>
@@ -491,9 +487,24 @@ export function RepositoryPage(props: {
                   </td>
                   <td>{formatAgo(v.lastPulled)}</td>
                 </tr>
-              );
-            })}
-          </tbody>
+                <tr class="more">
+                  <td colspan={8}>
+                    <details>
+                      <summary>pull by digest{canDelete ? ' · delete' : ''}</summary>
+                      <Commands id={id} host={props.host} repo={name} digest={v.digest} release={release} />
+                      {canDelete ? (
+                        <p>
+                          <a href={`/ui/delete${q({ repo: name, reference: v.digest })}`} data-action="delete-manifest">
+                            delete this manifest…
+                          </a>
+                        </p>
+                      ) : null}
+                    </details>
+                  </td>
+                </tr>
+              </tbody>
+            );
+          })}
         </table>
       </div>
     </Layout>
