@@ -28,6 +28,7 @@ tr:last-child td{border-bottom:none}
 tbody[data-digest] tr:first-child td{border-bottom:none;padding-bottom:2px}
 tbody[data-digest] tr.more td{padding-top:0}
 td.digest{min-width:320px;max-width:420px}
+td{overflow-wrap:anywhere}
 table[data-table=manifests] tbody{border-bottom:1px solid var(--line)}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
@@ -56,7 +57,7 @@ button.primary{background:var(--accent);border-color:var(--accent);color:#fff}
 button.danger{background:#fff;border-color:#e4a7a2;color:var(--bad)}
 .crumbs{color:var(--muted);margin-bottom:8px}.crumbs a{margin:0 2px}
 .pager{display:flex;gap:12px;align-items:center;margin-top:12px}
-.cmds{display:grid;grid-template-columns:auto 1fr auto;gap:4px 8px;align-items:center;margin-top:6px}
+.cmds{display:grid;grid-template-columns:auto minmax(0,1fr) auto;gap:4px 8px;align-items:center;margin-top:6px}
 .cmds button{padding:2px 8px;font-size:12px}
 .cmds .label{color:var(--muted);font-size:12px}
 details summary{cursor:pointer;color:var(--accent)}
@@ -64,7 +65,7 @@ details summary{cursor:pointer;color:var(--accent)}
 .notice{background:#fff8e6;border:1px solid #f0d6b0;border-radius:8px;padding:10px 14px;margin-bottom:16px}
 .login{max-width:380px;margin:60px auto}.login label{display:block;margin:10px 0 4px;color:var(--muted)}
 .login input{width:100%;min-width:0}.login button{margin-top:16px;width:100%}
-.folder::before{content:"\\1F4C1  "}.repo::before{content:"\\1F4E6  "}
+a.folder{font-weight:600}
 `;
 
 const JS = `
