@@ -212,6 +212,10 @@ export interface MetadataStore {
   imageKind(repoId: number, digest: string): { kind: string; version: string | null } | undefined;
   /** Releases and catalogs found so far, by repository and arrival. */
   classifiedImages(limit: number): ClassifiedImage[];
+  /** Number and bytes of blobs (cheap, unlike totals()). */
+  blobTotals(): { blobs: number; bytes: number };
+  /** A repository's id and the kinds recorded for its manifests, by digest. */
+  repositoryImageKinds(repo: string): { repoId: number; kinds: Map<string, { kind: string; version: string | null }> } | undefined;
 
   close(): void;
 }
@@ -400,6 +404,8 @@ export class SqliteMetadataStore implements MetadataStore {
         'INSERT INTO image_kinds (repo_id, digest, kind, version) VALUES (?, ?, ?, ?) ON CONFLICT(repo_id, digest) DO UPDATE SET kind = excluded.kind, version = excluded.version',
       ),
       imageKind: db.prepare('SELECT kind, version FROM image_kinds WHERE repo_id = ? AND digest = ?'),
+      blobTotals: db.prepare('SELECT COUNT(*) AS blobs, COALESCE(SUM(size), 0) AS bytes FROM blobs'),
+      repoImageKinds: db.prepare('SELECT digest, kind, version FROM image_kinds WHERE repo_id = ?'),
       classifiedImages: db.prepare(
         `SELECT r.name AS repo, k.digest, k.kind, k.version, m.media_type AS mediaType, m.cached, m.created_at AS createdAt,
                 (SELECT group_concat(t.name, ' ') FROM tags t WHERE t.repo_id = k.repo_id AND t.digest = k.digest) AS tags
@@ -780,6 +786,17 @@ export class SqliteMetadataStore implements MetadataStore {
     return (this.q.classifiedImages.all(limit) as (Omit<ClassifiedImage, 'tags' | 'cached'> & { tags: string | null; cached: number })[]).map(
       (row) => ({ ...row, cached: row.cached === 1, tags: row.tags ? row.tags.split(' ') : [] }),
     );
+  }
+
+  blobTotals(): { blobs: number; bytes: number } {
+    return this.q.blobTotals.get() as { blobs: number; bytes: number };
+  }
+
+  repositoryImageKinds(repo: string): { repoId: number; kinds: Map<string, { kind: string; version: string | null }> } | undefined {
+    const repoId = this.findRepoId(repo);
+    if (repoId === undefined) return undefined;
+    const rows = this.q.repoImageKinds.all(repoId) as { digest: string; kind: string; version: string | null }[];
+    return { repoId, kinds: new Map(rows.map((r) => [r.digest, { kind: r.kind, version: r.version }])) };
   }
 
   close(): void {

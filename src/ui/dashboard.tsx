@@ -241,8 +241,8 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
     const rows = meta.repositoryManifests(name, MAX_MANIFESTS + 1);
     if (rows.length === 0) return html(c, <MessagePage viewer={viewer} title="No such repository" message={`Nothing is stored in ${name}.`} />, 404);
     const views = manifestViews(rows.slice(0, MAX_MANIFESTS));
-    await deps.classifier.catchUp(100);
-    const releases = new Set(meta.classifiedImages(10_000).filter((i) => i.repo === name && i.kind === 'release').map((i) => i.digest));
+    const kinds = await deps.classifier.classifyRepository(name, rows);
+    const releases = new Set([...kinds].filter(([, k]) => k.kind === 'release').map(([digest]) => digest));
     return html(
       c,
       <RepositoryPage
@@ -324,9 +324,12 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
   const catalogNeed: AccessNeed[] = [{ resource: { type: 'registry', name: 'catalog' }, actions: ['*'] }];
 
   async function api(c: C, needs: AccessNeed[], body: () => unknown | Promise<unknown>): Promise<Response> {
+    const started = process.hrtime.bigint();
     try {
       await apiUser(c, needs);
-      return c.json(await body(), 200, { 'Cache-Control': 'no-store' });
+      const value = await body();
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      return c.json(value, 200, { 'Cache-Control': 'no-store', 'Server-Timing': `app;dur=${ms.toFixed(2)}` });
     } catch (e) {
       if (!(e instanceof RegistryError)) throw e;
       return c.json(e.toJSON(), e.status as 400, e.headers);
@@ -402,7 +405,7 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
   function upstreamHealth(): UpstreamHealth[] {
     const circuits = new Map(deps.upstreamCircuits().map((u) => [u.prefix, u]));
     const iso = (t: number | undefined) => (t === undefined ? null : new Date(t).toISOString());
-    return deps.stats.snapshot().upstreams.map((u) => {
+    return deps.stats.counters().upstreams.map((u) => {
       const c = circuits.get(u.prefix);
       const circuit = c?.circuit;
       const state: UpstreamHealth['state'] = c?.offline
@@ -430,8 +433,34 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
     });
   }
 
+  // Counting repositories, manifests and cached bytes scans tables (about a second at 100k repositories): the
+  // Overview shows the last count, refreshed in the background when older than COUNTS_MAX_AGE_MS.
+  let counted: { at: number; repositories: number; manifests: number; cachedBytes: number } | undefined;
+  let counting = false;
+  const COUNTS_MAX_AGE_MS = 5 * 60_000;
+  function storageCounts(): { repositories: number; manifests: number; cachedBytes: number } | undefined {
+    if (!counting && (!counted || Date.now() - counted.at > COUNTS_MAX_AGE_MS)) {
+      counting = true;
+      const refresh = () => {
+        try {
+          const totals = meta.totals();
+          counted = { at: Date.now(), repositories: totals.repositories, manifests: totals.manifests, cachedBytes: meta.cachedOnlyBytes() };
+        } catch (err) {
+          log.warn({ err }, 'counting repositories for the dashboard failed');
+        } finally {
+          counting = false;
+        }
+      };
+      // The first view waits for the count; later ones get the previous one while it refreshes.
+      if (counted) setImmediate(refresh);
+      else refresh();
+    }
+    return counted;
+  }
+
   async function overview(): Promise<OverviewData> {
-    const snap = deps.stats.snapshot();
+    const snap = deps.stats.counters();
+    const counts = storageCounts();
     let disk: OverviewData['disk'] = null;
     try {
       const fs = await statfs(config.storage);
@@ -440,7 +469,7 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
       log.debug({ err }, 'statfs of the storage directory failed');
     }
     return {
-      storage: { ...snap.storage, cachedBytes: meta.cachedOnlyBytes(), maxBytes: config.cache.maxBytes ?? null },
+      storage: { repositories: counts?.repositories ?? 0, manifests: counts?.manifests ?? 0, ...meta.blobTotals(), cachedBytes: counts?.cachedBytes ?? 0, maxBytes: config.cache.maxBytes ?? null },
       disk,
       cache: snap.cache,
       upstreams: upstreamHealth(),

@@ -25,15 +25,15 @@ export class HistorySampler {
 
   /** The figures now, as a point (not stored). */
   current(): HistoryPoint {
-    const snap = this.stats.snapshot();
+    const { cache } = this.stats.counters();
     return {
       at: this.now(),
-      hits: snap.cache.hits,
-      misses: snap.cache.misses,
-      staleServed: snap.cache.staleServed,
-      bytesFromCache: snap.cache.bytesFromCache,
-      bytesFromUpstream: snap.cache.bytesFromUpstream,
-      storageBytes: snap.storage.bytes,
+      hits: cache.hits,
+      misses: cache.misses,
+      staleServed: cache.staleServed,
+      bytesFromCache: cache.bytesFromCache,
+      bytesFromUpstream: cache.bytesFromUpstream,
+      storageBytes: this.meta.blobTotals().bytes,
     };
   }
 

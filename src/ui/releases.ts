@@ -63,16 +63,34 @@ export class ReleaseClassifier {
     for (;;) {
       const batch = this.meta.manifestsAfter(this.cursor, BATCH);
       if (batch.length === 0) return true;
-      const results = [];
       for (const m of batch) {
         const result = await this.classify(m);
         // Saved per manifest so an index sees its children, which arrive before it.
         if (result) this.meta.saveImageKinds([{ repoId: m.repoId, digest: m.digest, ...result }]);
         this.cursor = [m.createdAt, m.repoId, m.digest];
-        results.push(result);
       }
       if (Date.now() > deadline) return false;
     }
+  }
+
+  /**
+   * Classifies the given manifests of one repository that are not yet (a page view does this for
+   * what it shows, without waiting for the walk over everything); returns the release/catalog kinds.
+   */
+  async classifyRepository(repo: string, manifests: { digest: string; mediaType: string; content: Buffer }[], limit = 200): Promise<Map<string, Classification>> {
+    const known = this.meta.repositoryImageKinds(repo);
+    const out = new Map<string, Classification>();
+    if (!known) return out;
+    for (const [digest, k] of known.kinds) out.set(digest, { kind: k.kind as ImageKind, version: k.version });
+    // Images before indexes: an index is what its platform images are.
+    const todo = manifests.filter((m) => !known.kinds.has(m.digest)).sort((a, b) => Number(isIndexMediaType(a.mediaType)) - Number(isIndexMediaType(b.mediaType)));
+    for (const m of todo.slice(0, limit)) {
+      const result = await this.classify({ repoId: known.repoId, repo, digest: m.digest, mediaType: m.mediaType, content: m.content, createdAt: 0 });
+      if (!result) continue;
+      this.meta.saveImageKinds([{ repoId: known.repoId, digest: m.digest, ...result }]);
+      out.set(m.digest, result);
+    }
+    return out;
   }
 
   /** undefined: nothing to record (an index of unknown children, a config not stored here). */
