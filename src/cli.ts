@@ -12,6 +12,12 @@ Usage:
   airlock serve [--config FILE] [--listen HOST:PORT] [--storage DIR] [--log-level LEVEL]
   airlock user add NAME [--htpasswd FILE | --config FILE] [--password-stdin]
   airlock cert --host NAME [--host NAME…] [--ip ADDR…] --out DIR [--days N] [--port PORT]
+  airlock import SOURCE [--prefix P] [--map LOCAL=ORIGIN]... [--to URL] [--dry-run]
+  airlock export REF_OR_GLOB... --to DIR|FILE.tar [--since PREVIOUS_EXPORT] [--filter-by-os OS/ARCH]
+  airlock sync SOURCE_REF... | --mapping FILE [--to-dir DIR] [--dest-prefix P] [--filter-by-os OS/ARCH]
+               [--skip-missing] [--dry-run] [--concurrency N] [--authfile F] [--insecure]
+  airlock mirrorsets --host HOST[:PORT] [--format idms|itms|icsp|registries.conf] [--out FILE]
+  airlock verify REF [--mirrorsets FILE] [--json]
   airlock --help | --version
 
 serve      Run the registry. Config comes from FILE (default config/airlock.yaml, or $AIRLOCK_CONFIG;
@@ -23,6 +29,10 @@ user add   Add or update a user (bcrypt) in the htpasswd file: --htpasswd FILE, 
 cert       Write ca.crt/ca.key and server.crt/server.key (with Subject Alternative Names for every
            --host and --ip) into DIR, and print how to make clients and clusters trust the CA.
            An existing ca.crt/ca.key in DIR is reused.
+import     Import an OCI layout (dir, .tar, .tar.gz) or oc's v2/ tree into the store (or --to a server).
+export     Write images (repo:tag, repo@sha256:…, globs like ocp4/**) as an OCI layout for the air gap.
+sync       Copy images from remote registries into the store, or --to-dir an OCI layout.
+           (each: --help for a worked example)
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad configuration.
 `;
@@ -123,7 +133,32 @@ async function cert(args: string[]): Promise<number> {
   return runCert({ hosts: values.host ?? [], ips: values.ip ?? [], outDir: values.out, days, port, stdout: process.stdout, stderr: process.stderr });
 }
 
-const COMMANDS: Record<string, Command> = { serve, user, cert };
+async function mirrorsets(args: string[]): Promise<number> {
+  const { mirrorsetsCommand } = await import('./commands/mirrorsets.js');
+  return mirrorsetsCommand(args);
+}
+
+async function verify(args: string[]): Promise<number> {
+  const { verifyCommand } = await import('./commands/verify.js');
+  return verifyCommand(args);
+}
+
+async function importImages(args: string[]): Promise<number> {
+  const { importCommand } = await import('./commands/import.js');
+  return importCommand(args);
+}
+
+async function exportImages(args: string[]): Promise<number> {
+  const { exportCommand } = await import('./commands/export.js');
+  return exportCommand(args);
+}
+
+async function sync(args: string[]): Promise<number> {
+  const { syncCommand } = await import('./commands/sync.js');
+  return syncCommand(args);
+}
+
+const COMMANDS: Record<string, Command> = { serve, user, cert, import: importImages, export: exportImages, sync, mirrorsets, verify };
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
@@ -167,6 +202,9 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+// Until the command answers, exiting means it never finished (its work stalled with nothing left
+// to wait for): that must not look like success.
+process.exitCode = 1;
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;

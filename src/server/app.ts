@@ -8,11 +8,14 @@ import type { Stats } from '../metrics.js';
 import type { Registry } from '../registry/registry.js';
 import type { Authorizer } from '../auth/authorizer.js';
 import { RegistryError } from '../registry/errors.js';
+import { isValidName } from '../registry/names.js';
 import type { AccessControl } from './access.js';
 import { issueToken, TOKEN_PATH } from './auth.js';
-import { sendError, sendJson } from './respond.js';
+import { send, sendError, sendJson } from './respond.js';
 import { createV2Handler } from './v2.js';
 import type { AuditTrail } from './audit-trail.js';
+import { isMirrorSetFormat, MIRROR_SET_FORMATS, type MirrorSetFormat } from '../mirror/mirror-set-documents.js';
+import { isValidMirrorHost } from '../mirror/mirror-sets.js';
 
 export interface AppDeps {
   registry: Registry;
@@ -29,6 +32,20 @@ export interface AppDeps {
   audit?: AuditTrail;
   /** Adds the dashboard (/ui/) and its JSON endpoints to the routes. */
   dashboard?: (app: Hono<{ Bindings: HttpBindings }>) => void;
+  /** GET /api/v1/mirrorsets: the document for clusters reaching this server at `host`. */
+  mirrorSets?: (format: MirrorSetFormat, host: string) => string;
+}
+
+/** `{"origins":[{"repo":"quay.io/ocp/release","origin":"quay.io/ocp/release"}]}`, each name checked. */
+function parseOrigins(body: unknown): { repo: string; origin: string }[] {
+  const list = (body as { origins?: unknown } | undefined)?.origins;
+  const valid = (o: unknown): o is { repo: string; origin: string } =>
+    typeof o === 'object' && o !== null && typeof (o as { repo?: unknown }).repo === 'string' && isValidName((o as { repo: string }).repo) &&
+    typeof (o as { origin?: unknown }).origin === 'string' && /^[A-Za-z0-9._:-]+(\/[A-Za-z0-9._-]+)*$/.test((o as { origin: string }).origin);
+  if (!Array.isArray(list) || list.length === 0 || list.length > 10_000 || !list.every(valid)) {
+    throw new RegistryError('UNSUPPORTED', 'expected {"origins":[{"repo":"<local repository>","origin":"<registry host>/<path>"}]}', undefined, 400);
+  }
+  return list;
 }
 
 /** The routes table: every endpoint the server answers, in one place. */
@@ -70,6 +87,47 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
     }
   });
   app.get('/api/v1/stats', (c) => c.json(deps.stats.snapshot()));
+  const mirrorSets = deps.mirrorSets;
+  if (mirrorSets) {
+    app.get('/api/v1/mirrorsets', async (c) => {
+      const { incoming: req, outgoing: res } = c.env;
+      try {
+        // The documents name every mirrored repository: as much as the catalog listing shows.
+        await deps.access.check(req, [{ resource: { type: 'registry', name: 'catalog' }, actions: ['*'] }]);
+        const url = new URL(req.url ?? '/', 'http://airlock');
+        const host = url.searchParams.get('host') ?? req.headers.host ?? '';
+        const format = url.searchParams.get('format') ?? 'idms';
+        const bad = (message: string) => sendJson(res, 400, {}, { errors: [{ code: 'INVALID_PARAMETER', message, detail: null }] });
+        if (!isValidMirrorHost(host)) bad(`host must be HOST or HOST:PORT as clusters reach this registry, e.g. ?host=mirror.example.com:5000`);
+        else if (!isMirrorSetFormat(format)) bad(`format must be one of ${MIRROR_SET_FORMATS.join(', ')}`);
+        else {
+          const type = format === 'registries.conf' ? 'application/toml; charset=utf-8' : 'application/yaml; charset=utf-8';
+          send(res, 200, { 'Content-Type': type, 'Cache-Control': 'no-store' }, mirrorSets(format, host));
+        }
+      } catch (e) {
+        if (!(e instanceof RegistryError)) deps.log.error({ err: e }, 'mirror sets request failed');
+        sendError(res, e);
+      }
+      return RESPONSE_ALREADY_SENT;
+    });
+  }
+  // Air-gap import/sync through a running server records where each repository comes from.
+  app.put('/api/v1/origins', async (c) => {
+    const { incoming: req, outgoing: res } = c.env;
+    try {
+      const origins = parseOrigins(await c.req.json().catch(() => undefined));
+      await deps.access.check(
+        req,
+        origins.map((o) => ({ resource: { type: 'repository', name: o.repo }, actions: ['push'] })),
+      );
+      for (const o of origins) deps.registry.meta.setOrigin(o.repo, o.origin);
+      sendJson(res, 200, {}, { recorded: origins.length });
+    } catch (e) {
+      if (!(e instanceof RegistryError)) deps.log.error({ err: e }, 'recording origins failed');
+      sendError(res, e);
+    }
+    return RESPONSE_ALREADY_SENT;
+  });
   app.get('/metrics', async (c) => c.body(await deps.metrics.metrics(), 200, { 'Content-Type': deps.metrics.contentType }));
   deps.dashboard?.(app);
 

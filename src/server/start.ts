@@ -14,6 +14,7 @@ import { ManifestCache } from '../registry/manifest-cache.js';
 import { Registry } from '../registry/registry.js';
 import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
+import { airlockMirrorSetDocument } from '../mirror/mirror-set-documents.js';
 import { openAccess } from './access.js';
 import { createApp } from './app.js';
 import { AuditTrail } from './audit-trail.js';
@@ -140,6 +141,7 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
           classifier,
           upstreamCircuits: () => proxy?.upstreamHealth() ?? [],
         }),
+      mirrorSets: (format, host) => airlockMirrorSetDocument(format, config.upstreams, meta.listOrigins(), { host, insecure: !config.tls }),
     });
     const listening = await listen(app, config, log);
     closers.push(() => listening.close());

@@ -216,8 +216,21 @@ export interface MetadataStore {
   blobTotals(): { blobs: number; bytes: number };
   /** A repository's id and the kinds recorded for its manifests, by digest. */
   repositoryImageKinds(repo: string): { repoId: number; kinds: Map<string, { kind: string; version: string | null }> } | undefined;
+  // ---- air-gap import/export ----
+  /**
+   * The images a repository holds, as an export selects them: every tagged manifest and every
+   * tagless one that no index in the repository references (an index's children travel with it).
+   */
+  listImages(repo: string): ImageRecord[];
 
   close(): void;
+}
+
+/** A manifest of a repository with the tags pointing at it (air-gap export). */
+export interface ImageRecord {
+  digest: string;
+  mediaType: string;
+  tags: string[];
 }
 
 type Row = Record<string, unknown>;
@@ -241,14 +254,32 @@ export class SqliteMetadataStore implements MetadataStore {
   private readonly repoIds = new Map<string, number>();
   private readonly q;
 
-  constructor(path: string) {
-    this.db = new Database(path);
-    this.db.pragma('journal_mode = WAL');
-    // FULL: a commit acknowledged to a client survives power loss, not just a process crash.
-    this.db.pragma('synchronous = FULL');
-    this.db.pragma('foreign_keys = ON');
-    this.db.pragma('busy_timeout = 5000');
-    this.migrate();
+  /**
+   * `readonly`: for commands that only look (verify, mirrorsets) beside whichever process owns the
+   * storage: WAL lets them read while it writes. Nothing is migrated; a schema other than this
+   * airlock's is refused.
+   */
+  constructor(path: string, options: { readonly?: boolean } = {}) {
+    if (options.readonly) {
+      this.db = new Database(path, { readonly: true, fileMustExist: true });
+      this.db.pragma('busy_timeout = 5000');
+      const version = this.db.pragma('user_version', { simple: true }) as number;
+      if (version !== MIGRATIONS.length) {
+        this.db.close();
+        throw new Error(
+          `the metadata database ${path} has schema version ${version}, this airlock reads ${MIGRATIONS.length}: ` +
+            (version < MIGRATIONS.length ? 'start `airlock serve` on it once to upgrade it' : 'upgrade airlock'),
+        );
+      }
+    } else {
+      this.db = new Database(path);
+      this.db.pragma('journal_mode = WAL');
+      // FULL: a commit acknowledged to a client survives power loss, not just a process crash.
+      this.db.pragma('synchronous = FULL');
+      this.db.pragma('foreign_keys = ON');
+      this.db.pragma('busy_timeout = 5000');
+      this.migrate();
+    }
     const db = this.db;
     const manifestColumns = 'digest, media_type, size, content, subject, artifact_type, annotations';
     this.q = {
@@ -797,6 +828,28 @@ export class SqliteMetadataStore implements MetadataStore {
     if (repoId === undefined) return undefined;
     const rows = this.q.repoImageKinds.all(repoId) as { digest: string; kind: string; version: string | null }[];
     return { repoId, kinds: new Map(rows.map((r) => [r.digest, { kind: r.kind, version: r.version }])) };
+  }
+
+  // ---- air-gap import/export ----
+  private listImagesQuery?: Database.Statement;
+
+  listImages(repo: string): ImageRecord[] {
+    const id = this.findRepoId(repo);
+    if (id === undefined) return [];
+    this.listImagesQuery ??= this.db.prepare(
+      `SELECT m.digest, m.media_type,
+              (SELECT group_concat(t.name, char(10)) FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest) AS tags
+       FROM manifests m
+       WHERE m.repo_id = ?
+         AND (EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest)
+              OR NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.repo_id = m.repo_id AND r.child = m.digest AND r.kind = 'manifest'))
+       ORDER BY m.digest`,
+    );
+    return (this.listImagesQuery.all(id) as { digest: string; media_type: string; tags: string | null }[]).map((r) => ({
+      digest: r.digest,
+      mediaType: r.media_type,
+      tags: r.tags ? r.tags.split('\n').sort() : [],
+    }));
   }
 
   close(): void {

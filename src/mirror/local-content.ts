@@ -1,0 +1,56 @@
+// Read-only access to a storage directory for the commands that only look (verify, mirrorsets):
+// the metadata database opened read-only (WAL lets it be read while a server or an import writes
+// it, so no lock is taken and a running server is never in the way), blob files read in place.
+
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { looksLikeDigest } from '../registry/names.js';
+import { FsBlobStore } from '../storage/blobstore.js';
+import { SqliteMetadataStore } from '../storage/metadata.js';
+import type { Origin } from './mirror-sets.js';
+import type { MirrorContent } from './verify.js';
+
+export interface StorageView {
+  content: MirrorContent;
+  origins(): Origin[];
+  close(): void;
+}
+
+export class NoStorageError extends Error {
+  constructor(storage: string) {
+    super(`no airlock storage at ${storage} (no airlock.db): pass --storage DIR or --config FILE naming the mirror's storage`);
+    this.name = 'NoStorageError';
+  }
+}
+
+export function databasePath(storage: string): string {
+  return join(storage, 'airlock.db');
+}
+
+export function openStorageView(storage: string): StorageView {
+  const path = databasePath(storage);
+  if (!existsSync(path)) throw new NoStorageError(storage);
+  const meta = new SqliteMetadataStore(path, { readonly: true });
+  const blobs = new FsBlobStore(storage);
+  return {
+    content: {
+      manifest: (repo, reference) => (looksLikeDigest(reference) ? meta.getManifest(repo, reference) : meta.getTaggedManifest(repo, reference)),
+      linkedBlobSize: (repo, digest) => meta.linkedBlobSize(repo, digest),
+      blobFileSize: (digest) => blobs.size(digest),
+      openBlob: (digest) => blobs.open(digest),
+    },
+    origins: () => meta.listOrigins(),
+    close: () => meta.close(),
+  };
+}
+
+/** Recorded origins, or none when the storage has no database yet (a fresh pull-through cache). */
+export function readOrigins(storage: string): Origin[] {
+  if (!existsSync(databasePath(storage))) return [];
+  const view = openStorageView(storage);
+  try {
+    return view.origins();
+  } finally {
+    view.close();
+  }
+}

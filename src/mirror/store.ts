@@ -1,0 +1,136 @@
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { FsBlobStore } from '../storage/blobstore.js';
+import { SqliteMetadataStore, type MetadataStore } from '../storage/metadata.js';
+import { readBatches } from '../storage/read-batches.js';
+import { parseManifest, manifestRecord } from '../registry/manifest.js';
+import { MissingContentError, type ContentSink, type ContentSource, type ManifestPlacement, type SourceBlob, type SourceManifest } from './content.js';
+
+/** The local store's two halves, opened on a storage directory (the caller holds its lock). */
+export interface OpenedStore {
+  blobs: FsBlobStore;
+  meta: MetadataStore;
+  close(): void;
+}
+
+export async function openStore(storage: string): Promise<OpenedStore> {
+  const blobs = new FsBlobStore(storage);
+  await blobs.init();
+  const meta = new SqliteMetadataStore(join(storage, 'airlock.db'));
+  return { blobs, meta, close: () => meta.close() };
+}
+
+const WRITE_BATCH = 1024 * 1024;
+
+/**
+ * Writes straight into a storage directory no server holds: blob bytes into an upload file, made
+ * visible (fsync, rename) only once the stream ended verified, then linked; manifests and tags in
+ * one metadata transaction each, after everything they reference.
+ */
+export class StoreSink implements ContentSink {
+  readonly description: string;
+
+  constructor(
+    private readonly store: OpenedStore,
+    storage: string,
+  ) {
+    this.description = `storage ${storage}`;
+  }
+
+  async hasBlob(repo: string, digest: string): Promise<boolean> {
+    const { meta, blobs } = this.store;
+    if (meta.linkedBlobSize(repo, digest) !== undefined) return true;
+    // Another repository has it: link it here instead of copying the bytes again.
+    const size = meta.blobSize(digest);
+    if (size !== undefined && (await blobs.size(digest)) === size) {
+      meta.linkBlob(repo, digest, size);
+      return true;
+    }
+    return false;
+  }
+
+  async putBlob(repo: string, digest: string, _size: number | undefined, stream: Readable): Promise<void> {
+    const { blobs, meta } = this.store;
+    const id = randomUUID();
+    await blobs.createUpload(id);
+    let written = 0;
+    try {
+      // The stream verifies the digest itself and fails before its end on a mismatch; hashing again
+      // here would only double the CPU cost.
+      const writer = await blobs.uploadWriter(id);
+      try {
+        for await (const batch of readBatches(stream, WRITE_BATCH)) {
+          let bytes = 0;
+          for (const chunk of batch) bytes += chunk.length;
+          await writer.write(batch, bytes);
+          written += bytes;
+        }
+      } finally {
+        await writer.close();
+      }
+      await blobs.promoteUpload(id, digest);
+    } catch (e) {
+      await blobs.removeUpload(id);
+      throw e;
+    }
+    meta.linkBlob(repo, digest, written);
+  }
+
+  async hasManifest(repo: string, digest: string): Promise<boolean> {
+    return this.store.meta.getManifest(repo, digest) !== undefined;
+  }
+
+  async putManifest(repo: string, digest: string, bytes: Buffer, mediaType: string, placement: ManifestPlacement): Promise<void> {
+    const parsed = parseManifest(bytes, mediaType);
+    const missing = [...this.store.meta.missingBlobs(repo, parsed.blobRefs), ...this.store.meta.missingManifests(repo, parsed.manifestRefs)];
+    // The copier stores these first; this guards the invariant against any other caller.
+    if (missing.length) throw new Error(`manifest ${digest} for ${repo} references content not stored: ${missing.join(', ')}`);
+    this.store.meta.putManifest(repo, { ...manifestRecord(digest, bytes, parsed), blobRefs: parsed.blobRefs, manifestRefs: parsed.manifestRefs }, placement.tag);
+  }
+
+  async setOrigin(repo: string, origin: string): Promise<void> {
+    this.store.meta.setOrigin(repo, origin);
+  }
+
+  async flush(): Promise<void> {
+    /* every write above is already durable */
+  }
+
+  async close(): Promise<void> {
+    /* the store is closed by whoever opened it */
+  }
+}
+
+/** Reads the local store (export): manifests from the metadata, blobs from their files. */
+export class StoreSource implements ContentSource {
+  readonly description: string;
+
+  constructor(
+    private readonly store: OpenedStore,
+    storage: string,
+  ) {
+    this.description = `storage ${storage}`;
+  }
+
+  async manifest(repo: string, reference: string): Promise<SourceManifest> {
+    const { meta } = this.store;
+    const found = reference.includes(':') ? meta.getManifest(repo, reference) : meta.getTaggedManifest(repo, reference);
+    if (!found) throw new MissingContentError(`manifest ${repo}${reference.includes(':') ? '@' : ':'}${reference} is not in the store`, reference);
+    return { digest: found.digest, bytes: found.content, mediaType: found.mediaType };
+  }
+
+  async blob(repo: string, digest: string): Promise<SourceBlob> {
+    const size = this.store.meta.linkedBlobSize(repo, digest) ?? this.store.meta.blobSize(digest);
+    const stream = size === undefined ? undefined : await this.store.blobs.open(digest, { start: 0, end: Math.max(size - 1, 0) });
+    if (size === undefined || !stream) throw new MissingContentError(`blob ${digest} of ${repo} is not in the store (run airlock fsck)`, digest);
+    if (size === 0) {
+      stream.destroy();
+      const { Readable } = await import('node:stream');
+      return { size, stream: Readable.from([]), where: this.store.blobs.blobPath(digest) };
+    }
+    return { size, stream, where: this.store.blobs.blobPath(digest) };
+  }
+
+  async close(): Promise<void> {}
+}
