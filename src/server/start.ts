@@ -140,6 +140,7 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
           audit,
           classifier,
           upstreamCircuits: () => proxy?.upstreamHealth() ?? [],
+          mirrorSets: (format, host) => airlockMirrorSetDocument(format, config.upstreams, meta.listOrigins(), { host, insecure: !config.tls }),
         }),
       mirrorSets: (format, host) => airlockMirrorSetDocument(format, config.upstreams, meta.listOrigins(), { host, insecure: !config.tls }),
     });

@@ -66,6 +66,12 @@ details summary{cursor:pointer;color:var(--accent)}
 .login{max-width:380px;margin:60px auto}.login label{display:block;margin:10px 0 4px;color:var(--muted)}
 .login input{width:100%;min-width:0}.login button{margin-top:16px;width:100%}
 a.folder{font-weight:600}
+nav.tabs{display:flex;gap:4px;border-bottom:1px solid var(--line);margin:12px 0}
+nav.tabs a{padding:6px 12px;border:1px solid transparent;border-bottom:none;border-radius:6px 6px 0 0;color:var(--muted)}
+nav.tabs a.here{border-color:var(--line);background:#fff;color:var(--fg);margin-bottom:-1px}
+.doc-actions{margin:8px 0}
+pre.doc{background:#0f1520;color:#dfe6f3;padding:14px;border-radius:8px;overflow:auto;max-height:560px}
+pre.doc code{background:none;color:inherit;padding:0;word-break:normal;white-space:pre}
 `;
 
 const JS = `

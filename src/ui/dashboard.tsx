@@ -24,6 +24,7 @@ import {
   ConfirmDeletePage,
   LoginPage,
   MessagePage,
+  MirrorSetsPage,
   OverviewPage,
   ReleasesPage,
   RepositoriesPage,
@@ -33,8 +34,10 @@ import {
   type UpstreamHealth,
 } from './pages.js';
 import type { ReleaseClassifier } from './releases.js';
+import { isMirrorSetFormat, MIRROR_SET_FORMATS, type MirrorSetFormat } from '../mirror/mirror-set-documents.js';
+import { isValidMirrorHost } from '../mirror/mirror-sets.js';
 import { csrfMatches, readCookie, SESSION_COOKIE, sessionCookie, SessionStore, type Session } from './session.js';
-import { viewerOf, type Viewer } from './viewer.js';
+import { viewerOf as viewerFor, type Viewer } from './viewer.js';
 
 export interface UpstreamCircuit {
   prefix: string;
@@ -56,6 +59,8 @@ export interface DashboardDeps {
   classifier: ReleaseClassifier;
   /** The circuits of the pull-through upstreams (none without upstreams). */
   upstreamCircuits: () => UpstreamCircuit[];
+  /** Renders airlock's mirror sets for clusters reaching it at `host`; without it the page is hidden. */
+  mirrorSets?: (format: MirrorSetFormat, host: string) => string;
 }
 
 type Env = { Bindings: HttpBindings };
@@ -74,6 +79,7 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
   const auth = config.auth;
   const sessions = new SessionStore();
   const secure = Boolean(config.tls);
+  const viewerOf: typeof viewerFor = (...args) => ({ ...viewerFor(...args), mirrorSets: deps.mirrorSets !== undefined });
 
   // ---- who is asking ---------------------------------------------------------------------------
 
@@ -311,6 +317,38 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
     const caughtUp = await deps.classifier.catchUp(500);
     return html(c, <ReleasesPage viewer={viewer} host={hostOf(c)} images={meta.classifiedImages(1000)} scanning={!caughtUp} />);
   });
+
+  const mirrorSets = deps.mirrorSets;
+  if (mirrorSets) {
+    /** The host the browser used (what clusters on the same network reach), or one typed in. */
+    const mirrorSetQuery = (c: C): { host: string; format: MirrorSetFormat } | string => {
+      const host = (c.req.query('host') || hostOf(c)).trim();
+      const format = c.req.query('format') || 'idms';
+      if (!isValidMirrorHost(host)) return `"${host.slice(0, 200)}" is not HOST or HOST:PORT, e.g. mirror.example.com:5000`;
+      if (!isMirrorSetFormat(format)) return `the format must be one of ${MIRROR_SET_FORMATS.join(', ')}`;
+      return { host, format };
+    };
+    app.get('/ui/mirrorsets', async (c) => {
+      const viewer = await viewerOrLogin(c);
+      if (viewer instanceof Response) return viewer;
+      // The documents name every mirrored repository: as much as the catalog listing shows.
+      if (!viewer.catalog) return html(c, <MessagePage viewer={viewer} title="Not allowed" message="Mirror sets name every mirrored repository: they need the catalog right." />, 403);
+      const query = mirrorSetQuery(c);
+      if (typeof query === 'string') return html(c, <MessagePage viewer={viewer} title="Bad request" message={query} />, 400);
+      const document = mirrorSets(query.format, query.host);
+      return html(c, <MirrorSetsPage viewer={viewer} host={query.host} format={query.format} formats={MIRROR_SET_FORMATS} document={document} />);
+    });
+    app.get('/ui/mirrorsets/download', async (c) => {
+      const viewer = await viewerOrLogin(c);
+      if (viewer instanceof Response) return viewer;
+      if (!viewer.catalog) return c.text('mirror sets need the catalog right', 403);
+      const query = mirrorSetQuery(c);
+      if (typeof query === 'string') return c.text(query, 400);
+      const file = query.format === 'registries.conf' ? 'airlock-registries.conf' : `airlock-${query.format}.yaml`;
+      const type = query.format === 'registries.conf' ? 'application/toml; charset=utf-8' : 'application/yaml; charset=utf-8';
+      return c.body(mirrorSets(query.format, query.host), 200, { 'Content-Type': type, 'Content-Disposition': `attachment; filename="${file}"` });
+    });
+  }
 
   app.get('/ui/activity', async (c) => {
     const viewer = await viewerOrLogin(c);

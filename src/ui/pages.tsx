@@ -9,7 +9,7 @@ import { HistoryCharts, StackedBar } from './chart.js';
 import { formatAgo, formatBytes, pullCommands, shortDigest, type ManifestView } from './model.js';
 import type { Viewer } from './viewer.js';
 
-export type Section = 'overview' | 'repositories' | 'releases' | 'activity' | 'login' | '';
+export type Section = 'overview' | 'repositories' | 'releases' | 'mirrorsets' | 'activity' | 'login' | '';
 
 export const repoPath = (name: string) => `/ui/repositories/${name}`;
 const q = (params: Record<string, string | undefined>) => {
@@ -24,7 +24,9 @@ export function Layout(props: { title: string; viewer?: Viewer; here: Section; c
   const nav: [Section, string, string][] = [['overview', 'Overview', '/ui/']];
   if (viewer) {
     nav.push(['repositories', 'Repositories', '/ui/repositories']);
-    if (viewer.catalog) nav.push(['releases', 'Releases & catalogs', '/ui/releases'], ['activity', 'Activity', '/ui/activity']);
+    if (viewer.catalog) nav.push(['releases', 'Releases & catalogs', '/ui/releases']);
+    if (viewer.catalog && viewer.mirrorSets) nav.push(['mirrorsets', 'Mirror sets', '/ui/mirrorsets']);
+    if (viewer.catalog) nav.push(['activity', 'Activity', '/ui/activity']);
   }
   return (
     <html lang="en">
@@ -646,6 +648,58 @@ export function ActivityPage(props: { viewer: Viewer; events: AuditEvent[] }) {
             ))}
           </tbody>
         </table>
+      </div>
+    </Layout>
+  );
+}
+
+// ---- mirror sets -------------------------------------------------------------------------------
+
+const FORMAT_LABELS: Record<string, string> = {
+  idms: 'ImageDigestMirrorSet',
+  itms: 'ImageTagMirrorSet',
+  icsp: 'ImageContentSourcePolicy (legacy)',
+  'registries.conf': 'registries.conf (CRI-O, podman)',
+};
+
+export function MirrorSetsPage(props: { viewer: Viewer; host: string; format: string; formats: readonly string[]; document: string }) {
+  const file = props.format === 'registries.conf' ? 'airlock-registries.conf' : `airlock-${props.format}.yaml`;
+  const download = `/ui/mirrorsets/download${q({ host: props.host, format: props.format })}`;
+  return (
+    <Layout title="Mirror sets" viewer={props.viewer} here="mirrorsets">
+      <h1>Mirror sets</h1>
+      <div class="card">
+        <p class="muted">
+          Documents that send a cluster's pulls of the original image names to this airlock: every upstream and every recorded origin
+          of mirrored content. They name the registry as clusters reach it:
+        </p>
+        <form class="search" method="get" action="/ui/mirrorsets">
+          <input type="text" name="host" value={props.host} aria-label="host and port clusters use" />
+          <input type="hidden" name="format" value={props.format} />
+          <button type="submit">Use this host</button>
+        </form>
+        <nav class="tabs">
+          {props.formats.map((f) => (
+            <a href={`/ui/mirrorsets${q({ host: props.host, format: f })}`} class={f === props.format ? 'here' : ''} data-format={f}>
+              {FORMAT_LABELS[f] ?? f}
+            </a>
+          ))}
+        </nav>
+        <div class="doc-actions">
+          <button type="button" data-copy="mirrorset-document">
+            Copy
+          </button>{' '}
+          <a class="button" href={download} download={file}>
+            Download {file}
+          </a>
+          <span class="sub">
+            {' '}
+            also <code>{`GET /api/v1/mirrorsets?host=${props.host}&format=${props.format}`}</code>
+          </span>
+        </div>
+        <pre class="doc">
+          <code id="mirrorset-document">{props.document}</code>
+        </pre>
       </div>
     </Layout>
   );

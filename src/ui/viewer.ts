@@ -12,6 +12,8 @@ export interface Viewer {
   /** May list every repository (the `catalog` right, as /v2/_catalog needs). */
   catalog: boolean;
   can(action: 'pull' | 'push' | 'delete', repo: string): boolean;
+  /** The server renders mirror sets (the Mirror sets page is shown). */
+  mirrorSets?: boolean;
 }
 
 export function viewerOf(auth: AuthConfig | undefined, user: string | undefined, session: Session): Viewer {

@@ -214,6 +214,23 @@ describe('dashboard in a browser', () => {
     await context.close();
   });
 
+  it('shows the mirror sets for the host the browser used, in every format, to copy or download', async () => {
+    const context = await loggedIn('admin', 'admin-secret');
+    const { page, problems } = await openPage(context);
+    await page.goto('/ui/');
+    await page.click('nav a[href="/ui/mirrorsets"]');
+    const doc = page.locator('#mirrorset-document');
+    await expect(doc.textContent()).resolves.toContain('kind: ImageDigestMirrorSet');
+    await expect(doc.textContent()).resolves.toContain(`${host}/upstream.test`);
+    await screenshot(page, 'mirrorsets');
+    await page.click('[data-format="registries.conf"]');
+    await expect(doc.textContent()).resolves.toContain('[[registry]]');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('a[download]')]);
+    expect(download.suggestedFilename()).toBe('airlock-registries.conf');
+    expect(problems).toEqual([]);
+    await context.close();
+  });
+
   it('deletes through a confirmed form with the session CSRF token, and refuses a post without it', async () => {
     const context = await loggedIn('admin', 'admin-secret');
     const { page, problems } = await openPage(context);
@@ -264,6 +281,8 @@ describe('dashboard in a browser', () => {
     const tags = await fetch(`${server.url}/v2/library/multi/tags/list`, { headers: { authorization: ADMIN } }).then((r) => r.json() as Promise<any>);
     expect(tags.tags).toEqual(['1.0']);
 
+    expect(await page.locator('nav a[href="/ui/mirrorsets"]').count()).toBe(0);
+    expect((await page.goto('/ui/mirrorsets'))?.status()).toBe(403);
     expect((await page.goto('/ui/activity'))?.status()).toBe(403);
     expect((await page.goto('/ui/releases'))?.status()).toBe(403);
     expect(problems.filter((p) => !p.includes('403'))).toEqual([]);
