@@ -12,6 +12,7 @@ import type { PullThroughCache } from '../proxy/pull-through.js';
 import { KeyedLock } from '../registry/keyed-lock.js';
 import { ManifestCache } from '../registry/manifest-cache.js';
 import { Registry } from '../registry/registry.js';
+import { looksLikeDigest } from '../registry/names.js';
 import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
 import { airlockMirrorSetDocument } from '../mirror/mirror-set-documents.js';
@@ -114,6 +115,20 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     closers.push(() => history.close());
     const classifier = new ReleaseClassifier(meta, blobs);
     closers.push(() => classifier.close());
+    const { CompletenessChecks } = await import('../ui/completeness.js');
+    const completeness = new CompletenessChecks(
+      {
+        manifest: (repo, reference) => (looksLikeDigest(reference) ? meta.getManifest(repo, reference) : meta.getTaggedManifest(repo, reference)),
+        linkedBlobSize: (repo, digest) => meta.linkedBlobSize(repo, digest),
+        blobFileSize: (digest) => blobs.size(digest),
+        openBlob: (digest) => blobs.open(digest),
+      },
+      config.upstreams,
+      () => meta.listOrigins(),
+      log,
+    );
+    // A check still reading layers finishes before the database closes.
+    closers.push(() => completeness.idle());
     const dashboardAccess = access;
     const dashboardAuthorizer = authorizer;
 
@@ -141,6 +156,7 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
           classifier,
           upstreamCircuits: () => proxy?.upstreamHealth() ?? [],
           mirrorSets: (format, host) => airlockMirrorSetDocument(format, config.upstreams, meta.listOrigins(), { host, insecure: !config.tls }),
+          completeness,
         }),
       mirrorSets: (format, host) => airlockMirrorSetDocument(format, config.upstreams, meta.listOrigins(), { host, insecure: !config.tls }),
     });

@@ -70,6 +70,7 @@ nav.tabs{display:flex;gap:4px;border-bottom:1px solid var(--line);margin:12px 0}
 nav.tabs a{padding:6px 12px;border:1px solid transparent;border-bottom:none;border-radius:6px 6px 0 0;color:var(--muted)}
 nav.tabs a.here{border-color:var(--line);background:#fff;color:var(--fg);margin-bottom:-1px}
 .doc-actions{margin:8px 0}
+form.inline{display:inline;margin:0}form.inline button{padding:2px 10px;font-size:12.5px;margin-top:4px}
 pre.doc{background:#0f1520;color:#dfe6f3;padding:14px;border-radius:8px;overflow:auto;max-height:560px}
 pre.doc code{background:none;color:inherit;padding:0;word-break:normal;white-space:pre}
 `;

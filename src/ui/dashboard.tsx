@@ -34,6 +34,7 @@ import {
   type UpstreamHealth,
 } from './pages.js';
 import type { ReleaseClassifier } from './releases.js';
+import type { CompletenessChecks } from './completeness.js';
 import { isMirrorSetFormat, MIRROR_SET_FORMATS, type MirrorSetFormat } from '../mirror/mirror-set-documents.js';
 import { isValidMirrorHost } from '../mirror/mirror-sets.js';
 import { csrfMatches, readCookie, SESSION_COOKIE, sessionCookie, SessionStore, type Session } from './session.js';
@@ -61,6 +62,8 @@ export interface DashboardDeps {
   upstreamCircuits: () => UpstreamCircuit[];
   /** Renders airlock's mirror sets for clusters reaching it at `host`; without it the page is hidden. */
   mirrorSets?: (format: MirrorSetFormat, host: string) => string;
+  /** Release and catalog completeness (airlock verify inside the server). */
+  completeness?: CompletenessChecks;
 }
 
 type Env = { Bindings: HttpBindings };
@@ -315,7 +318,34 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
     if (viewer instanceof Response) return viewer;
     if (!viewer.catalog) return html(c, <MessagePage viewer={viewer} title="Not allowed" message="Listing releases and catalogs needs the catalog right." />, 403);
     const caughtUp = await deps.classifier.catchUp(500);
-    return html(c, <ReleasesPage viewer={viewer} host={hostOf(c)} images={meta.classifiedImages(1000)} scanning={!caughtUp} />);
+    const checks = deps.completeness;
+    return html(
+      c,
+      <ReleasesPage
+        viewer={viewer}
+        host={hostOf(c)}
+        images={meta.classifiedImages(1000)}
+        scanning={!caughtUp}
+        completeness={checks ? (repo, digest) => checks.get(repo, digest) : undefined}
+      />,
+    );
+  });
+
+  app.post('/ui/releases/check', async (c) => {
+    const viewer = await viewerOrLogin(c);
+    if (viewer instanceof Response) return viewer;
+    const form = await c.req.parseBody();
+    if (!csrfMatches(viewer.session, form._csrf)) {
+      return html(c, <MessagePage viewer={viewer} title="Refused" message="The form expired or came from elsewhere; nothing was started." />, 403);
+    }
+    if (!viewer.catalog) return html(c, <MessagePage viewer={viewer} title="Not allowed" message="Checking releases and catalogs needs the catalog right." />, 403);
+    const repo = typeof form.repo === 'string' ? form.repo : '';
+    const digest = typeof form.digest === 'string' ? form.digest : '';
+    if (!deps.completeness || !isValidName(repo) || !looksLikeDigest(digest)) {
+      return html(c, <MessagePage viewer={viewer} title="Bad request" message="A repository and a digest are needed." />, 400);
+    }
+    deps.completeness.start(repo, digest);
+    return c.redirect('/ui/releases', 303);
   });
 
   const mirrorSets = deps.mirrorSets;
@@ -430,7 +460,14 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
   app.get('/api/v1/releases', (c) =>
     api(c, catalogNeed, async () => {
       const complete = await deps.classifier.catchUp(500);
-      return { complete, images: meta.classifiedImages(MAX_PAGE).map((i) => ({ ...i, createdAt: new Date(i.createdAt).toISOString() })) };
+      return {
+        complete,
+        images: meta.classifiedImages(MAX_PAGE).map((i) => ({
+          ...i,
+          createdAt: new Date(i.createdAt).toISOString(),
+          completeness: deps.completeness?.get(i.repo, i.digest) ?? null,
+        })),
+      };
     }),
   );
 

@@ -8,6 +8,7 @@ import { ASSETS } from './assets.js';
 import { HistoryCharts, StackedBar } from './chart.js';
 import { formatAgo, formatBytes, pullCommands, shortDigest, type ManifestView } from './model.js';
 import type { Viewer } from './viewer.js';
+import type { Completeness } from './completeness.js';
 
 export type Section = 'overview' | 'repositories' | 'releases' | 'mirrorsets' | 'activity' | 'login' | '';
 
@@ -19,7 +20,7 @@ const q = (params: Record<string, string | undefined>) => {
   return text ? `?${text}` : '';
 };
 
-export function Layout(props: { title: string; viewer?: Viewer; here: Section; children?: Child }) {
+export function Layout(props: { title: string; viewer?: Viewer; here: Section; children?: Child; refreshSeconds?: number }) {
   const { viewer } = props;
   const nav: [Section, string, string][] = [['overview', 'Overview', '/ui/']];
   if (viewer) {
@@ -33,6 +34,7 @@ export function Layout(props: { title: string; viewer?: Viewer; here: Section; c
       <head>
         <meta charset="utf-8" />
         <meta name="viewport" content="width=device-width, initial-scale=1" />
+        {props.refreshSeconds ? <meta http-equiv="refresh" content={String(props.refreshSeconds)} /> : null}
         <title>{`${props.title} · airlock`}</title>
         <link rel="icon" href={ASSETS.icon.path} type="image/svg+xml" />
         <link rel="stylesheet" href={ASSETS.css.path} />
@@ -542,18 +544,75 @@ export function ConfirmDeletePage(props: { viewer: Viewer; repo: string; referen
 
 // ---- releases and catalogs -------------------------------------------------------------------------
 
-export function ReleasesPage(props: { viewer: Viewer; host: string; images: ClassifiedImage[]; scanning: boolean }) {
+function CompletenessCell(props: { viewer: Viewer; img: ClassifiedImage; result: Completeness | undefined }) {
+  const { result, img } = props;
+  const check = (label: string) => (
+    <form method="post" action="/ui/releases/check" class="inline">
+      <input type="hidden" name="_csrf" value={props.viewer.session.csrf} />
+      <input type="hidden" name="repo" value={img.repo} />
+      <input type="hidden" name="digest" value={img.digest} />
+      <button type="submit" data-action="check">
+        {label}
+      </button>
+    </form>
+  );
+  if (!result) return <div data-completeness="unchecked">{check('Check')}</div>;
+  if (result.state === 'checking') return <span class="badge idle" data-completeness="checking">checking…</span>;
+  if (result.state === 'failed') {
+    return (
+      <div data-completeness="failed">
+        <span class="badge failing">cannot check</span>
+        <div class="sub error">{result.error}</div>
+        {check('Check again')}
+      </div>
+    );
+  }
+  const whole = result.missingCount === 0;
+  return (
+    <div data-completeness={whole ? 'complete' : 'incomplete'}>
+      <span class={`badge ${whole ? 'ok' : 'failing'}`}>
+        {whole ? 'complete' : `${result.missingCount} missing`}
+      </span>
+      <div class="sub">
+        {result.complete} of {result.images} images · {formatAgo(result.checkedAt)}
+      </div>
+      {result.missing && result.missing.length ? (
+        <details>
+          <summary>what is missing</summary>
+          {result.missing.map((m) => (
+            <div class="sub">
+              <code>{m.reference}</code> {m.reason}: {m.message}
+            </div>
+          ))}
+        </details>
+      ) : null}
+      {check('Check again')}
+    </div>
+  );
+}
+
+export function ReleasesPage(props: {
+  viewer: Viewer;
+  host: string;
+  images: ClassifiedImage[];
+  scanning: boolean;
+  completeness?: (repo: string, digest: string) => Completeness | undefined;
+}) {
+  const checking = props.completeness ? props.images.some((i) => props.completeness!(i.repo, i.digest)?.state === 'checking') : false;
   const groups: [string, string, ClassifiedImage[]][] = [
     ['release', 'OpenShift releases', props.images.filter((i) => i.kind === 'release')],
     ['catalog', 'Operator catalogs (file-based)', props.images.filter((i) => i.kind === 'catalog')],
   ];
   return (
-    <Layout title="Releases & catalogs" viewer={props.viewer} here="releases">
+    <Layout title="Releases & catalogs" viewer={props.viewer} here="releases" refreshSeconds={checking || props.scanning ? 3 : undefined}>
       <h1>Releases &amp; catalogs</h1>
       {props.scanning ? <p class="notice">Still reading image configurations; reload in a moment for the rest.</p> : null}
       <p class="muted">
         Recognised from image labels: <code>io.openshift.release</code> (release payloads) and{' '}
-        <code>operators.operatorframework.io.index.configs.v1</code> (file-based catalogs). Completeness checks come with <code>airlock verify</code>.
+        <code>operators.operatorframework.io.index.configs.v1</code> (file-based catalogs).{' '}
+        {props.completeness
+          ? 'Completeness is what airlock verify reports through airlock’s own mirror sets: every image the payload names, its manifests and blobs, here.'
+          : null}
       </p>
       {groups.map(([kind, title, images]) => (
         <div class="card">
@@ -571,6 +630,7 @@ export function ReleasesPage(props: { viewer: Viewer; host: string; images: Clas
                   <th>Digest</th>
                   <th>Tags</th>
                   <th>Source</th>
+                  {props.completeness ? <th>Completeness</th> : null}
                   <th>Pull by digest</th>
                 </tr>
               </thead>
@@ -590,6 +650,11 @@ export function ReleasesPage(props: { viewer: Viewer; host: string; images: Clas
                     <td>
                       <span class={`badge ${img.cached ? 'cached' : 'pushed'}`}>{img.cached ? 'cached' : 'pushed'}</span>
                     </td>
+                    {props.completeness ? (
+                      <td>
+                        <CompletenessCell viewer={props.viewer} img={img} result={props.completeness(img.repo, img.digest)} />
+                      </td>
+                    ) : null}
                     <td>
                       <code>{`${props.host}/${img.repo}@${img.digest}`}</code>
                     </td>

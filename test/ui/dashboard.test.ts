@@ -9,6 +9,7 @@ import type { Browser, BrowserContext } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../../src/index.js';
 import { buildOciLayoutImage } from '../helpers/images.js';
+import { ART_DEV, buildSyntheticRelease, type SyntheticRelease } from '../helpers/payloads.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { skopeoCopy } from '../helpers/skopeo.js';
 import { writeHtpasswd } from '../security/support.js';
@@ -27,6 +28,10 @@ let release: PushedManifest;
 let component: PushedManifest;
 let signature: PushedManifest;
 let multiDigest: string;
+let synthetic: SyntheticRelease;
+const PAYLOAD_REPO = 'mirror/openshift4';
+const SYNTHETIC_REPO = 'mirror/release';
+const asAdmin = { destInsecure: true, extra: ['--dest-creds', 'admin:admin-secret'] };
 
 async function loggedIn(user: string, password: string): Promise<BrowserContext> {
   const context = await browser.newContext({ baseURL: server.url });
@@ -79,6 +84,18 @@ beforeAll(async () => {
   const built = buildOciLayoutImage(join(dir, 'multi'), { tag: '1.0' });
   multiDigest = built.indexDigest;
   await skopeoCopy(built.ociRef, `docker://${host}/library/multi:1.0`, { destInsecure: true, extra: ['--dest-creds', 'admin:admin-secret'] });
+
+  // A release payload as `oc adm release mirror` leaves it: components and the release image pushed by
+  // digest with skopeo, and the origin of the components recorded, so airlock's mirror sets resolve them.
+  synthetic = buildSyntheticRelease(join(dir, 'synthetic'), { components: { etcd: true, cli: false, installer: false } });
+  for (const c of synthetic.components) await skopeoCopy(c.built.ociRef, `docker://${host}/${PAYLOAD_REPO}@${c.built.indexDigest}`, asAdmin);
+  await skopeoCopy(synthetic.release.ociRef, `docker://${host}/${SYNTHETIC_REPO}@${synthetic.release.digest}`, asAdmin);
+  const origins = await fetch(`${server.url}/api/v1/origins`, {
+    method: 'PUT',
+    headers: { authorization: ADMIN, 'content-type': 'application/json' },
+    body: JSON.stringify({ origins: [{ repo: PAYLOAD_REPO, origin: ART_DEV }] }),
+  });
+  expect(origins.status).toBe(200);
 
   // Pulled through once, then the upstream goes away and the next miss fails.
   const cached = await fetch(`${server.url}/v2/upstream.test/team/app/manifests/v1`, { headers: { authorization: ADMIN } });
@@ -214,6 +231,30 @@ describe('dashboard in a browser', () => {
     await context.close();
   });
 
+  it('checks a release for completeness on request, and names what a later check finds missing', async () => {
+    const context = await loggedIn('admin', 'admin-secret');
+    const { page, problems } = await openPage(context);
+    await page.goto('/ui/releases');
+    const row = page.locator(`table[data-table=release] tr[data-digest="${synthetic.release.digest}"]`);
+    await expect(row.textContent()).resolves.toContain('4.16.0');
+    await Promise.all([page.waitForURL('**/ui/releases'), row.locator('[data-action=check]').click()]);
+    await row.locator('[data-completeness=complete]').waitFor({ timeout: 30_000 });
+    await expect(row.textContent()).resolves.toContain('3 of 3 images');
+    await screenshot(page, 'releases-complete');
+
+    // A component goes away: the next check says so, and names it.
+    const gone = synthetic.components.find((c) => c.name === 'cli')!;
+    const deleted = await fetch(`${server.url}/v2/${PAYLOAD_REPO}/manifests/${gone.built.indexDigest}`, { method: 'DELETE', headers: { authorization: ADMIN } });
+    expect(deleted.status).toBe(202);
+    await Promise.all([page.waitForURL('**/ui/releases'), row.locator('[data-action=check]').click()]);
+    await row.locator('[data-completeness=incomplete]').waitFor({ timeout: 30_000 });
+    await expect(row.textContent()).resolves.toContain('1 missing');
+    await expect(row.textContent()).resolves.toContain(gone.reference);
+    await screenshot(page, 'releases-incomplete');
+    expect(problems).toEqual([]);
+    await context.close();
+  });
+
   it('shows the mirror sets for the host the browser used, in every format, to copy or download', async () => {
     const context = await loggedIn('admin', 'admin-secret');
     const { page, problems } = await openPage(context);
@@ -299,7 +340,7 @@ describe('JSON endpoints behind the dashboard', () => {
     expect(first.headers.get('link')).toContain('last=');
     const rest = await fetch(`${server.url}/api/v1/repositories?n=10&last=${encodeURIComponent(page1.next)}`, { headers: { authorization: ADMIN } }).then((r) => r.json() as Promise<any>);
     const names = [...page1.repositories, ...rest.repositories].map((r: { name: string }) => r.name);
-    expect(names).toEqual(['library/multi', RELEASE_REPO, 'upstream.test/team/app']);
+    expect(names).toEqual(['library/multi', PAYLOAD_REPO, SYNTHETIC_REPO, RELEASE_REPO, 'upstream.test/team/app']);
 
     const nested = await fetch(`${server.url}/api/v1/repositories?prefix=ocp4/&delimiter=/`, { headers: { authorization: ADMIN } }).then((r) => r.json() as Promise<any>);
     expect(nested.repositories).toEqual([{ name: 'ocp4/openshift4', repository: false, children: true }]);
