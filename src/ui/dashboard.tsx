@@ -148,6 +148,14 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
 
   // ---- headers for everything under /ui/ -------------------------------------------------------
 
+  // Routing sees the normalised URL: "/v2/.." arrives here as "/". Such a request belongs to the
+  // v2 handler, which judges the path as sent (the app's not-found handler hands it over).
+  const v2Guard = async (c: C, next: () => Promise<void>) => {
+    if (/^\/v2(\/|$|\?)/.test(c.env.incoming.url ?? '')) return c.notFound();
+    await next();
+  };
+  for (const path of ['/', '/ui', '/ui/*', '/favicon.ico', '/api/v1/*']) app.use(path, v2Guard);
+
   app.use('/ui/*', async (c, next) => {
     const started = process.hrtime.bigint();
     await next();
