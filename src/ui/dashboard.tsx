@@ -18,7 +18,7 @@ import type { AuditTrail } from '../server/audit-trail.js';
 import type { MetadataStore } from '../storage/metadata.js';
 import { ASSET_BY_PATH, ASSETS } from './assets.js';
 import type { HistorySampler } from './history.js';
-import { manifestViews, platformsOfChildren, type ManifestView } from './model.js';
+import { manifestViews, platformsOfChildren } from './model.js';
 import {
   ActivityPage,
   ConfirmDeletePage,
@@ -68,6 +68,18 @@ export interface DashboardDeps {
 
 type Env = { Bindings: HttpBindings };
 type C = Context<Env>;
+
+/** A malformed %-escape yields a name that fails validation, not an exception. */
+const safeDecode = (text: string) => {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+};
+
+/** Forms here are a few fields; anything larger is not one of them. */
+const MAX_FORM_BYTES = 16 * 1024;
 
 const PAGE = 100;
 const MAX_PAGE = 1000;
@@ -147,6 +159,15 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
   const hostOf = (c: C) => c.req.header('host') ?? `${config.listen}`;
 
   // ---- headers for everything under /ui/ -------------------------------------------------------
+
+  app.post('/ui/*', async (c, next) => {
+    const length = Number(c.req.header('content-length'));
+    if (!Number.isFinite(length) || length > MAX_FORM_BYTES) {
+      c.env.incoming.resume();
+      return c.text(`forms are sent with a Content-Length of at most ${MAX_FORM_BYTES} bytes`, 413, { Connection: 'close' });
+    }
+    await next();
+  });
 
   // Routing sees the normalised URL: "/v2/.." arrives here as "/". Such a request belongs to the
   // v2 handler, which judges the path as sent (the app's not-found handler hands it over).
@@ -252,7 +273,7 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
   app.get('/ui/repositories/*', async (c) => {
     const viewer = await viewerOrLogin(c);
     if (viewer instanceof Response) return viewer;
-    const name = decodeURIComponent(c.req.path.slice('/ui/repositories/'.length)).replace(/\/+$/, '');
+    const name = safeDecode(c.req.path.slice('/ui/repositories/'.length)).replace(/\/+$/, '');
     if (!isValidName(name)) return html(c, <MessagePage viewer={viewer} title="Not a repository name" message={`"${name.slice(0, 200)}" is not a valid repository name.`} />, 400);
     if (!viewer.can('pull', name)) return html(c, <MessagePage viewer={viewer} title="Not allowed" message={`You may not pull ${name}.`} />, viewer.user ? 403 : 401);
     const rows = meta.repositoryManifests(name, MAX_MANIFESTS + 1);
@@ -445,7 +466,7 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
   );
 
   app.get('/api/v1/repositories/*', (c) => {
-    const rest = decodeURIComponent(c.req.path.slice('/api/v1/repositories/'.length));
+    const rest = safeDecode(c.req.path.slice('/api/v1/repositories/'.length));
     if (!rest.endsWith('/manifests')) return c.json({ errors: [{ code: 'NOT_FOUND', message: `no endpoint at ${c.req.path.slice(0, 200)}`, detail: null }] }, 404);
     const name = rest.slice(0, -'/manifests'.length);
     if (!isValidName(name)) return c.json(new RegistryError('NAME_INVALID', `invalid repository name "${name.slice(0, 200)}"`).toJSON(), 400);
@@ -453,7 +474,7 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
       const rows = meta.repositoryManifests(name, MAX_MANIFESTS + 1);
       if (rows.length === 0) throw new RegistryError('NAME_UNKNOWN', `repository ${name} is not known to this registry`, { name });
       const views = manifestViews(rows.slice(0, MAX_MANIFESTS));
-      return { name, manifests: views.map(jsonView), truncated: rows.length > MAX_MANIFESTS };
+      return { name, manifests: views, truncated: rows.length > MAX_MANIFESTS };
     });
   });
 
@@ -478,10 +499,6 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
       };
     }),
   );
-
-  function jsonView(v: ManifestView) {
-    return v;
-  }
 
   // ---- figures -----------------------------------------------------------------------------------
 

@@ -57,6 +57,20 @@ describe('repository listing', () => {
     expect(await walk('prefix=a/y/&delimiter=/', 1)).toEqual(['a/y/z+']);
   });
 
+  it('refuses oversized forms and malformed names without failing', async () => {
+    const big = await fetch(`${server.url}/ui/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: `user=${'x'.repeat(100_000)}`,
+    });
+    expect(big.status).toBe(413);
+    const malformed = await json(`${server.url}/api/v1/repositories/a%E0%A4%A/manifests`);
+    expect(malformed.status).toBe(400);
+    expect(malformed.body.errors[0].code).toBe('NAME_INVALID');
+    expect((await fetch(`${server.url}/ui/repositories/a%E0%A4%A`)).status).toBe(400);
+    expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+  });
+
   it('answers bad page sizes with the spec error', async () => {
     const { status, body } = await json(`${server.url}/api/v1/repositories?n=abc`);
     expect(status).toBe(400);
