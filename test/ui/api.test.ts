@@ -157,3 +157,34 @@ describe('anonymous visitors', () => {
     expect((await json(`${server.url}/v2/team/app/tags/list`)).body.tags).toEqual(['v1']);
   });
 });
+
+describe('under TLS', () => {
+  it('marks the session cookie Secure (and HttpOnly, SameSite=Strict)', async () => {
+    const { generateCertificates } = await import('../../src/tls/cert.js');
+    const { httpsCall } = await import('../security/support.js');
+    const { readFileSync } = await import('node:fs');
+    const dir = mkdtempSync(join(tmpdir(), 'airlock-ui-tls-'));
+    try {
+      const certs = await generateCertificates({ hosts: ['localhost'], ips: ['127.0.0.1'], outDir: join(dir, 'tls'), days: 1 });
+      const htpasswd = join(dir, 'users.htpasswd');
+      await writeHtpasswd(htpasswd, { admin: 'pw' });
+      const server = await startServer({
+        listen: '127.0.0.1:0',
+        storage: join(dir, 'storage'),
+        log: { level: 'silent' },
+        tls: { cert: certs.serverCert, key: certs.serverKey },
+        auth: { htpasswd, anonymous: [], rules: [{ users: ['admin'], repos: ['**'], actions: ['*'] }] },
+      });
+      try {
+        const login = await httpsCall(`${server.url}/ui/login`, { ca: readFileSync(certs.caCert) });
+        expect(login.status).toBe(200);
+        const cookie = String(login.header('set-cookie'));
+        expect(cookie).toMatch(/^airlock_session=[^;]+; Path=\/; HttpOnly; SameSite=Strict; Max-Age=\d+; Secure$/);
+      } finally {
+        await server.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
