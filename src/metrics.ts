@@ -126,8 +126,8 @@ export class Stats {
     this.flush();
   }
 
-  /** The /api/v1/stats document. */
-  snapshot() {
+  /** The counters alone, from memory (the storage totals cost a few COUNT queries). */
+  counters() {
     const cache = Object.fromEntries(CACHE_KEYS.map((k) => [k, this.get(`cache.${k}`)])) as Record<CacheKey, number>;
     const lookups = cache.hits + cache.misses;
     return {
@@ -138,6 +138,13 @@ export class Stats {
         ...(Object.fromEntries(UPSTREAM_KEYS.map((k) => [k, this.get(`upstream.${u.prefix}.${k}`)])) as Record<UpstreamKey, number>),
         lastError: this.lastErrors.get(u.prefix) ?? null,
       })),
+    };
+  }
+
+  /** The /api/v1/stats document. */
+  snapshot() {
+    return {
+      ...this.counters(),
       storage: this.meta.totals(),
       gc: this.lastGc
         ? {

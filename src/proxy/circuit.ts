@@ -24,6 +24,9 @@ export class CircuitBreaker {
   private retryAfterMs = 0;
   private openUntil = 0;
   private lastFailure: UpstreamError | undefined;
+  /** When the upstream last answered / last failed as down (ms), for the dashboard. */
+  private lastSuccessAt: number | undefined;
+  private lastFailureAt: number | undefined;
 
   constructor(
     /** The upstream URL, for messages. */
@@ -69,7 +72,21 @@ export class CircuitBreaker {
     this.recordSuccess();
   }
 
+  /** What an operator wants to know about this upstream right now. */
+  health(): { state: CircuitState; consecutiveFailures: number; lastSuccessAt?: number; lastFailureAt?: number; lastFailure?: string; openUntil?: number } {
+    const state = this.state;
+    return {
+      state,
+      consecutiveFailures: this.consecutiveFailures,
+      lastSuccessAt: this.lastSuccessAt,
+      lastFailureAt: this.lastFailureAt,
+      lastFailure: this.lastFailure?.message,
+      openUntil: state === 'open' ? this.openUntil : undefined,
+    };
+  }
+
   recordSuccess(): void {
+    this.lastSuccessAt = this.now();
     this.consecutiveFailures = 0;
     this.retryAfterMs = 0;
     this.openUntil = 0;
@@ -88,6 +105,7 @@ export class CircuitBreaker {
     const failure = err as UpstreamError;
     this.consecutiveFailures += 1;
     this.lastFailure = failure;
+    this.lastFailureAt = this.now();
     this.retryAfterMs = Math.max(this.retryAfterMs, failure.retryAfterMs ?? 0);
     if (this.consecutiveFailures >= this.failureThreshold) {
       this.openUntil = this.now() + Math.max(this.coolDownMs, this.retryAfterMs);

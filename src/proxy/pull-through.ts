@@ -82,6 +82,11 @@ export class PullThroughCache {
     });
   }
 
+  /** Each upstream's circuit, in configuration order, for the dashboard. */
+  upstreamHealth(): { prefix: string; url: string; offline: boolean; circuit: ReturnType<CircuitBreaker['health']> }[] {
+    return this.upstreams.map((u) => ({ prefix: u.config.prefix, url: u.config.url, offline: u.config.offline, circuit: u.circuit.health() }));
+  }
+
   /** The local repository name a request addresses: with containerd's ?ns=, under that upstream's prefix. */
   localName(repo: string, ns: string | undefined): string {
     if (!ns) return repo;

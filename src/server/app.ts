@@ -14,6 +14,7 @@ import type { AccessControl } from './access.js';
 import { issueToken, TOKEN_PATH } from './auth.js';
 import { send, sendError, sendJson } from './respond.js';
 import { createV2Handler } from './v2.js';
+import type { AuditTrail } from './audit-trail.js';
 import { isMirrorSetFormat, MIRROR_SET_FORMATS, type MirrorSetFormat } from '../mirror/mirror-set-documents.js';
 import { isValidMirrorHost } from '../mirror/mirror-sets.js';
 import { registerMaintenanceApi, type MaintenanceDeps } from './maintenance-api.js';
@@ -30,6 +31,10 @@ export interface AppDeps {
   authorizer?: Authorizer;
   /** Throws when the server cannot serve (database or storage unusable). */
   readiness: () => void;
+  /** Recent pushes, deletes and refusals, for the dashboard's Activity page. */
+  audit?: AuditTrail;
+  /** Adds the dashboard (/ui/) and its JSON endpoints to the routes. */
+  dashboard?: (app: Hono<{ Bindings: HttpBindings }>) => void;
   /** GET /api/v1/mirrorsets: the document for clusters reaching this server at `host`. */
   mirrorSets?: (format: MirrorSetFormat, host: string) => string;
   /** POST /api/v1/fsck and /api/v1/backup, when the server owns a storage directory. */
@@ -133,6 +138,7 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
   if (deps.maintenance) registerMaintenanceApi(app, { ...deps.maintenance, access: deps.access, log: deps.log });
   if (deps.gc) mountGcApi(app, { gc: deps.gc, access: deps.access, log: deps.log });
   app.get('/metrics', async (c) => c.body(await deps.metrics.metrics(), 200, { 'Content-Type': deps.metrics.contentType }));
+  deps.dashboard?.(app);
 
   app.notFound((c) => {
     // Routing sees the WHATWG-normalised URL ("/v2/../x" and "/v2/%2e%2e/x" become "/x"); a raw /v2 path

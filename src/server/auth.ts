@@ -4,6 +4,7 @@ import { parseAuthorizationHeader } from '../auth/challenge.js';
 import type { Logger } from '../log.js';
 import { RegistryError } from '../registry/errors.js';
 import type { AccessControl, AccessNeed, Principal } from './access.js';
+import type { AuditTrail } from './audit-trail.js';
 
 export const TOKEN_PATH = '/auth/token';
 
@@ -48,7 +49,7 @@ function digestOf(url: string | undefined): string | undefined {
 }
 
 /** `auth:` configured: every request is checked against the rules, and refusals are audited. */
-export function createAuthAccess(authorizer: Authorizer, log: Logger, options: { realm?: string; tls: boolean }): AccessControl {
+export function createAuthAccess(authorizer: Authorizer, log: Logger, options: { realm?: string; tls: boolean; audit?: AuditTrail }): AccessControl {
   return {
     async check(req: IncomingMessage, needs: AccessNeed[]): Promise<Principal> {
       const remote = req.socket.remoteAddress ?? 'unknown';
@@ -74,6 +75,14 @@ export function createAuthAccess(authorizer: Authorizer, log: Logger, options: {
             },
             'request refused',
           );
+          options.audit?.record({
+            action: 'denied',
+            code: e.code,
+            user: claimedUser(e, req.headers.authorization),
+            repo: needs.find((n) => n.resource.type === 'repository')?.resource.name ?? null,
+            digest: digestOf(req.url) ?? null,
+            remote,
+          });
         }
         throw e;
       }

@@ -17,11 +17,13 @@ import { selectUpstream } from '../proxy/routing.js';
 import { KeyedLock } from '../registry/keyed-lock.js';
 import { ManifestCache } from '../registry/manifest-cache.js';
 import { Registry } from '../registry/registry.js';
+import { looksLikeDigest } from '../registry/names.js';
 import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
 import { airlockMirrorSetDocument } from '../mirror/mirror-set-documents.js';
 import { openAccess } from './access.js';
 import { createApp } from './app.js';
+import { AuditTrail } from './audit-trail.js';
 import { listen } from './listen.js';
 
 export interface RunningServer {
@@ -42,6 +44,8 @@ export interface StartOptions {
   logger?: Logger;
   /** Set when the input was already validated by loadConfig/parseConfig. */
   parsed?: boolean;
+  /** Interval of the dashboard's history points; default one minute (tests use less). */
+  historyStepMs?: number;
 }
 
 /** Starts airlock from a config object (the same shape as the YAML file). */
@@ -74,6 +78,8 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     closers.push(() => stats.close());
     const tracker = new AccessTracker(meta);
     closers.push(() => tracker.close());
+    const audit = new AuditTrail(meta);
+    closers.push(() => audit.close());
 
     const blobLocks = new KeyedLock();
     blobs.onCorrupt = quarantineServedBlobs({ storage: config.storage, meta, blobs, blobLocks, log });
@@ -109,7 +115,7 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       } catch (e) {
         throw new ConfigError(`auth: ${(e as Error).message}`);
       }
-      access = createAuthAccess(authorizer, log, { realm: config.auth.realm, tls: Boolean(config.tls) });
+      access = createAuthAccess(authorizer, log, { realm: config.auth.realm, tls: Boolean(config.tls), audit });
     }
 
     const gc = new GarbageCollector({
@@ -125,6 +131,32 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     });
 
     closers.push(() => gc.stop());
+    // The dashboard: its history sampler and release classifier run in the background.
+    const [{ mountDashboard }, { HistorySampler }, { ReleaseClassifier }] = await Promise.all([
+      import('../ui/dashboard.js'),
+      import('../ui/history.js'),
+      import('../ui/releases.js'),
+    ]);
+    const history = new HistorySampler(meta, stats, options.historyStepMs);
+    closers.push(() => history.close());
+    const classifier = new ReleaseClassifier(meta, blobs);
+    closers.push(() => classifier.close());
+    const { CompletenessChecks } = await import('../ui/completeness.js');
+    const completeness = new CompletenessChecks(
+      {
+        manifest: (repo, reference) => (looksLikeDigest(reference) ? meta.getManifest(repo, reference) : meta.getTaggedManifest(repo, reference)),
+        linkedBlobSize: (repo, digest) => meta.linkedBlobSize(repo, digest),
+        blobFileSize: (digest) => blobs.size(digest),
+        openBlob: (digest) => blobs.open(digest),
+      },
+      config.upstreams,
+      () => meta.listOrigins(),
+      log,
+    );
+    // A check still reading layers finishes before the database closes.
+    closers.push(() => completeness.idle());
+    const dashboardAccess = access;
+    const dashboardAuthorizer = authorizer;
 
     const app = createApp({
       gc,
@@ -135,6 +167,23 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       manifestLimit: config.limits.manifestBytes,
       stats,
       metrics: createPrometheusRegistry(stats),
+      audit,
+      dashboard: (app) =>
+        mountDashboard(app, {
+          config,
+          meta,
+          registry,
+          stats,
+          access: dashboardAccess,
+          authorizer: dashboardAuthorizer,
+          log,
+          history,
+          audit,
+          classifier,
+          upstreamCircuits: () => proxy?.upstreamHealth() ?? [],
+          mirrorSets: (format, host) => airlockMirrorSetDocument(format, config.upstreams, meta.listOrigins(), { host, insecure: !config.tls }),
+          completeness,
+        }),
       mirrorSets: (format, host) => airlockMirrorSetDocument(format, config.upstreams, meta.listOrigins(), { host, insecure: !config.tls }),
       readiness: () => {
         meta.ping();

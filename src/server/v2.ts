@@ -8,6 +8,7 @@ import type { CacheOutcome, Stats } from '../metrics.js';
 import type { ChunkInfo, ManifestAnswer, Registry } from '../registry/registry.js';
 import type { ManifestRecord } from '../storage/metadata.js';
 import { openAccess, type AccessControl, type AccessNeed } from './access.js';
+import type { AuditTrail } from './audit-trail.js';
 import { parseContentRange, parseRangeHeader, type ByteRange } from './range.js';
 import { send, sendError, sendJson, sendStream, type Headers } from './respond.js';
 import { blobPath, manifestPath, matchV2Route, uploadPath, type V2Route } from './v2-routes.js';
@@ -22,6 +23,7 @@ export interface V2Deps {
   log: Logger;
   manifestLimit: number;
   stats?: Stats;
+  audit?: AuditTrail;
 }
 
 interface Request {
@@ -134,6 +136,7 @@ export function createV2Handler(deps: V2Deps) {
       { audit: action, user: r.user ?? '(anonymous)', repo, digest, ...(tag ? { tag } : {}), ...(from ? { from } : {}), remote: r.req.socket.remoteAddress },
       `${action} ${repo}@${digest}`,
     );
+    deps.audit?.record({ action, user: r.user ?? '(anonymous)', repo, digest, tag: tag ?? null, remote: r.req.socket.remoteAddress ?? null });
   }
 
   // ---- manifests -----------------------------------------------------------------------------

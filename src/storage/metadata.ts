@@ -83,6 +83,81 @@ export interface EvictedImage {
   manifests: { repo: string; digest: string }[];
   blobs: { digest: string; size: number }[];
 }
+// ---- dashboard -------------------------------------------------------------------------------
+
+/** One entry of a repository listing: a repository, a folder of deeper ones, or both. */
+export interface RepositoryNode {
+  name: string;
+  /** The name itself holds manifests. */
+  repository: boolean;
+  /** Deeper repositories exist under name + "/". */
+  children: boolean;
+}
+
+export interface RepositoryCounts {
+  name: string;
+  tags: number;
+  manifests: number;
+}
+
+/** A manifest row as the dashboard shows it. */
+export interface ManifestListing extends ManifestRecord {
+  cached: boolean;
+  /** When it was pushed or first cached (ms). */
+  createdAt: number;
+  /** Tags pointing at it. */
+  tags: string[];
+  /** Most recent time one of its blobs was served (ms), if ever. */
+  lastServed: number | null;
+}
+
+/** One minute of the cache figures (cumulative counters at that minute). */
+export interface HistoryPoint {
+  at: number;
+  hits: number;
+  misses: number;
+  staleServed: number;
+  bytesFromCache: number;
+  bytesFromUpstream: number;
+  storageBytes: number;
+}
+
+export interface AuditEvent {
+  at: number;
+  /** push, mount, delete or denied. */
+  action: string;
+  user: string;
+  repo: string | null;
+  digest: string | null;
+  tag: string | null;
+  /** The error code of a refusal. */
+  code: string | null;
+  remote: string | null;
+}
+
+/** A manifest waiting to be classified (release, catalog or neither). */
+export interface UnclassifiedManifest {
+  repoId: number;
+  repo: string;
+  digest: string;
+  mediaType: string;
+  content: Buffer;
+  createdAt: number;
+}
+
+export interface ClassifiedImage {
+  repo: string;
+  digest: string;
+  kind: string;
+  version: string | null;
+  mediaType: string;
+  cached: boolean;
+  createdAt: number;
+  tags: string[];
+}
+
+/** Where a walk over manifests stopped: (created_at, repo_id, digest). */
+export type ManifestCursor = [number, number, string];
 
 /**
  * Everything the registry knows besides blob bytes. A PostgreSQL implementation can slot in later
@@ -159,6 +234,34 @@ export interface MetadataStore {
   /** Repositories linking the blob, lazily (a base layer may be in thousands): stop reading early. */
   reposLinkingBlob(digest: string): Iterable<string>;
 
+  // ---- dashboard ----
+  /**
+   * Repositories whose name starts with `prefix`, after `last`, in name order (keyset pagination).
+   * With `delimiter`, one entry per next path component below the prefix (folders collapse).
+   */
+  browseRepositories(prefix: string, limit: number, last?: string, delimiter?: boolean): Page<RepositoryNode>;
+  /** Tag and manifest counts of the named repositories. */
+  repositoryCounts(names: string[]): RepositoryCounts[];
+  /** Every manifest of a repository (up to `limit`), with tags and last serving time. */
+  repositoryManifests(repo: string, limit: number): ManifestListing[];
+  addHistoryPoint(point: HistoryPoint): void;
+  /** Points at or after `since`, oldest first; older ones than `keepAfter` are removed. */
+  history(since: number): HistoryPoint[];
+  pruneHistory(before: number): void;
+  addAuditEvents(events: AuditEvent[], keep: number): void;
+  /** Most recent first. */
+  recentAuditEvents(limit: number): AuditEvent[];
+  /** Manifests after the cursor in arrival order, for the release/catalog classifier. */
+  manifestsAfter(cursor: ManifestCursor | undefined, limit: number): UnclassifiedManifest[];
+  saveImageKinds(kinds: { repoId: number; digest: string; kind: string; version: string | null }[]): void;
+  /** The kind recorded for a manifest of a repository, if classified. */
+  imageKind(repoId: number, digest: string): { kind: string; version: string | null } | undefined;
+  /** Releases and catalogs found so far, by repository and arrival. */
+  classifiedImages(limit: number): ClassifiedImage[];
+  /** Number and bytes of blobs (cheap, unlike totals()). */
+  blobTotals(): { blobs: number; bytes: number };
+  /** A repository's id and the kinds recorded for its manifests, by digest. */
+  repositoryImageKinds(repo: string): { repoId: number; kinds: Map<string, { kind: string; version: string | null }> } | undefined;
   // ---- air-gap import/export ----
   /**
    * The images a repository holds, as an export selects them: every tagged manifest and every
@@ -417,6 +520,70 @@ export class SqliteMetadataStore implements MetadataStore {
         .pluck(),
       addCounter: db.prepare(
         'INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value',
+      ),
+      // ---- dashboard ----
+      nextRepoIn: db
+        .prepare(
+          `SELECT r.name FROM repositories r
+           WHERE r.name > ? AND r.name < ? AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)
+           ORDER BY r.name LIMIT ?`,
+        )
+        .pluck(),
+      repoHasManifests: db
+        .prepare('SELECT 1 FROM repositories r WHERE r.name = ? AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)')
+        .pluck(),
+      repoCounts: db.prepare(
+        `SELECT r.name, (SELECT COUNT(*) FROM tags t WHERE t.repo_id = r.id) AS tags,
+                (SELECT COUNT(*) FROM manifests m WHERE m.repo_id = r.id) AS manifests
+         FROM repositories r WHERE r.name = ?`,
+      ),
+      repoManifests: db.prepare(
+        `SELECT ${manifestColumns}, cached, created_at FROM manifests WHERE repo_id = ? ORDER BY created_at, digest LIMIT ?`,
+      ),
+      repoTags: db.prepare('SELECT name, digest FROM tags WHERE repo_id = ? ORDER BY name'),
+      repoLastServed: db.prepare(
+        `SELECT mr.parent AS digest, MAX(CASE WHEN b.last_access > b.created_at THEN b.last_access END) AS served
+         FROM manifest_refs mr JOIN blobs b ON b.digest = mr.child
+         WHERE mr.repo_id = ? AND mr.kind = 'blob' GROUP BY mr.parent`,
+      ),
+      addHistory: db.prepare(
+        `INSERT INTO stats_history (at, hits, misses, stale_served, bytes_from_cache, bytes_from_upstream, storage_bytes)
+         VALUES (@at, @hits, @misses, @staleServed, @bytesFromCache, @bytesFromUpstream, @storageBytes)
+         ON CONFLICT(at) DO UPDATE SET hits = excluded.hits, misses = excluded.misses, stale_served = excluded.stale_served,
+           bytes_from_cache = excluded.bytes_from_cache, bytes_from_upstream = excluded.bytes_from_upstream,
+           storage_bytes = excluded.storage_bytes`,
+      ),
+      history: db.prepare(
+        `SELECT at, hits, misses, stale_served AS staleServed, bytes_from_cache AS bytesFromCache,
+                bytes_from_upstream AS bytesFromUpstream, storage_bytes AS storageBytes
+         FROM stats_history WHERE at >= ? ORDER BY at`,
+      ),
+      pruneHistory: db.prepare('DELETE FROM stats_history WHERE at < ?'),
+      addAudit: db.prepare(
+        'INSERT INTO audit_events (at, action, user, repo, digest, tag, code, remote) VALUES (@at, @action, @user, @repo, @digest, @tag, @code, @remote)',
+      ),
+      pruneAudit: db.prepare('DELETE FROM audit_events WHERE id <= (SELECT MAX(id) FROM audit_events) - ?'),
+      recentAudit: db.prepare('SELECT at, action, user, repo, digest, tag, code, remote FROM audit_events ORDER BY id DESC LIMIT ?'),
+      manifestsAfter: db.prepare(
+        `SELECT m.repo_id AS repoId, r.name AS repo, m.digest, m.media_type AS mediaType, m.content, m.created_at AS createdAt
+         FROM manifests m JOIN repositories r ON r.id = m.repo_id
+         WHERE (m.created_at, m.repo_id, m.digest) > (?, ?, ?)
+         ORDER BY m.created_at, m.repo_id, m.digest LIMIT ?`,
+      ),
+      saveImageKind: db.prepare(
+        'INSERT INTO image_kinds (repo_id, digest, kind, version) VALUES (?, ?, ?, ?) ON CONFLICT(repo_id, digest) DO UPDATE SET kind = excluded.kind, version = excluded.version',
+      ),
+      imageKind: db.prepare('SELECT kind, version FROM image_kinds WHERE repo_id = ? AND digest = ?'),
+      blobTotals: db.prepare('SELECT COUNT(*) AS blobs, COALESCE(SUM(size), 0) AS bytes FROM blobs'),
+      repoImageKinds: db.prepare('SELECT digest, kind, version FROM image_kinds WHERE repo_id = ?'),
+      classifiedImages: db.prepare(
+        `SELECT r.name AS repo, k.digest, k.kind, k.version, m.media_type AS mediaType, m.cached, m.created_at AS createdAt,
+                (SELECT group_concat(t.name, ' ') FROM tags t WHERE t.repo_id = k.repo_id AND t.digest = k.digest) AS tags
+         FROM image_kinds k
+         JOIN manifests m ON m.repo_id = k.repo_id AND m.digest = k.digest
+         JOIN repositories r ON r.id = k.repo_id
+         WHERE k.kind <> ''
+         ORDER BY k.kind DESC, r.name, m.created_at DESC LIMIT ?`,
       ),
     };
     this.g = this.prepareCollection();
@@ -786,6 +953,139 @@ export class SqliteMetadataStore implements MetadataStore {
 
   reposLinkingBlob(digest: string): Iterable<string> {
     return this.q.reposLinkingBlob.iterate(digest) as IterableIterator<string>;
+  }
+
+  // ---- dashboard -----------------------------------------------------------------------------
+
+  browseRepositories(prefix: string, limit: number, last?: string, delimiter = false): Page<RepositoryNode> {
+    // Valid names use only characters below 0x7f, so [prefix, prefix + 0x7f) holds every name under it.
+    const end = `${prefix}\u007f`;
+    if (!delimiter) {
+      const from = last !== undefined && last > prefix ? last : prefix;
+      const names = this.q.nextRepoIn.all(from, end, limit + 1) as string[];
+      // A repository named exactly `prefix` sorts first but is not > prefix: add it on the first page.
+      if (last === undefined && prefix !== '' && this.q.repoHasManifests.get(prefix) !== undefined) names.unshift(prefix);
+      const items = names.slice(0, limit).map((name) => ({ name, repository: true, children: false }));
+      return { items, more: names.length > limit };
+    }
+    // One node per next path component: each step is one index seek, and a folder's whole subtree is
+    // skipped at once, so a page costs O(page size) seeks however many repositories lie beneath.
+    const items: RepositoryNode[] = [];
+    const componentOf = (name: string) => {
+      const slash = name.indexOf('/', prefix.length);
+      return slash === -1 ? name : name.slice(0, slash);
+    };
+    const subtreeEnd = (node: string) => `${node}/\u007f`;
+    const hasChildren = (node: string) => (this.q.nextRepoIn.all(`${node}/`, subtreeEnd(node), 1) as string[]).length > 0;
+    let cursor = prefix;
+    let skipComponent: string | undefined;
+    if (last !== undefined && last >= prefix) {
+      // Resume as the loop below would have gone on after listing `last`.
+      skipComponent = componentOf(last);
+      cursor = this.q.repoHasManifests.get(skipComponent) !== undefined ? skipComponent : subtreeEnd(skipComponent);
+    }
+    while (items.length <= limit) {
+      const found = (this.q.nextRepoIn.all(cursor, end, 1) as string[])[0];
+      if (found === undefined) break;
+      const node = componentOf(found);
+      if (node === skipComponent) {
+        cursor = subtreeEnd(node);
+        continue;
+      }
+      if (node === found) {
+        // A repository that may also have deeper ones: "a" sorts before "a-b" and "a.b", which sort before "a/…".
+        items.push({ name: node, repository: true, children: hasChildren(node) });
+        skipComponent = node;
+        cursor = node;
+      } else {
+        // A folder, unless the repository of that name exists (then it was listed already, before its siblings).
+        if (this.q.repoHasManifests.get(node) === undefined) items.push({ name: node, repository: false, children: true });
+        cursor = subtreeEnd(node);
+      }
+    }
+    return { items: items.slice(0, limit), more: items.length > limit };
+  }
+
+  repositoryCounts(names: string[]): RepositoryCounts[] {
+    return names.flatMap((name) => {
+      const row = this.q.repoCounts.get(name) as RepositoryCounts | undefined;
+      return row ? [row] : [];
+    });
+  }
+
+  repositoryManifests(repo: string, limit: number): ManifestListing[] {
+    const id = this.findRepoId(repo);
+    if (id === undefined) return [];
+    const tags = new Map<string, string[]>();
+    for (const row of this.q.repoTags.all(id) as { name: string; digest: string }[]) {
+      const list = tags.get(row.digest);
+      if (list) list.push(row.name);
+      else tags.set(row.digest, [row.name]);
+    }
+    const served = new Map<string, number | null>();
+    for (const row of this.q.repoLastServed.all(id) as { digest: string; served: number | null }[]) served.set(row.digest, row.served);
+    return (this.q.repoManifests.all(id, limit) as Row[]).map((row) => ({
+      ...toManifest(row)!,
+      cached: row.cached === 1,
+      createdAt: row.created_at as number,
+      tags: tags.get(row.digest as string) ?? [],
+      lastServed: served.get(row.digest as string) ?? null,
+    }));
+  }
+
+  addHistoryPoint(point: HistoryPoint): void {
+    this.q.addHistory.run(point);
+  }
+
+  history(since: number): HistoryPoint[] {
+    return this.q.history.all(since) as HistoryPoint[];
+  }
+
+  pruneHistory(before: number): void {
+    this.q.pruneHistory.run(before);
+  }
+
+  addAuditEvents(events: AuditEvent[], keep: number): void {
+    this.db.transaction(() => {
+      for (const event of events) this.q.addAudit.run(event);
+      this.q.pruneAudit.run(keep);
+    })();
+  }
+
+  recentAuditEvents(limit: number): AuditEvent[] {
+    return this.q.recentAudit.all(limit) as AuditEvent[];
+  }
+
+  manifestsAfter(cursor: ManifestCursor | undefined, limit: number): UnclassifiedManifest[] {
+    const [at, repoId, digest] = cursor ?? [-1, -1, ''];
+    return this.q.manifestsAfter.all(at, repoId, digest, limit) as UnclassifiedManifest[];
+  }
+
+  saveImageKinds(kinds: { repoId: number; digest: string; kind: string; version: string | null }[]): void {
+    this.db.transaction(() => {
+      for (const k of kinds) this.q.saveImageKind.run(k.repoId, k.digest, k.kind, k.version);
+    })();
+  }
+
+  imageKind(repoId: number, digest: string): { kind: string; version: string | null } | undefined {
+    return this.q.imageKind.get(repoId, digest) as { kind: string; version: string | null } | undefined;
+  }
+
+  classifiedImages(limit: number): ClassifiedImage[] {
+    return (this.q.classifiedImages.all(limit) as (Omit<ClassifiedImage, 'tags' | 'cached'> & { tags: string | null; cached: number })[]).map(
+      (row) => ({ ...row, cached: row.cached === 1, tags: row.tags ? row.tags.split(' ') : [] }),
+    );
+  }
+
+  blobTotals(): { blobs: number; bytes: number } {
+    return this.q.blobTotals.get() as { blobs: number; bytes: number };
+  }
+
+  repositoryImageKinds(repo: string): { repoId: number; kinds: Map<string, { kind: string; version: string | null }> } | undefined {
+    const repoId = this.findRepoId(repo);
+    if (repoId === undefined) return undefined;
+    const rows = this.q.repoImageKinds.all(repoId) as { digest: string; kind: string; version: string | null }[];
+    return { repoId, kinds: new Map(rows.map((r) => [r.digest, { kind: r.kind, version: r.version }])) };
   }
 
   // ---- air-gap import/export ----

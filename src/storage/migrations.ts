@@ -108,4 +108,40 @@ export const MIGRATIONS: string[] = [
     freed_bytes        INTEGER NOT NULL
   );
   `,
+  `
+  -- Dashboard: the rolling history of the cache figures (one row a minute, a day of them) and the
+  -- recent audit events (pushes, deletes, refusals), both bounded by the server that writes them.
+  CREATE TABLE stats_history (
+    at                  INTEGER PRIMARY KEY,
+    hits                INTEGER NOT NULL,
+    misses              INTEGER NOT NULL,
+    stale_served        INTEGER NOT NULL,
+    bytes_from_cache    INTEGER NOT NULL,
+    bytes_from_upstream INTEGER NOT NULL,
+    storage_bytes       INTEGER NOT NULL
+  );
+  CREATE TABLE audit_events (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          INTEGER NOT NULL,
+    action      TEXT NOT NULL,
+    user        TEXT NOT NULL,
+    repo        TEXT,
+    digest      TEXT,
+    tag         TEXT,
+    code        TEXT,
+    remote      TEXT
+  );
+  -- What the dashboard learnt from an image's config blob: an OpenShift release, a file-based
+  -- catalog, or neither (kind ''), so each config is read once.
+  CREATE TABLE image_kinds (
+    repo_id     INTEGER NOT NULL,
+    digest      TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    version     TEXT,
+    PRIMARY KEY (repo_id, digest)
+  ) WITHOUT ROWID;
+  CREATE INDEX image_kinds_by_kind ON image_kinds(kind) WHERE kind <> '';
+  -- The classifier walks manifests in the order they arrived.
+  CREATE INDEX manifests_by_created ON manifests(created_at, repo_id, digest);
+  `,
 ];

@@ -1,0 +1,62 @@
+import type { AuditEvent, MetadataStore } from '../storage/metadata.js';
+
+/** How many audit events the database keeps (the log keeps them all). */
+export const AUDIT_KEEP = 10_000;
+
+/**
+ * The recent audit events (pushes, mounts, deletes, refusals) for the dashboard's Activity page.
+ * Recorded in memory on the request path and written in one transaction every few seconds, so an
+ * audited push costs no extra database commit; the table keeps the last AUDIT_KEEP events.
+ */
+export class AuditTrail {
+  private pending: AuditEvent[] = [];
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly meta: MetadataStore,
+    flushEveryMs = 2000,
+    private readonly keep = AUDIT_KEEP,
+  ) {
+    this.timer = setInterval(() => this.flush(), flushEveryMs);
+    this.timer.unref();
+  }
+
+  record(event: Omit<AuditEvent, 'at' | 'repo' | 'digest' | 'tag' | 'code' | 'remote'> & Partial<AuditEvent>): void {
+    this.pending.push({
+      at: event.at ?? Date.now(),
+      action: event.action,
+      user: event.user,
+      repo: event.repo ?? null,
+      digest: event.digest ?? null,
+      tag: event.tag ?? null,
+      code: event.code ?? null,
+      remote: event.remote ?? null,
+    });
+    // A burst of refusals must not grow memory without bound between flushes.
+    if (this.pending.length > this.keep) this.pending.splice(0, this.pending.length - this.keep);
+  }
+
+  /** Most recent first, including events not yet written. */
+  recent(limit: number): AuditEvent[] {
+    const unsaved = this.pending.slice(-limit).reverse();
+    if (unsaved.length >= limit) return unsaved;
+    return [...unsaved, ...this.meta.recentAuditEvents(limit - unsaved.length)];
+  }
+
+  flush(): void {
+    if (this.pending.length === 0) return;
+    const batch = this.pending;
+    this.pending = [];
+    try {
+      this.meta.addAuditEvents(batch, this.keep);
+    } catch {
+      // Keep them for the next attempt (a full disk, a busy database); the log has them anyway.
+      this.pending = [...batch, ...this.pending].slice(-this.keep);
+    }
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    this.flush();
+  }
+}
