@@ -41,6 +41,8 @@ export interface BlobCheck {
   digest: string;
   /** Told when the whole file was read and did not match (before its last bytes are sent). */
   onCorrupt: (digest: string, actual: string) => void;
+  /** Told when the whole file was read and matched. */
+  onVerified?: (digest: string) => void;
 }
 
 export class BlobFileStream extends Readable {
@@ -150,6 +152,7 @@ export class BlobFileStream extends Readable {
               this.check!.onCorrupt(this.check!.digest, actual);
               throw new CorruptBlobError(this.check!.digest, actual);
             }
+            this.check!.onVerified?.(this.check!.digest);
           }
         }
         pending[i] = new Promise<boolean>((resolve) => out.write(chunk, (e) => resolve(!e)));

@@ -78,6 +78,10 @@ interface UploadHashState {
 }
 
 const WRITE_BATCH = 1024 * 1024;
+/** A blob served whole is hashed again on the way when its last check is older than this. */
+const REVERIFY_AFTER_MS = 24 * 60 * 60 * 1000;
+/** How many verified blobs are remembered (the oldest checks are forgotten first). */
+const VERIFIED_MEMORY = 100_000;
 
 export class FsBlobStore implements BlobStore {
   private readonly blobsDir: string;
@@ -124,13 +128,34 @@ export class FsBlobStore implements BlobStore {
    */
   onCorrupt: ((digest: string, actual: string) => void) | undefined;
 
+  /**
+   * Blobs whose file hashed right when last sent whole, by when. Hashing every download would cost
+   * a hot layer pulled by hundreds of nodes its SHA-256 each time (several times the CPU of sending
+   * it); checking each file again once a day still finds a file gone bad while serving, and fsck
+   * re-hashes everything.
+   */
+  private readonly verifiedAt = new Map<string, number>();
+
+  private readonly markVerified = (digest: string): void => {
+    this.verifiedAt.delete(digest); // re-inserted last: the map stays in order of verification
+    this.verifiedAt.set(digest, Date.now());
+    if (this.verifiedAt.size > VERIFIED_MEMORY) this.verifiedAt.delete(this.verifiedAt.keys().next().value!);
+  };
+
+  private needsCheck(digest: string): boolean {
+    const at = this.verifiedAt.get(digest);
+    return at === undefined || Date.now() - at > REVERIFY_AFTER_MS;
+  }
+
   async open(digest: string, range?: { start: number; end: number }): Promise<BlobFileStream | undefined> {
     const fh = await this.openCommitted(digest);
     const onCorrupt = this.onCorrupt;
-    return fh && new BlobFileStream(fh, range?.start ?? 0, range?.end ?? Infinity, onCorrupt && { digest, onCorrupt });
+    const check = onCorrupt && this.needsCheck(digest) ? { digest, onCorrupt, onVerified: this.markVerified } : undefined;
+    return fh && new BlobFileStream(fh, range?.start ?? 0, range?.end ?? Infinity, check);
   }
 
   async remove(digest: string): Promise<void> {
+    this.verifiedAt.delete(digest);
     await rm(this.blobPath(digest), { force: true });
   }
 
