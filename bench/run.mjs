@@ -60,7 +60,7 @@ function options(argv) {
     maxRequests: Math.floor(positive('requests', values.requests, quick ? 20_000 : 100_000)),
     warmup: Math.min(1, duration / 4),
     downloads: 5,
-    pushRepeats: quick ? 1 : 3,
+    pushRepeats: quick ? 1 : 5,
     only,
     markdown: values.markdown,
   };

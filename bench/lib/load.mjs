@@ -109,7 +109,7 @@ export async function load(o) {
   };
   if (count === 0 || Object.values(failures).some((n) => n > 0)) {
     throw new BenchError(
-      `load ${o.requests.map((r) => `${r.method} ${r.path}`).join(' | ')} on ${o.base} (c=${o.connections}): ${count} responses, ${JSON.stringify(failures)}`,
+      `load ${o.requests.slice(0, 4).map((r) => `${r.method} ${r.path}`).join(' | ')}${o.requests.length > 4 ? ` (and ${o.requests.length - 4} more)` : ''} on ${o.base} (c=${o.connections}): ${count} responses, ${JSON.stringify(failures)}`,
       { failures, statusCodes: result.statusCodeStats, firstProblems: problems, errorMessages: [...errorMessages] },
     );
   }

@@ -182,14 +182,14 @@ export class ServerProcess {
  * config/airlock.yaml cannot change what is measured). `config` is merged into the file: a
  * pull-through workload passes `{ upstreams: [...] }` here.
  */
-export async function startAirlock({ root, name = 'airlock', config = {} }) {
+export async function startAirlock({ root, name = 'airlock', config = {}, nodeArgs = [], cli = AIRLOCK_CLI }) {
   mkdirSync(root, { recursive: true });
   const port = await freePort();
   const storage = join(root, 'storage');
   const file = join(root, 'airlock.yaml');
   // YAML is a superset of JSON, so JSON text is a valid config file without a YAML writer.
   writeFileSync(file, JSON.stringify({ listen: `127.0.0.1:${port}`, storage, log: { level: 'warn' }, ...config }, null, 2));
-  const args = [AIRLOCK_CLI, 'serve', '--config', file, '--listen', `127.0.0.1:${port}`, '--storage', storage, '--log-level', 'warn'];
+  const args = [...nodeArgs, cli, 'serve', '--config', file, '--listen', `127.0.0.1:${port}`, '--storage', storage, '--log-level', 'warn'];
   return new ServerProcess({ name, kind: 'airlock', command: process.execPath, args, port, root }).start();
 }
 

@@ -1,0 +1,105 @@
+#!/usr/bin/env node
+// Cold pull-through of 256 MiB layers, airlock next to distribution's proxy, both fresh processes
+// in front of the same distribution upstream: round 1 is each server's first large transfer, the
+// later rounds are cold blobs in a warm process. Prints wall time and each server's user/system
+// CPU per round, and the medians; the JSON of every round goes to stdout with --json.
+//
+//   npm run build && node bench/cold.mjs [--rounds N] [--only airlock|distribution] [--compare DIR]
+//   --compare DIR adds the airlock built in DIR (another checkout, e.g. the parent commit) as a contender
+//   AIRLOCK_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" node bench/cold.mjs   (profile airlock)
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { bytesOf, MiB, sha256 } from './lib/data.mjs';
+import { startAirlock, startDistribution, stopAll } from './lib/servers.mjs';
+
+const { values } = parseArgs({
+  options: { rounds: { type: 'string', default: '6' }, only: { type: 'string' }, json: { type: 'boolean', default: false }, compare: { type: 'string' } },
+});
+const rounds = Number(values.rounds);
+const root = mkdtempSync(join(tmpdir(), 'airlock-cold-'));
+const servers = [];
+
+/** user and system CPU seconds of a process so far. */
+function cpu(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return { user: Number(f[11]) / 100, sys: Number(f[12]) / 100 };
+}
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function idle(pids, quietMs = 400, maxMs = 10_000) {
+  let last = '';
+  let since = performance.now();
+  const started = since;
+  while (performance.now() - started < maxMs) {
+    const now = pids.map((p) => JSON.stringify(cpu(p))).join();
+    if (now !== last) [last, since] = [now, performance.now()];
+    if (performance.now() - since >= quietMs) return;
+    await sleep(100);
+  }
+}
+
+try {
+  const upstream = await startDistribution({ root: join(root, 'upstream'), name: 'upstream' });
+  servers.push(upstream);
+  const blobs = [];
+  for (let i = 0; i < rounds; i++) {
+    const data = bytesOf(`cold-${i}`, 256 * MiB);
+    const digest = sha256(data);
+    await upstream.client.pushMonolithic('cold/app', data, digest);
+    blobs.push(digest);
+  }
+  const contenders = [];
+  if (values.only !== 'distribution') {
+    const a = await startAirlock({ root: join(root, 'airlock'), config: { upstreams: [{ prefix: 'up', url: upstream.url, insecure: true }] }, nodeArgs: (process.env.AIRLOCK_NODE_ARGS ?? '').split(' ').filter(Boolean) });
+    servers.push(a);
+    contenders.push({ name: 'airlock', server: a, path: (d) => `/v2/up/cold/app/blobs/${d}` });
+  }
+  if (values.compare) {
+    // Another build of airlock (a checkout's root, built), e.g. the parent commit: A/B in one run.
+    const b = await startAirlock({ root: join(root, 'compare'), name: 'airlock-compare', cli: join(values.compare, 'dist', 'cli.js'), config: { upstreams: [{ prefix: 'up', url: upstream.url, insecure: true }] } });
+    servers.push(b);
+    contenders.push({ name: 'compared', server: b, path: (d) => `/v2/up/cold/app/blobs/${d}` });
+  }
+  if (values.only !== 'airlock') {
+    const d = await startDistribution({ root: join(root, 'proxy'), name: 'distribution-proxy', proxy: { remoteurl: upstream.url } });
+    servers.push(d);
+    contenders.push({ name: 'distribution', server: d, path: (dg) => `/v2/cold/app/blobs/${dg}` });
+  }
+  const results = Object.fromEntries(contenders.map((c) => [c.name, []]));
+  for (let round = 0; round < rounds; round++) {
+    const order = round % 2 === 0 ? contenders : [...contenders].reverse();
+    for (const c of order) {
+      await idle(servers.map((s) => s.pid));
+      const before = cpu(c.server.pid);
+      const up = cpu(upstream.pid);
+      const r = await c.server.client.download(c.path(blobs[round]), { hash: true });
+      if (r.digest !== blobs[round]) throw new Error(`${c.name}: body hashes to ${r.digest}`);
+      const after = cpu(c.server.pid);
+      const upAfter = cpu(upstream.pid);
+      // The whole fill's CPU: it goes on (cache file, fsync) after the client has its bytes.
+      await idle(servers.map((s) => s.pid));
+      const settled = cpu(c.server.pid);
+      results[c.name].push({
+        seconds: r.seconds,
+        user: after.user - before.user,
+        sys: after.sys - before.sys,
+        totalCpu: settled.user + settled.sys - before.user - before.sys,
+        upstreamCpu: upAfter.user + upAfter.sys - up.user - up.sys,
+      });
+    }
+    process.stderr.write(`round ${round + 1}: ${contenders.map((c) => { const x = results[c.name].at(-1); return `${c.name} ${x.seconds.toFixed(3)} s (cpu ${x.user.toFixed(2)}u+${x.sys.toFixed(2)}s, settled ${x.totalCpu.toFixed(2)}, upstream ${x.upstreamCpu.toFixed(2)})`; }).join('; ')}\n`);
+  }
+  await idle(servers.map((s) => s.pid));
+  for (const c of contenders) {
+    const xs = results[c.name];
+    const rest = xs.slice(1);
+    console.log(`${c.name.padEnd(13)} first ${xs[0].seconds.toFixed(3)} s; warm-process median ${median(rest.map((x) => x.seconds)).toFixed(3)} s, cpu during ${median(rest.map((x) => x.user)).toFixed(2)}u+${median(rest.map((x) => x.sys)).toFixed(2)}s, settled ${median(rest.map((x) => x.totalCpu)).toFixed(2)} s`);
+  }
+  if (values.json) console.log(JSON.stringify(results));
+} finally {
+  await stopAll(servers);
+  rmSync(root, { recursive: true, force: true });
+}
