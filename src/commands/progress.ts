@@ -1,4 +1,5 @@
 import cliProgress from 'cli-progress';
+import { formatBytes } from '../config/units.js';
 import type { CommandOutput } from './io.js';
 
 /**
@@ -28,17 +29,7 @@ export interface ProgressOptions {
   logEvery?: number;
 }
 
-/** 1536 → "1.5 KiB". */
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
-}
+export { formatBytes };
 
 /** 75.2 → "1m15s". */
 export function formatSeconds(seconds: number): string {

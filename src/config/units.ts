@@ -24,3 +24,15 @@ export function parseSize(text: string | number): number {
   if (!m || unit === undefined) throw new Error(`"${text}" is not a size (use e.g. 512MiB, 200GiB)`);
   return Math.round(Number(m[1]) * unit);
 }
+
+/** 1536 → "1.5 KiB": sizes for people (messages, summaries, progress). */
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
+}

@@ -12,7 +12,7 @@ import { constants } from 'node:fs';
 import { copyFile, link, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { FsBlobStore } from '../storage/blobstore.js';
-import { FsBlobStore as BlobFiles } from '../storage/blobstore.js';
+import { FsBlobStore as BlobFiles, syncDirectory } from '../storage/blobstore.js';
 import { SqliteMetadataStore, type MetadataStore } from '../storage/metadata.js';
 import { acquireStorageLock } from './storage-lock.js';
 
@@ -165,11 +165,3 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-async function syncDirectory(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}

@@ -1,20 +1,10 @@
 import { statfsSync } from 'node:fs';
+import { formatBytes } from '../config/units.js';
 
 /** Bytes an unprivileged process may still write on the volume holding `dir`. */
 export function freeBytes(dir: string): number {
   const s = statfsSync(dir);
   return s.bavail * s.bsize;
-}
-
-function describe(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
 /**
@@ -26,7 +16,7 @@ export function checkFreeSpace(storage: string, minFree: number): void {
   const free = freeBytes(storage);
   if (free < minFree) {
     throw new Error(
-      `low disk space: ${describe(free)} free on the storage volume, below storageMinFree (${describe(minFree)}); ` +
+      `low disk space: ${formatBytes(free)} free on the storage volume, below storageMinFree (${formatBytes(minFree)}); ` +
         'pushes and pull-through fills fail once it is full',
     );
   }

@@ -306,7 +306,7 @@ async function hashFile(path: string, algorithm: DigestAlgorithm): Promise<strin
 }
 
 /** fsync of the directory makes the rename itself durable. */
-async function syncDirectory(dir: string): Promise<void> {
+export async function syncDirectory(dir: string): Promise<void> {
   const fh = await open(dir, 'r');
   try {
     await fh.sync();
