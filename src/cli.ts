@@ -35,6 +35,10 @@ cert       Write ca.crt/ca.key and server.crt/server.key (with Subject Alternati
 import     Import an OCI layout (dir, .tar, .tar.gz) or oc's v2/ tree into the store (or --to a server).
 export     Write images (repo:tag, repo@sha256:…, globs like ocp4/**) as an OCI layout for the air gap.
 sync       Copy images from remote registries into the store, or --to-dir an OCI layout.
+mirrorsets Print ImageDigestMirrorSet / ImageTagMirrorSet / ImageContentSourcePolicy documents or a
+           CRI-O registries.conf that send a cluster's pulls of the mirrored origins here.
+verify     Check that a release or file-based catalog image and everything it names can be pulled from
+           this mirror through the mirror sets; exit 1 naming what is missing.
            (each: --help for a worked example)
 fsck       Check the store (every blob re-hashed, rows against files, manifests' references);
            --repair fixes what is safe. Exit 1 when something is wrong. \`airlock fsck --help\`.
