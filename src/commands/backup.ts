@@ -5,10 +5,9 @@ import { loadConfig } from '../config/load.js';
 import { backupStore, BackupTargetError, type BackupReport } from '../lifecycle/backup.js';
 import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
-import { describeError } from './fsck.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
 import { createProgress, formatBytes, formatSeconds } from './progress.js';
-import { askServer, claimStorage } from './storage-target.js';
+import { claimStorage, delegateToServer } from './storage-target.js';
 
 export const BACKUP_HELP = `Usage: airlock backup DIR [--json] [--config FILE | --storage DIR] [--authfile FILE]
 
@@ -64,13 +63,14 @@ export async function backupCommand(args: string[], io: { stdout: CommandOutput;
   const target = claimStorage(config.storage, 'backup');
   let report: BackupReport;
   if (target.kind === 'server') {
-    io.stderr.write(`airlock backup: storage ${config.storage} is served by pid ${target.holder.pid} at ${target.url}; asking it to make the copy\n`);
-    const answer = await askServer(target.url, '/api/v1/backup', { dir }, { authFile: values.authfile });
-    if (answer.status !== 200) {
-      io.stderr.write(`airlock backup: the server refused (${answer.status}): ${describeError(answer.body)}\n`);
-      return EXIT_FAILURE;
-    }
-    report = answer.body as BackupReport;
+    const answer = await delegateToServer<BackupReport>(
+      'backup',
+      target,
+      { path: '/api/v1/backup', body: { dir }, what: 'make the copy', authFile: values.authfile },
+      io.stderr,
+    );
+    if (!answer) return EXIT_FAILURE;
+    report = answer;
   } else {
     const blobs = new FsBlobStore(config.storage);
     const meta = new SqliteMetadataStore(join(config.storage, 'airlock.db'));

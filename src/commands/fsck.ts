@@ -7,7 +7,7 @@ import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
 import { createProgress, formatBytes, formatSeconds } from './progress.js';
-import { askServer, claimStorage } from './storage-target.js';
+import { claimStorage, delegateToServer } from './storage-target.js';
 
 export const FSCK_HELP = `Usage: airlock fsck [--repair] [--json] [--config FILE | --storage DIR] [--authfile FILE]
 
@@ -69,13 +69,14 @@ export async function fsckCommand(args: string[], io: FsckCommandIo): Promise<nu
 
   let report: FsckReport;
   if (target.kind === 'server') {
-    io.stderr.write(`airlock fsck: storage ${config.storage} is served by pid ${target.holder.pid} at ${target.url}; asking it to run the check\n`);
-    const answer = await askServer(target.url, '/api/v1/fsck', { repair }, { authFile: values.authfile });
-    if (answer.status !== 200) {
-      io.stderr.write(`airlock fsck: the server refused (${answer.status}): ${describeError(answer.body)}\n`);
-      return EXIT_FAILURE;
-    }
-    report = answer.body as FsckReport;
+    const answer = await delegateToServer<FsckReport>(
+      'fsck',
+      target,
+      { path: '/api/v1/fsck', body: { repair }, what: 'run the check', authFile: values.authfile },
+      io.stderr,
+    );
+    if (!answer) return EXIT_FAILURE;
+    report = answer;
   } else {
     try {
       report = await fsckLocal(config.storage, repair, io.stderr);
@@ -102,12 +103,6 @@ export async function fsckLocal(storage: string, repair: boolean, progressOut: C
     progress.stop();
     meta.close();
   }
-}
-
-export function describeError(body: unknown): string {
-  const errors = (body as { errors?: { code?: string; message?: string }[] } | undefined)?.errors;
-  if (Array.isArray(errors) && errors[0]) return `${errors[0].code ?? ''} ${errors[0].message ?? ''}`.trim();
-  return typeof body === 'string' ? body.slice(0, 500) : JSON.stringify(body).slice(0, 500);
 }
 
 const LABELS: Record<Problem['kind'], string> = {

@@ -10,7 +10,7 @@ import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
 import { createProgress, formatBytes } from './progress.js';
-import { askServer, claimStorage } from './storage-target.js';
+import { claimStorage, delegateToServer } from './storage-target.js';
 
 export const GC_USAGE = `Usage: airlock gc [--dry-run] [--untagged-older-than DURATION] [--config FILE] [--storage DIR] [--authfile FILE]
 
@@ -82,22 +82,14 @@ export async function runGcCommand({ args, stdout, stderr }: GcCommandOptions): 
 
   const target = claimStorage(config.storage, 'gc');
   if (target.kind === 'server') {
-    stderr.write(`airlock gc: the server at ${target.url} (pid ${target.holder.pid}) holds ${config.storage}; it runs the collection\n`);
-    let answer;
-    try {
-      answer = await askServer(target.url, '/api/v1/gc', { dryRun, untaggedOlderThan: untagged }, { authFile: values.authfile });
-    } catch (e) {
-      stderr.write(`airlock gc: cannot reach the server at ${target.url}: ${(e as Error).message}\n`);
-      return EXIT_FAILURE;
-    }
-    if (answer.status !== 200) {
-      stderr.write(`airlock gc: the server refused or failed (HTTP ${answer.status}): ${describeError(answer.body)}\n`);
-      if (answer.status === 401 || answer.status === 403) {
-        stderr.write('airlock gc: pass --authfile with credentials of a user allowed to delete on "**"\n');
-      }
-      return EXIT_FAILURE;
-    }
-    printResult(stdout, answer.body as GcResult);
+    const result = await delegateToServer<GcResult>(
+      'gc',
+      target,
+      { path: '/api/v1/gc', body: { dryRun, untaggedOlderThan: untagged }, what: 'collect', authFile: values.authfile },
+      stderr,
+    );
+    if (!result) return EXIT_FAILURE;
+    printResult(stdout, result);
     return EXIT_OK;
   }
 
@@ -155,9 +147,4 @@ export function printResult(out: CommandOutput, r: GcResult): void {
 
 function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
-}
-
-function describeError(body: unknown): string {
-  const first = (body as { errors?: { message?: string }[] } | undefined)?.errors?.[0]?.message;
-  return first ?? (typeof body === 'string' ? body.slice(0, 500) : JSON.stringify(body));
 }

@@ -78,3 +78,39 @@ export async function askServer(url: string, path: string, body: unknown, option
   }
   return { status: res.statusCode, body: parsed };
 }
+
+/** The first error of a spec error body (`{"errors":[{code,message}]}`), or the body itself, shortened. */
+export function describeServerError(body: unknown): string {
+  const errors = (body as { errors?: { code?: string; message?: string }[] } | undefined)?.errors;
+  if (Array.isArray(errors) && errors[0]) return `${errors[0].code ?? ''} ${errors[0].message ?? ''}`.trim();
+  return typeof body === 'string' ? body.slice(0, 500) : JSON.stringify(body).slice(0, 500);
+}
+
+/**
+ * Hands a maintenance command to the server that holds the storage (POST `path` with `body`) and
+ * returns its JSON answer; undefined once it has told the person why it could not (the server
+ * unreachable, or refusing: then how to pass credentials). `what` completes "asking it to …".
+ */
+export async function delegateToServer<T>(
+  command: string,
+  target: Extract<StorageTarget, { kind: 'server' }>,
+  request: { path: string; body: unknown; what: string; authFile?: string },
+  stderr: { write(text: string): unknown },
+): Promise<T | undefined> {
+  stderr.write(`airlock ${command}: the storage is served by pid ${target.holder.pid} (the server at ${target.url}); asking it to ${request.what}\n`);
+  let answer: ServerAnswer;
+  try {
+    answer = await askServer(target.url, request.path, request.body, { authFile: request.authFile });
+  } catch (e) {
+    stderr.write(`airlock ${command}: cannot reach the server at ${target.url}: ${(e as Error).message}\n`);
+    return undefined;
+  }
+  if (answer.status !== 200) {
+    stderr.write(`airlock ${command}: the server refused (${answer.status}): ${describeServerError(answer.body)}\n`);
+    if (answer.status === 401 || answer.status === 403) {
+      stderr.write(`airlock ${command}: pass --authfile with credentials of a user allowed to delete on "**"\n`);
+    }
+    return undefined;
+  }
+  return answer.body as T;
+}
