@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
@@ -7,7 +6,7 @@ import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
 import { createProgress, formatBytes, formatSeconds } from './progress.js';
-import { claimStorage, delegateToServer } from './storage-target.js';
+import { claimStorage, delegateToServer, missingStore, STORE_OPTIONS } from './storage-target.js';
 
 export const BACKUP_HELP = `Usage: airlock backup DIR [--json] [--config FILE | --storage DIR] [--authfile FILE]
 
@@ -33,11 +32,9 @@ export async function backupCommand(args: string[], io: { stdout: CommandOutput;
   const { values, positionals } = parseArgs({
     args,
     options: {
-      config: { type: 'string', short: 'c' },
-      storage: { type: 'string', short: 's' },
+      ...STORE_OPTIONS,
       json: { type: 'boolean' },
       authfile: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
     },
     allowPositionals: true,
     strict: true,
@@ -56,8 +53,9 @@ export async function backupCommand(args: string[], io: { stdout: CommandOutput;
     io.stderr.write('airlock backup: the backup directory is the storage directory itself\n');
     return EXIT_USAGE;
   }
-  if (!existsSync(join(config.storage, 'airlock.db'))) {
-    io.stderr.write(`airlock backup: there is no airlock store in ${config.storage} (no airlock.db); give --storage or --config of one\n`);
+  const noStore = missingStore(config.storage);
+  if (noStore) {
+    io.stderr.write(`airlock backup: ${noStore}\n`);
     return EXIT_FAILURE;
   }
   const target = claimStorage(config.storage, 'backup');

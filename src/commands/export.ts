@@ -9,7 +9,7 @@ import { openStore, StoreSource } from '../mirror/store.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
 import { UsageError, writeSummary } from './mirror-common.js';
 import { createProgress } from './progress.js';
-import { claimStorage } from './storage-target.js';
+import { claimStorage, STORE_OPTIONS } from './storage-target.js';
 
 export const EXPORT_HELP = `Usage: airlock export REF_OR_GLOB... --to DIR|FILE.tar [--since PREVIOUS_EXPORT] [--filter-by-os OS/ARCH]
                       [--config FILE] [--storage DIR]
@@ -78,9 +78,7 @@ export async function exportCommand(args: string[]): Promise<number> {
       to: { type: 'string' },
       since: { type: 'string' },
       'filter-by-os': { type: 'string' },
-      config: { type: 'string', short: 'c' },
-      storage: { type: 'string', short: 's' },
-      help: { type: 'boolean', short: 'h' },
+      ...STORE_OPTIONS,
     },
     allowPositionals: true,
     strict: true,

@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
@@ -7,7 +6,7 @@ import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
 import { createProgress, formatBytes, formatSeconds } from './progress.js';
-import { claimStorage, delegateToServer } from './storage-target.js';
+import { claimStorage, delegateToServer, missingStore, STORE_OPTIONS } from './storage-target.js';
 
 export const FSCK_HELP = `Usage: airlock fsck [--repair] [--json] [--config FILE | --storage DIR] [--authfile FILE]
 
@@ -41,12 +40,10 @@ export async function fsckCommand(args: string[], io: FsckCommandIo): Promise<nu
   const { values, positionals } = parseArgs({
     args,
     options: {
-      config: { type: 'string', short: 'c' },
-      storage: { type: 'string', short: 's' },
+      ...STORE_OPTIONS,
       repair: { type: 'boolean' },
       json: { type: 'boolean' },
       authfile: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
     },
     allowPositionals: true,
     strict: true,
@@ -61,8 +58,9 @@ export async function fsckCommand(args: string[], io: FsckCommandIo): Promise<nu
   }
   const config = loadConfig({ config: values.config, storage: values.storage });
   const repair = values.repair ?? false;
-  if (!existsSync(join(config.storage, 'airlock.db'))) {
-    io.stderr.write(`airlock fsck: there is no airlock store in ${config.storage} (no airlock.db); give --storage or --config of one\n`);
+  const noStore = missingStore(config.storage);
+  if (noStore) {
+    io.stderr.write(`airlock fsck: ${noStore}\n`);
     return EXIT_FAILURE;
   }
   const target = claimStorage(config.storage, 'fsck');

@@ -10,7 +10,7 @@ import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
 import { createProgress, formatBytes } from './progress.js';
-import { claimStorage, delegateToServer } from './storage-target.js';
+import { claimStorage, delegateToServer, STORE_OPTIONS } from './storage-target.js';
 
 export const GC_USAGE = `Usage: airlock gc [--dry-run] [--untagged-older-than DURATION] [--config FILE] [--storage DIR] [--authfile FILE]
 
@@ -51,10 +51,8 @@ export async function runGcCommand({ args, stdout, stderr }: GcCommandOptions): 
     options: {
       'dry-run': { type: 'boolean' },
       'untagged-older-than': { type: 'string' },
-      config: { type: 'string', short: 'c' },
-      storage: { type: 'string', short: 's' },
+      ...STORE_OPTIONS,
       authfile: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
     },
     allowPositionals: true,
     strict: true,

@@ -9,6 +9,7 @@ import { isValidName } from '../registry/names.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
 import { openDestination, splitPair, UsageError, writeSummary } from './mirror-common.js';
 import { createProgress } from './progress.js';
+import { STORE_OPTIONS } from './storage-target.js';
 
 export const IMPORT_HELP = `Usage: airlock import SOURCE [--prefix P] [--map LOCAL=ORIGIN]... [--to URL] [--dry-run]
                       [--authfile F] [--config FILE] [--storage DIR]
@@ -113,9 +114,7 @@ export async function importCommand(args: string[]): Promise<number> {
       to: { type: 'string' },
       authfile: { type: 'string' },
       'dry-run': { type: 'boolean' },
-      config: { type: 'string', short: 'c' },
-      storage: { type: 'string', short: 's' },
-      help: { type: 'boolean', short: 'h' },
+      ...STORE_OPTIONS,
     },
     allowPositionals: true,
     strict: true,

@@ -7,6 +7,7 @@ import { readOrigins, StorageViewError } from '../mirror/local-content.js';
 import { airlockMirrorSetDocument, isMirrorSetFormat, MIRROR_SET_FORMATS } from '../mirror/mirror-set-documents.js';
 import { isValidMirrorHost } from '../mirror/mirror-sets.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
+import { STORE_OPTIONS } from './storage-target.js';
 
 export const MIRRORSETS_HELP = `Usage: airlock mirrorsets --host HOST[:PORT] [--format idms|itms|icsp|registries.conf] [--out FILE]
                           [--config FILE] [--storage DIR]
@@ -45,9 +46,7 @@ export async function mirrorsetsCommand(args: string[], io: MirrorsetsIo = { std
       host: { type: 'string' },
       format: { type: 'string', short: 'f' },
       out: { type: 'string', short: 'o' },
-      config: { type: 'string', short: 'c' },
-      storage: { type: 'string', short: 's' },
-      help: { type: 'boolean', short: 'h' },
+      ...STORE_OPTIONS,
     },
     allowPositionals: true,
     strict: true,

@@ -1,4 +1,5 @@
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { loadPullSecret, credentialsForHost } from '../proxy/pullsecret.js';
 import { acquireStorageLock, readLockHolder, StorageLockedError, type LockHolder, type StorageLock } from '../lifecycle/storage-lock.js';
@@ -113,4 +114,21 @@ export async function delegateToServer<T>(
     return undefined;
   }
   return answer.body as T;
+}
+
+/**
+ * The options every command working on a store takes (`--config`, `--storage`) and `--help`, for
+ * node:util parseArgs; each command adds its own.
+ */
+export const STORE_OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  storage: { type: 'string', short: 's' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** Why `storage` holds no airlock store (no airlock.db), for commands that must not create one; undefined when it does. */
+export function missingStore(storage: string): string | undefined {
+  return existsSync(join(storage, 'airlock.db'))
+    ? undefined
+    : `there is no airlock store in ${storage} (no airlock.db); give --storage or --config of one`;
 }

@@ -11,6 +11,7 @@ import type { UpstreamConfig } from '../config/schema.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
 import { openDestination, splitPair, UsageError, writeSummary } from './mirror-common.js';
 import { createProgress } from './progress.js';
+import { STORE_OPTIONS } from './storage-target.js';
 
 export const SYNC_HELP = `Usage: airlock sync SOURCE_REF... | --mapping mapping.txt  [--to-dir DIR] [--dest-prefix P]
                     [--filter-by-os OS/ARCH] [--skip-missing] [--dry-run] [--concurrency N]
@@ -147,9 +148,7 @@ export async function syncCommand(args: string[]): Promise<number> {
       concurrency: { type: 'string' },
       authfile: { type: 'string' },
       insecure: { type: 'boolean' },
-      config: { type: 'string', short: 'c' },
-      storage: { type: 'string', short: 's' },
-      help: { type: 'boolean', short: 'h' },
+      ...STORE_OPTIONS,
     },
     allowPositionals: true,
     strict: true,

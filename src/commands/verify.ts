@@ -10,6 +10,7 @@ import { mergeRules, stripRegistryHost } from '../mirror/resolve.js';
 import { parseLocalReference, verifyPayload, VerifyError, type VerifyReport } from '../mirror/verify.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
 import { createProgress, formatBytes, formatSeconds } from './progress.js';
+import { STORE_OPTIONS } from './storage-target.js';
 
 export const VERIFY_HELP = `Usage: airlock verify REF [--mirrorsets FILE] [--json] [--config FILE] [--storage DIR]
 
@@ -54,9 +55,7 @@ export async function verifyCommand(args: string[], io: VerifyIo = { stdout: pro
     options: {
       mirrorsets: { type: 'string', short: 'm' },
       json: { type: 'boolean' },
-      config: { type: 'string', short: 'c' },
-      storage: { type: 'string', short: 's' },
-      help: { type: 'boolean', short: 'h' },
+      ...STORE_OPTIONS,
     },
     allowPositionals: true,
     strict: true,
