@@ -63,12 +63,15 @@ const OFFSET_DIGITS = 16;
 interface UploadHashState {
   hash: Hash;
   size: number;
+  /** ETag the store answered for each chunk this process wrote, by key: proves the chunks are still those bytes. */
+  etags: Map<string, string>;
 }
 
 interface Chunk {
   key: string;
   offset: number;
   size: number;
+  etag: string | undefined;
 }
 
 /**
@@ -245,7 +248,7 @@ export class S3BlobStore implements BlobStore {
     } catch (e) {
       throw this.failure('PutObject', key, e);
     }
-    this.hashes.set(id, { hash: createHash('sha256'), size: 0 });
+    this.hashes.set(id, { hash: createHash('sha256'), size: 0, etags: new Map() });
   }
 
   /** The session's objects, in key order. */
@@ -283,7 +286,7 @@ export class S3BlobStore implements BlobStore {
       if (!/^\d+$/.test(name)) continue;
       const offset = Number(name);
       if (offset !== size) continue;
-      chunks.push({ key: o.Key!, offset, size: o.Size ?? 0 });
+      chunks.push({ key: o.Key!, offset, size: o.Size ?? 0, etag: o.ETag });
       size += o.Size ?? 0;
     }
     return { exists: objects.length > 0, chunks, size, modified };
@@ -325,7 +328,9 @@ export class S3BlobStore implements BlobStore {
       state?.hash.update(body);
       offset += body.length;
       sending = this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length })).then(
-        () => undefined,
+        (put) => {
+          if (put.ETag) state?.etags.set(key, put.ETag);
+        },
         (e: unknown) => {
           throw this.failure('PutObject', key, e);
         },
@@ -366,7 +371,7 @@ export class S3BlobStore implements BlobStore {
     const { chunks, size } = await this.chunks(id);
     const state = this.hashes.get(id);
     this.hashes.delete(id);
-    if (algorithm === 'sha256' && state && state.size === size && this.copyable(chunks)) {
+    if (algorithm === 'sha256' && state && state.size === size && this.copyable(chunks, state)) {
       const actual = `sha256:${state.hash.digest('hex')}`;
       if (actual !== digest) throw new DigestMismatchError(digest, actual);
       await this.copyChunks(chunks, digest);
@@ -377,10 +382,16 @@ export class S3BlobStore implements BlobStore {
     return size;
   }
 
-  /** Server-side copy needs every chunk but the last to be a valid part size, within the part limit. */
-  private copyable(chunks: Chunk[]): boolean {
+  /**
+   * The running hash speaks for the stored chunks only if they are still the objects this process
+   * wrote (same ETags: no other replica rewrote one); server-side copy also needs every chunk but
+   * the last to be a valid part size, within the part limit.
+   */
+  private copyable(chunks: Chunk[], state: UploadHashState): boolean {
     if (chunks.length === 0 || chunks.length > MAX_PARTS) return false;
-    return chunks.every((c, i) => i === chunks.length - 1 || c.size >= MIN_PART_SIZE);
+    return chunks.every(
+      (c, i) => (i === chunks.length - 1 || c.size >= MIN_PART_SIZE) && c.etag !== undefined && state.etags.get(c.key) === c.etag,
+    );
   }
 
   private async *readChunks(chunks: Chunk[]): AsyncGenerator<Buffer> {
