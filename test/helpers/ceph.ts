@@ -19,6 +19,10 @@ import { freePort } from './distribution.js';
 export interface Ceph {
   /** e.g. http://127.0.0.1:40123 */
   endpoint: string;
+  /** The same gateway over TLS, e.g. https://127.0.0.1:40124, with a certificate signed by caFile. */
+  tlsEndpoint: string;
+  /** PEM of the throwaway CA that signed the gateway's certificate (for 127.0.0.1). */
+  caFile: string;
   region: string;
   accessKeyId: string;
   secretAccessKey: string;
@@ -43,10 +47,9 @@ let buckets = 0;
 export async function startCeph(): Promise<Ceph> {
   const dir = mkdtempSync(join(tmpdir(), 'airlock-ceph-'));
   for (const sub of ['mon', 'osd', 'run', 'log', 'rgw']) mkdirSync(join(dir, sub));
-  const [monPort, rgwPort] = [await freePort(), await freePort()];
+  const [monPort, rgwPort, tlsPort] = [await freePort(), await freePort(), await freePort()];
   const fsid = randomUUID();
   const conf = join(dir, 'ceph.conf');
-  writeFileSync(conf, cephConf(dir, fsid, monPort, rgwPort));
   const children: ChildProcess[] = [];
 
   const stop = async (): Promise<void> => {
@@ -55,6 +58,8 @@ export async function startCeph(): Promise<Ceph> {
   };
 
   try {
+    const tls = await makeCertificate(dir);
+    writeFileSync(conf, cephConf(dir, fsid, monPort, rgwPort, tlsPort, tls));
     await run('monmaptool', ['--create', '--fsid', fsid, '--addv', 'a', `[v2:127.0.0.1:${monPort}]`, join(dir, 'monmap')], dir);
     await run('ceph-mon', ['-c', conf, '--mkfs', '-i', 'a', '--monmap', join(dir, 'monmap')], dir);
     children.push(daemon('ceph-mon', ['-c', conf, '-f', '-i', 'a'], dir));
@@ -90,7 +95,7 @@ export async function startCeph(): Promise<Ceph> {
       }
       return name;
     };
-    return { endpoint, region, accessKeyId, secretAccessKey, createBucket, stop };
+    return { endpoint, tlsEndpoint: `https://127.0.0.1:${tlsPort}`, caFile: tls.ca, region, accessKeyId, secretAccessKey, createBucket, stop };
   } catch (e) {
     const logs = daemonLogs(dir);
     if (process.env.AIRLOCK_KEEP_CEPH) console.error(`kept ${dir}`);
@@ -99,7 +104,7 @@ export async function startCeph(): Promise<Ceph> {
   }
 }
 
-function cephConf(dir: string, fsid: string, monPort: number, rgwPort: number): string {
+function cephConf(dir: string, fsid: string, monPort: number, rgwPort: number, tlsPort: number, tls: Certificate): string {
   return `[global]
 fsid = ${fsid}
 mon host = v2:127.0.0.1:${monPort}
@@ -144,7 +149,7 @@ memstore device bytes = ${MEMSTORE_BYTES}
 
 [client.rgw]
 rgw data = ${dir}/rgw
-rgw frontends = beast endpoint=127.0.0.1:${rgwPort}
+rgw frontends = beast endpoint=127.0.0.1:${rgwPort} ssl_endpoint=127.0.0.1:${tlsPort} ssl_certificate=${tls.cert} ssl_private_key=${tls.key}
 objecter tick interval = 0.5
 rgw gc obj min wait = 5
 rgw gc processor period = 5
@@ -199,6 +204,24 @@ async function waitForGateway(endpoint: string, daemons: ChildProcess[]): Promis
       await new Promise((r) => setTimeout(r, 50));
     }
   }
+}
+
+interface Certificate {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+/** A throwaway CA and a certificate for 127.0.0.1 signed by it (openssl), for the TLS frontend. */
+async function makeCertificate(dir: string): Promise<Certificate> {
+  const tls = join(dir, 'tls');
+  mkdirSync(tls);
+  const [caKey, ca, key, csr, cert, ext] = ['ca.key', 'ca.pem', 'rgw.key', 'rgw.csr', 'rgw.pem', 'san.ext'].map((f) => join(tls, f)) as [string, string, string, string, string, string];
+  writeFileSync(ext, 'subjectAltName=IP:127.0.0.1\n');
+  await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', caKey, '-out', ca, '-days', '2', '-subj', '/CN=airlock test CA'], tls);
+  await run('openssl', ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', csr, '-subj', '/CN=127.0.0.1'], tls);
+  await run('openssl', ['x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext], tls);
+  return { ca, cert, key };
 }
 
 async function killHard(child: ChildProcess): Promise<void> {

@@ -275,6 +275,41 @@ describe('S3BlobStore on radosgw', () => {
     expect(failure!.message).toContain('no-such-bucket-here');
   });
 
+  it('speaks TLS to an endpoint whose certificate is signed by caFile, and refuses it without', async () => {
+    const secure = replica({ endpoint: ceph.tlsEndpoint, caFile: ceph.caFile });
+    const bytes = randomBytes(10 * MiB);
+    const digest = sha256(bytes);
+    const id = randomUUID();
+    await secure.createUpload(id);
+    await secure.appendUpload(id, Readable.from([bytes]));
+    await secure.commitUpload(id, digest, 'sha256');
+    expect((await readAll((await secure.open(digest, { start: 5, end: 9 }))!)).equals(bytes.subarray(5, 10))).toBe(true);
+    const untrusting = replica({ endpoint: ceph.tlsEndpoint });
+    const failure = await untrusting.ping().then(() => undefined, (e: unknown) => e as Error);
+    expect(failure).toBeInstanceOf(S3StoreError);
+    expect(failure!.message).toContain(ceph.tlsEndpoint);
+  });
+
+  it('takes credentials from the AWS_* environment variables when the config has none', async () => {
+    const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+    process.env.AWS_ACCESS_KEY_ID = ceph.accessKeyId;
+    process.env.AWS_SECRET_ACCESS_KEY = ceph.secretAccessKey;
+    try {
+      const fromEnv = replica({ accessKeyId: undefined, secretAccessKey: undefined });
+      await fromEnv.ping();
+      const bytes = randomBytes(1000);
+      const id = randomUUID();
+      await fromEnv.createUpload(id);
+      await fromEnv.appendUpload(id, Readable.from([bytes]));
+      expect(await fromEnv.commitUpload(id, sha256(bytes), 'sha256')).toBe(1000);
+    } finally {
+      if (saved.id === undefined) delete process.env.AWS_ACCESS_KEY_ID;
+      else process.env.AWS_ACCESS_KEY_ID = saved.id;
+      if (saved.secret === undefined) delete process.env.AWS_SECRET_ACCESS_KEY;
+      else process.env.AWS_SECRET_ACCESS_KEY = saved.secret;
+    }
+  });
+
   it('an unreachable endpoint fails with a message naming it', async () => {
     const gone = replica({ endpoint: 'http://127.0.0.1:9', bucket: 'b' });
     const failure = await gone.size(sha256(Buffer.from('y'))).then(() => undefined, (e: unknown) => e as Error);
