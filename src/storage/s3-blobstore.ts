@@ -14,6 +14,7 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -524,6 +525,37 @@ export class S3BlobStore implements BlobStore {
       await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId })).catch(() => undefined);
       throw this.failure('CompleteMultipartUpload', key, e);
     }
+  }
+
+  /**
+   * Aborts multipart uploads of blobs begun before `olderThanMs` ago and never completed (a
+   * replica that died while committing): invisible to readers, but they hold the store's space.
+   * For the periodic upload expiry; returns how many were aborted.
+   */
+  async abortStaleMultipartUploads(olderThanMs: number): Promise<number> {
+    const prefix = this.key('blobs/');
+    const before = Date.now() - olderThanMs;
+    let aborted = 0;
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    try {
+      for (;;) {
+        const page = await this.client.send(
+          new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+        );
+        for (const u of page.Uploads ?? []) {
+          if ((u.Initiated?.getTime() ?? 0) > before) continue;
+          await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key!, UploadId: u.UploadId! }));
+          aborted++;
+        }
+        if (!page.IsTruncated) break;
+        keyMarker = page.NextKeyMarker;
+        uploadIdMarker = page.NextUploadIdMarker;
+      }
+    } catch (e) {
+      throw this.failure('ListMultipartUploads', prefix, e);
+    }
+    return aborted;
   }
 
   async removeUpload(id: string): Promise<void> {

@@ -2,7 +2,7 @@
 // are ranged, an upload started by one replica is finished by another, big blobs stream through
 // multipart uploads without being held in memory, and pre-signed URLs serve the bytes to plain fetch.
 
-import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -216,6 +216,16 @@ describe('S3BlobStore on radosgw', () => {
     }
     // Holding the blob whole would take 128 MiB at least; parts in flight take a few times 8 MiB.
     expect(peak).toBeLessThan(96 * MiB);
+  });
+
+  it('aborts multipart uploads a dead replica left behind, and no others', async () => {
+    const own = replica({ prefix: `stale-${randomUUID()}` });
+    const key = own.blobKey(sha256(randomBytes(8)));
+    const started = await own.client.send(new CreateMultipartUploadCommand({ Bucket: own.bucket, Key: key }));
+    expect(await own.abortStaleMultipartUploads(60_000)).toBe(0);
+    expect(await own.abortStaleMultipartUploads(0)).toBe(1);
+    const left = await own.client.send(new ListMultipartUploadsCommand({ Bucket: own.bucket, Prefix: key }));
+    expect((left.Uploads ?? []).map((u) => u.UploadId)).not.toContain(started.UploadId);
   });
 
   it('removeUpload deletes every object of the session', async () => {
