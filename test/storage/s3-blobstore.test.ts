@@ -114,6 +114,16 @@ describe('S3BlobStore on radosgw', () => {
     expect(await keys(store, `airlock/uploads/${id}/`)).toEqual([]);
   });
 
+  it('commits and serves an empty blob', async () => {
+    const digest = sha256(Buffer.alloc(0));
+    const id = randomUUID();
+    await store.createUpload(id);
+    expect(await store.commitUpload(id, digest, 'sha256')).toBe(0);
+    expect(await store.size(digest)).toBe(0);
+    expect((await readAll((await store.open(digest))!)).length).toBe(0);
+    expect((await readAll((await store.open(digest, { start: 0, end: -1 }))!)).length).toBe(0);
+  });
+
   it('keys start at the bucket root when the prefix is empty', () => {
     const root = replica({ prefix: '' });
     const digest = sha256(Buffer.from('x'));
