@@ -28,6 +28,10 @@ import type { DigestAlgorithm } from '../registry/names.js';
 import { DigestMismatchError, TooLargeError, type BlobStore, type UploadWriter } from './blobstore.js';
 import { readBatches } from './read-batches.js';
 
+// Node 20 is airlock's runtime and the SDK is pinned to versions that support it: the SDK's notice
+// that later releases will need Node 22 would only alarm operators on every start.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 /** The `blobs: {s3: …}` configuration. Credentials left out come from the AWS_* environment variables. */
 export interface S3BlobStoreOptions {
   /** e.g. https://s3.example:443; absent means AWS itself. */
