@@ -227,9 +227,12 @@ export async function collectManifests(db: Queryable, memory: GcMemory, policy: 
                   OR EXISTS (SELECT 1 FROM tags t WHERE t.repo_id = m.repo_id AND t.digest = m.digest)
                   OR (m.subject IS NULL AND ($2::bigint IS NULL OR m.created_at >= $2::bigint))
                UNION
-               SELECT r.repo_id, r.child FROM kept k JOIN manifest_refs r ON r.repo_id = k.repo_id AND r.parent = k.digest WHERE r.kind = 'manifest'
-               UNION
-               SELECT m.repo_id, m.digest FROM kept k JOIN manifests m ON m.repo_id = k.repo_id AND m.subject = k.digest
+               -- PostgreSQL takes one recursive term: children and referrers of a kept manifest together.
+               SELECT x.repo_id, x.digest FROM kept k CROSS JOIN LATERAL (
+                 SELECT r.repo_id, r.child AS digest FROM manifest_refs r WHERE r.repo_id = k.repo_id AND r.parent = k.digest AND r.kind = 'manifest'
+                 UNION ALL
+                 SELECT m.repo_id, m.digest FROM manifests m WHERE m.repo_id = k.repo_id AND m.subject = k.digest
+               ) x
              )
              SELECT m.repo_id, r.name AS repo, m.digest, m.size FROM manifests m JOIN repositories r ON r.id = m.repo_id
              WHERE NOT EXISTS (SELECT 1 FROM kept k WHERE k.repo_id = m.repo_id AND k.digest = m.digest)
