@@ -7,6 +7,11 @@
 // re-checks its reason in the same statement (a conditional DELETE) or first locks the rows a
 // writer would have to change to invalidate it (FOR UPDATE), then checks with a fresh snapshot.
 //
+// How the store delegates: every method of those two blocks is the function of the same name here,
+// called with the pool first and the method's own arguments after it; collectManifests,
+// blobSweepCandidates, sweepBlobs and endCollection also take the store's GcMemory (made once with
+// createGcMemory()) right after the pool. backupTo is not here (pg_dump's job).
+//
 // A dry run's memory (the manifests a collection would remove, so the blob phase decides as if they
 // were gone) lives in a GcMemory object that the store keeps, one per store: a temp table would
 // belong to one pooled connection, and the phases of a collection run on whichever is free.
@@ -85,13 +90,16 @@ export async function countReferences(db: Queryable): Promise<number> {
 
 /** Forgets a blob entirely (its row and every repository's link), e.g. when its file is lost. */
 export async function forgetBlob(db: Queryable, digest: string): Promise<void> {
-  // One statement: the links and the row go together, and a link added meanwhile by another
-  // replica makes the blob's DELETE fail on the foreign key rather than leave a dangling link.
-  await db.query({
-    name: 'life_forget_blob',
-    text: `WITH links AS (DELETE FROM repo_blobs WHERE digest = $1)
-           DELETE FROM blobs WHERE digest = $1`,
-    values: [digest],
+  await transaction(db, async (tx) => {
+    // The row locked first: a replica linking the blob meanwhile waits on the foreign key, then
+    // finds it gone, instead of this DELETE failing on its new link.
+    await tx.query({ name: 'life_lock_blob', text: 'SELECT 1 FROM blobs WHERE digest = $1 FOR UPDATE', values: [digest] });
+    await tx.query({
+      name: 'life_forget_blob',
+      text: `WITH links AS (DELETE FROM repo_blobs WHERE digest = $1)
+             DELETE FROM blobs WHERE digest = $1`,
+      values: [digest],
+    });
   });
 }
 
