@@ -489,6 +489,57 @@ describe.each([sqlite, pgBackend])('MetadataStore contract on $name', (backend) 
       // Pushed at least once in every repository: nothing cached-only remains.
       expect(await a.cachedOnlyBytes()).toBe(0);
     });
+
+    it('never lose a pushed link to an eviction racing it on the other store', async () => {
+      const where = await backend.fresh();
+      const a = await backend.open(where);
+      const b = await backend.open(where);
+      for (let round = 0; round < 15; round++) {
+        const blob = sha(`raced ${round}`);
+        await a.linkBlob('mirror', blob, 50, true);
+        const [forgotten] = await Promise.all([
+          Promise.resolve(a.forgetCachedBlob(blob, Date.now() + 60_000)),
+          Promise.resolve(b.linkBlob('local', blob, 50, false)),
+        ]);
+        // Whichever came first, the push was acknowledged: its link and the blob row hold.
+        expect(await a.linkedBlobSize('local', blob)).toBe(50);
+        expect(await b.blobSize(blob)).toBe(50);
+        // The cached link survives exactly when the eviction lost the race.
+        expect((await a.linkedBlobSize('mirror', blob)) !== undefined).toBe(!forgotten);
+      }
+      const stored = await a.totals();
+      expect(stored).toMatchObject({ blobs: 15, bytes: 750 });
+    });
+
+    it('keep totals exact while both stores put and delete manifests of shared repositories', async () => {
+      const where = await backend.fresh();
+      const a = await backend.open(where);
+      const b = await backend.open(where);
+      const ms = Array.from({ length: 6 }, (_, i) => manifest(`churn ${i}`));
+      const work: Promise<unknown>[] = [];
+      for (let i = 0; i < 24; i++) {
+        const store = i % 2 === 0 ? a : b;
+        const m = ms[i % ms.length]!;
+        const repo = `churn${i % 3}`;
+        work.push(
+          (async () => {
+            await store.putManifest(repo, m, `t${i % 4}`);
+            if (i % 3 === 0) await store.deleteManifest(repo, m.digest);
+          })(),
+        );
+      }
+      await Promise.all(work);
+      // Recount from what is stored, through the public reads.
+      let repositories = 0;
+      const digests = new Set<string>();
+      for (const repo of ['churn0', 'churn1', 'churn2']) {
+        if (!(await a.repositoryExists(repo))) continue;
+        repositories++;
+        const missing = new Set(await a.missingManifests(repo, ms.map((m) => m.digest)));
+        for (const m of ms) if (!missing.has(m.digest)) digests.add(m.digest);
+      }
+      expect(await b.totals()).toMatchObject({ repositories, manifests: digests.size });
+    });
   });
 });
 
