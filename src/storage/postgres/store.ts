@@ -241,63 +241,56 @@ export class PostgresMetadataStore implements AsyncMetadataStore {
     const now = Date.now();
     const cached = m.cached ? 1 : 0;
     const repoId = await this.ensureRepoId(repo);
-    await inTransaction(this.pool, async (tx) => {
-      // Pushed over a cached copy, a manifest becomes pushed content; pushed again, its age for
-      // GC's untagged policy starts anew. Two replicas storing it at once: the second updates.
-      await tx.query(
+    const children = [...m.blobRefs, ...m.manifestRefs];
+    const kinds = [...m.blobRefs.map(() => 'blob'), ...m.manifestRefs.map(() => 'manifest')];
+    // One statement (atomic, one round trip): the storage_totals trigger locks the totals row
+    // until commit, so a multi-statement transaction would hold every other writer back for
+    // several round trips. Pushed over a cached copy, a manifest becomes pushed content; pushed
+    // again, its age for GC's untagged policy starts anew; two replicas storing it at once: the
+    // second updates. Pushed content pins the cached blobs it uses (no longer evictable).
+    await retrying(() =>
+      this.pool.query(
         stmt(
-          'insert_manifest',
-          `INSERT INTO manifests (repo_id, digest, media_type, size, content, subject, artifact_type, annotations, cached, created_at, last_access)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
-           ON CONFLICT (repo_id, digest) DO UPDATE SET cached = LEAST(manifests.cached, excluded.cached),
-             created_at = CASE WHEN excluded.cached = 0 THEN excluded.created_at ELSE manifests.created_at END`,
-          [repoId, m.digest, m.mediaType, m.size, m.content, m.subject, m.artifactType, m.annotations, cached, now],
+          'put_manifest',
+          `WITH manifest AS (
+             INSERT INTO manifests (repo_id, digest, media_type, size, content, subject, artifact_type, annotations, cached, created_at, last_access)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+             ON CONFLICT (repo_id, digest) DO UPDATE SET cached = LEAST(manifests.cached, excluded.cached),
+               created_at = CASE WHEN excluded.cached = 0 THEN excluded.created_at ELSE manifests.created_at END
+           ), refs AS (
+             INSERT INTO manifest_refs (repo_id, parent, child, kind)
+             SELECT $1, $2, t.child, t.kind FROM unnest($11::text[], $12::text[]) AS t(child, kind)
+             ON CONFLICT DO NOTHING
+           ), pinned AS (
+             UPDATE repo_blobs SET cached = 0 WHERE $9 = 0 AND repo_id = $1 AND digest = ANY($13::text[]) AND cached = 1
+           ), tagged AS (
+             INSERT INTO tags (repo_id, name, digest, cached, updated_at) SELECT $1, $14::text, $2, $9, $10 WHERE $14::text IS NOT NULL
+             ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, cached = excluded.cached, updated_at = excluded.updated_at
+           )
+           SELECT 1`,
+          [repoId, m.digest, m.mediaType, m.size, m.content, m.subject, m.artifactType, m.annotations, cached, now, children, kinds, m.blobRefs, tag ?? null],
         ),
-      );
-      const children = [...m.blobRefs, ...m.manifestRefs];
-      if (children.length > 0) {
-        const kinds = [...m.blobRefs.map(() => 'blob'), ...m.manifestRefs.map(() => 'manifest')];
-        await tx.query(
-          stmt(
-            'insert_refs',
-            `INSERT INTO manifest_refs (repo_id, parent, child, kind)
-             SELECT $1, $2, t.child, t.kind FROM unnest($3::text[], $4::text[]) AS t(child, kind)
-             ON CONFLICT DO NOTHING`,
-            [repoId, m.digest, children, kinds],
-          ),
-        );
-      }
-      // Pushed content keeps what it references: a cached blob it uses is no longer evictable.
-      if (!cached && m.blobRefs.length > 0) {
-        await tx.query(
-          stmt('pin_blobs', 'UPDATE repo_blobs SET cached = 0 WHERE repo_id = $1 AND digest = ANY($2::text[]) AND cached = 1', [
-            repoId,
-            m.blobRefs,
-          ]),
-        );
-      }
-      if (tag !== undefined) {
-        await tx.query(
-          stmt(
-            'upsert_tag',
-            `INSERT INTO tags (repo_id, name, digest, cached, updated_at) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, cached = excluded.cached, updated_at = excluded.updated_at`,
-            [repoId, tag, m.digest, cached, now],
-          ),
-        );
-      }
-    });
+      ),
+    );
   }
 
   async deleteManifest(repo: string, digest: string): Promise<boolean> {
     const id = await this.findRepoId(repo);
     if (id === undefined) return false;
-    return inTransaction(this.pool, async (tx) => {
-      const deleted = await tx.query(stmt('delete_manifest', 'DELETE FROM manifests WHERE repo_id = $1 AND digest = $2', [id, digest]));
-      await tx.query(stmt('delete_refs', 'DELETE FROM manifest_refs WHERE repo_id = $1 AND parent = $2', [id, digest]));
-      await tx.query(stmt('delete_tags_of', 'DELETE FROM tags WHERE repo_id = $1 AND digest = $2', [id, digest]));
-      return (deleted.rowCount ?? 0) > 0;
-    });
+    // One statement: the manifest, its references and every tag pointing at it go together.
+    const { rows } = await retrying(() =>
+      this.pool.query(
+        stmt(
+          'delete_manifest',
+          `WITH manifest AS (DELETE FROM manifests WHERE repo_id = $1 AND digest = $2 RETURNING 1),
+                refs AS (DELETE FROM manifest_refs WHERE repo_id = $1 AND parent = $2),
+                tagged AS (DELETE FROM tags WHERE repo_id = $1 AND digest = $2)
+           SELECT COUNT(*) AS n FROM manifest`,
+          [id, digest],
+        ),
+      ),
+    );
+    return (rows[0]!.n as number) > 0;
   }
 
   async deleteTag(repo: string, tag: string): Promise<boolean> {
