@@ -1,4 +1,8 @@
 // The connection pool to the shared PostgreSQL, and the one way to run a transaction on it.
+//
+// Hot queries are named prepared statements (`{ name, text, values }`): each connection parses a
+// name's SQL once. A name must always carry the same text, so each file prefixes its own
+// (store.ts `core_`, dashboard.ts `dash_`, ...).
 
 import pg from 'pg';
 
