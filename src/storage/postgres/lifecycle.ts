@@ -177,10 +177,11 @@ function doomedArrays(memory: GcMemory): [number[], string[]] {
  * A reference counts unless its manifest is doomed; `$D1`/`$D2` are the doomed (repo_id, digest)
  * arrays (empty outside a dry run: a real collection has deleted them already).
  */
+// NOT IN over an uncorrelated subquery: PostgreSQL hashes the doomed set once per statement
+// (a correlated NOT EXISTS scanned the whole array for every reference: quadratic in a dry run).
 const liveRef = (repoCondition: string, child: string, d1: string, d2: string) =>
   `EXISTS (SELECT 1 FROM manifest_refs r WHERE ${repoCondition} r.child = ${child}
-           AND NOT EXISTS (SELECT 1 FROM unnest(${d1}::bigint[], ${d2}::text[]) AS d(repo_id, digest)
-                           WHERE d.repo_id = r.repo_id AND d.digest = r.parent))`;
+           AND (r.repo_id, r.parent) NOT IN (SELECT d.repo_id, d.digest FROM unnest(${d1}::bigint[], ${d2}::text[]) AS d(repo_id, digest)))`;
 
 /**
  * Linked, served or asked about within the grace period: kept (a client that just found the blob
@@ -305,12 +306,17 @@ export async function blobSweepCandidates(
   const [d1, d2] = doomedArrays(memory);
   const { rows } = await db.query<{ digest: string }>({
     name: 'life_sweep_candidates',
-    text: `SELECT b.digest FROM blobs b
-           WHERE b.digest > $1 AND ($2::text IS NULL OR b.digest <= $2::text)
-             AND (EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest AND ${removableLink('$3', '$4', '$5')})
-                  OR (b.created_at < $3 AND b.last_access < $3 AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest)))
-           ORDER BY b.digest`,
-    values: [after, upto ?? null, policy.graceBefore, d1, d2],
+    // The page is the next pageSize blobs by digest (one index range), whatever plan is cached; its
+    // two kinds of candidates are two queries, so each check is a join the planner can probe by
+    // index (under one OR, the unlinked check became a hash of every link, built for every page).
+    text: `WITH page AS MATERIALIZED (SELECT digest, created_at, last_access FROM blobs WHERE digest > $1 ORDER BY digest LIMIT $2)
+           SELECT b.digest FROM page b
+           WHERE EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest AND ${removableLink('$3', '$4', '$5')})
+           UNION
+           SELECT b.digest FROM page b
+           WHERE b.created_at < $3 AND b.last_access < $3 AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest)
+           ORDER BY digest`,
+    values: [after, pageSize, policy.graceBefore, d1, d2],
   });
   return { digests: rows.map((r) => r.digest), next: upto };
 }
