@@ -557,3 +557,31 @@ describe('cache eviction on PostgreSQL', () => {
     }
   });
 });
+
+describe('two replicas on one PostgreSQL', () => {
+  it('share audit, history and listings, and keep their collections apart', async () => {
+    const url = await server.createDatabase();
+    const [a, b] = await Promise.all([PostgresMetadataStore.open(url), PostgresMetadataStore.open(url)]);
+    try {
+      await seedForGc(a);
+      const event = (user: string, at: number) => ({ at, action: 'push', user, repo: 'r', digest: null, tag: null, code: null, remote: null });
+      await Promise.all([a.addAuditEvents([event('on-a', 1)], 100), b.addAuditEvents([event('on-b', 2)], 100)]);
+      expect((await a.recentAuditEvents(10)).map((e) => e.user).sort()).toEqual(['on-a', 'on-b']);
+      await b.addHistoryPoint({ at: 60_000, hits: 1, misses: 0, staleServed: 0, bytesFromCache: 0, bytesFromUpstream: 0, storageBytes: 0 });
+      expect((await a.history(0)).map((p) => p.at)).toEqual([60_000]);
+      expect((await b.listImages('r')).map((i) => i.tags)).toEqual([['v1'], [], [], []]);
+
+      // A dry run remembered on A does not leak into B's collection, which removes for real.
+      const policy = { graceBefore: FUTURE(), untaggedBefore: FUTURE(), dryRun: true };
+      const dry = await a.collectManifests(policy);
+      expect(dry.map((m) => m.digest).sort()).toEqual([d('2'), d('4'), d('5')]);
+      const real = await collect(b, { ...policy, dryRun: false });
+      expect(real.manifests.map((m) => m.digest).sort()).toEqual([d('2'), d('4'), d('5')]);
+      await a.endCollection();
+      expect((await a.repositoryManifests('r', 10)).map((m) => m.digest)).toEqual([d('1')]);
+      expect(await a.blobTotals()).toEqual({ blobs: 2, bytes: 3 });
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+});
