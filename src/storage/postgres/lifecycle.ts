@@ -174,18 +174,18 @@ function doomedArrays(memory: GcMemory): [number[], string[]] {
 }
 
 /**
- * A reference counts unless its manifest is doomed; `$D1`/`$D2` are the doomed (repo_id, digest)
- * arrays (empty outside a dry run: a real collection has deleted them already).
+ * A reference counts unless its manifest is doomed; `d1`/`d2` are the placeholders of the doomed
+ * (repo_id, digest) arrays (empty outside a dry run: a real collection has deleted them already).
+ * NOT IN over an uncorrelated subquery: PostgreSQL hashes the doomed set once per statement (a
+ * correlated NOT EXISTS scanned the whole array for every reference: quadratic in a dry run).
  */
-// NOT IN over an uncorrelated subquery: PostgreSQL hashes the doomed set once per statement
-// (a correlated NOT EXISTS scanned the whole array for every reference: quadratic in a dry run).
 const liveRef = (repoCondition: string, child: string, d1: string, d2: string) =>
   `EXISTS (SELECT 1 FROM manifest_refs r WHERE ${repoCondition} r.child = ${child}
            AND (r.repo_id, r.parent) NOT IN (SELECT d.repo_id, d.digest FROM unnest(${d1}::bigint[], ${d2}::text[]) AS d(repo_id, digest)))`;
 
 /**
  * Linked, served or asked about within the grace period: kept (a client that just found the blob
- * here may be about to push a manifest referencing it). `$G` is graceBefore.
+ * here may be about to push a manifest referencing it). `g` is graceBefore's placeholder.
  */
 const removableLink = (g: string, d1: string, d2: string) =>
   `rb.created_at < ${g} AND b.last_access < ${g} AND NOT ${liveRef('r.repo_id = rb.repo_id AND', 'rb.digest', d1, d2)}`;
