@@ -53,7 +53,7 @@ export async function transaction<T>(db: Queryable, fn: (tx: Queryable) => Promi
 }
 
 export async function findRepoId(db: Queryable, name: string): Promise<number | undefined> {
-  const { rows } = await db.query<{ id: string | number }>({ name: 'feat_repo_id', text: 'SELECT id FROM repositories WHERE name = $1', values: [name] });
+  const { rows } = await db.query<{ id: string | number }>({ name: 'dash_repo_id', text: 'SELECT id FROM repositories WHERE name = $1', values: [name] });
   return rows[0] ? Number(rows[0].id) : undefined;
 }
 
