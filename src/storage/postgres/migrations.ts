@@ -223,6 +223,25 @@ export const PG_MIGRATIONS: string[] = [
   CREATE TRIGGER storage_totals_blob AFTER INSERT OR DELETE OR UPDATE OF size ON blobs
     FOR EACH ROW EXECUTE FUNCTION storage_totals_blob();
   `,
+  `
+  -- Removing manifests is counted once per statement, not once per row: a row trigger's "is any
+  -- manifest of this repository left?" walked every row the same statement had just deleted, so a
+  -- collection removing thousands of one repository's manifests took quadratic time.
+  DROP TRIGGER storage_totals_manifest_out ON manifests;
+  CREATE FUNCTION storage_totals_manifests_out() RETURNS trigger LANGUAGE plpgsql AS $$
+  BEGIN
+    PERFORM 1 FROM storage_totals WHERE id = 1 FOR UPDATE;
+    UPDATE storage_totals SET
+      repositories = repositories - (SELECT COUNT(*) FROM (SELECT DISTINCT repo_id FROM gone) g
+                                     WHERE NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = g.repo_id)),
+      manifests = manifests - (SELECT COUNT(*) FROM (SELECT DISTINCT digest FROM gone) g
+                               WHERE NOT EXISTS (SELECT 1 FROM manifests m WHERE m.digest = g.digest))
+    WHERE id = 1;
+    RETURN NULL;
+  END $$;
+  CREATE TRIGGER storage_totals_manifests_out AFTER DELETE ON manifests
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION storage_totals_manifests_out();
+  `,
 ];
 
 /**
