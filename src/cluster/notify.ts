@@ -104,7 +104,12 @@ export class ChangeFeed {
   }
 
   private async listen(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.connectionString, keepAlive: true });
+    const client = new pg.Client({
+      connectionString: this.connectionString,
+      keepAlive: true,
+      // Shows in pg_stat_activity whose listening connection this is.
+      application_name: `airlock ${this.options.replicaId} changes`.slice(0, 63),
+    });
     // Without an 'error' listener a dropped connection would crash the process.
     client.on('error', (err) => this.dropped(client, err));
     client.on('end', () => this.dropped(client));

@@ -26,8 +26,7 @@ afterAll(async () => {
 async function replica(replicaId: string, extra: { backoffMs?: number; checkEveryMs?: number } = {}): Promise<ChangeFeed> {
   const pool = newPool(url);
   pools.push(pool);
-  // application_name lets the test find (and kill) exactly this replica's listening connection.
-  const feed = await ChangeFeed.start(`${url}?application_name=${encodeURIComponent(`feed-${replicaId}`)}`, { replicaId, pool, ...extra });
+  const feed = await ChangeFeed.start(url, { replicaId, pool, ...extra });
   feeds.push(feed);
   return feed;
 }
@@ -76,7 +75,7 @@ describe('ChangeFeed', () => {
     const keys: string[] = [];
     b.on('repo', (key) => keys.push(key));
 
-    const killed = await terminateBackends(url, 'application_name = $1', ['feed-f']);
+    const killed = await terminateBackends(url, 'application_name = $1', ['airlock f changes']);
     expect(killed).toBe(1);
     await eventually(() => resyncs === 1 && b.connected, 20_000, 'the resync');
 
@@ -101,7 +100,7 @@ describe('ChangeFeed', () => {
     const admin = newPool(adminUrl.toString());
     pools.push(admin);
     await admin.query(`ALTER DATABASE "${dbName}" ALLOW_CONNECTIONS false`);
-    await terminateBackends(adminUrl.toString(), 'application_name = $1', ['feed-h']);
+    await terminateBackends(adminUrl.toString(), 'application_name = $1', ['airlock h changes']);
     await eventually(() => !b.connected, 20_000, 'the drop');
     await new Promise((r) => setTimeout(r, 300)); // let a few reconnects fail
     expect(resyncs).toBe(0);
@@ -137,7 +136,7 @@ describe('syncManifestCache', () => {
     await eventually(() => cacheB.get('ocp4/release', '4.16.0') === undefined, 20_000, 'the invalidation');
     expect(cacheB.get('other/repo', 'latest')?.digest).toBe('sha256:bb');
 
-    await terminateBackends(url, 'application_name = $1', ['feed-j']);
+    await terminateBackends(url, 'application_name = $1', ['airlock j changes']);
     await eventually(() => cacheB.get('other/repo', 'latest') === undefined, 20_000, 'the resync clearing the cache');
   });
 });
