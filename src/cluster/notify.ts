@@ -48,6 +48,8 @@ export class ChangeFeed {
   private closed = false;
   private reconnecting: Promise<void> | undefined;
   private checkTimer: NodeJS.Timeout | undefined;
+  /** The connection whose health check is still unanswered. */
+  private checking: pg.Client | undefined;
   private readonly channel: string;
 
   private constructor(
@@ -149,11 +151,24 @@ export class ChangeFeed {
     }
   }
 
-  /** A cheap round trip on the idle listening connection finds a socket that died silently. */
+  /**
+   * A cheap round trip on the idle listening connection finds a socket that died silently: one
+   * that errors, or that has not answered the previous check by the next one.
+   */
   private check(): void {
     const client = this.client;
     if (!client) return;
-    client.query('SELECT 1').catch((e: Error) => this.dropped(client, e));
+    if (this.checking === client) {
+      this.dropped(client, new Error('the listening connection stopped answering'));
+      return;
+    }
+    this.checking = client;
+    client.query('SELECT 1').then(
+      () => {
+        if (this.checking === client) this.checking = undefined;
+      },
+      (e: Error) => this.dropped(client, e),
+    );
   }
 
   private dropped(client: pg.Client, err?: Error): void {

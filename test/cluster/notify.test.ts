@@ -112,6 +112,34 @@ describe('ChangeFeed', () => {
   });
 });
 
+describe('ChangeFeed on a connection that stops answering', () => {
+  it('notices at its next check, reconnects and reports a resync', async () => {
+    const a = await replica('k');
+    const b = await replica('l', { backoffMs: 20, checkEveryMs: 100 });
+    let resyncs = 0;
+    b.onResync(() => resyncs++);
+    const keys: string[] = [];
+    b.on('repo', (key) => keys.push(key));
+
+    // Freeze the backend serving B's listening connection: the socket stays open but silent, as
+    // behind a dead network path, so only the health check can tell.
+    const admin = newPool(url);
+    pools.push(admin);
+    const { rows } = await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE application_name = $1', ['airlock l changes']);
+    const pid = rows[0]!.pid;
+    // (On a loaded machine a slow check may already have cycled the connection: count from here.)
+    const before = resyncs;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      await eventually(() => resyncs > before, 20_000, 'the resync');
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    await a.publish('repo', 'after-freeze');
+    await eventually(() => keys.includes('after-freeze'), 20_000, 'a notification on the new connection');
+  });
+});
+
 describe('syncManifestCache', () => {
   const manifest = (digest: string): ManifestRecord => ({
     digest,
