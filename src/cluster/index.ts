@@ -9,7 +9,7 @@ import { ChangeFeed } from './notify.js';
 import { ensureClusterSchema } from './schema.js';
 
 export { ChangeFeed, CHANGES_CHANNEL, type Change, type ChangeKind } from './notify.js';
-export { Lease, LeaseManager, type WaitOptions, type WaitResult } from './leases.js';
+export { Lease, LeaseManager, type FillOnceOptions, type WaitOptions, type WaitResult } from './leases.js';
 export { LeaderElection, type LeaderRole, type LeaderRun } from './leader.js';
 export { syncManifestCache } from './manifest-sync.js';
 export { ensureClusterSchema } from './schema.js';

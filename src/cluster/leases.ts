@@ -36,6 +36,18 @@ export interface WaitOptions {
   signal?: AbortSignal;
 }
 
+export interface FillOnceOptions {
+  /** Lease lifetime: how long a dead holder keeps the others waiting. Renewed every ttlMs/3. */
+  ttlMs: number;
+  /** The longest this caller waits for another replica's fill. */
+  timeoutMs: number;
+  /** "Is the blob stored now?" — checked before filling, and by waiters on every wake-up. */
+  isDone: () => boolean | Promise<boolean>;
+  /** The transfer itself, run while holding the lease; resolves once the blob is stored. */
+  fill: (lease: Lease) => Promise<void>;
+  signal?: AbortSignal;
+}
+
 const ACQUIRE = `
   INSERT INTO fill_leases AS l (digest, owner, expires_at)
   VALUES ($1, $2, clock_timestamp() + $3::float8 * interval '1 millisecond')
@@ -205,6 +217,36 @@ export class LeaseManager {
       set.delete(waiter);
       if (set.size === 0 && this.waiters.get(digest) === set) this.waiters.delete(digest);
       options.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /**
+   * The whole protocol for one upstream transfer per blob across the cluster: runs `fill` here if
+   * this replica wins the lease ('filled'), else waits for the replica that won ('done' once
+   * isDone() holds). A holder that fails or dies leaves the lease free, and one of the waiters
+   * fills instead. `fill`'s own failure is thrown to its caller only; `signal` in its lease tells
+   * it to stop when the lease is lost. Throws when another replica's fill outlasts timeoutMs.
+   */
+  async fillOnce(digest: string, options: FillOnceOptions): Promise<'filled' | 'done'> {
+    const deadline = Date.now() + options.timeoutMs;
+    for (;;) {
+      if (await options.isDone()) return 'done';
+      const lease = await this.tryAcquire(digest, options.ttlMs);
+      if (lease) {
+        try {
+          // Stored between our check and our lease (its holder released just then): nothing to do.
+          if (await options.isDone()) return 'done';
+          await options.fill(lease);
+          return 'filled';
+        } finally {
+          await lease.release().catch((e: Error) => this.log?.warn({ digest, err: e.message }, 'fill lease: release failed (it will expire)'));
+        }
+      }
+      const left = deadline - Date.now();
+      const outcome = left > 0 ? await this.waitFor(digest, { timeoutMs: left, isDone: options.isDone, signal: options.signal }) : 'timeout';
+      if (outcome === 'done') return 'done';
+      if (outcome === 'timeout') throw new Error(`another replica has been filling ${digest} for longer than ${options.timeoutMs} ms`);
+      // 'free': the holder gave up or died without storing it; race for the lease again.
     }
   }
 

@@ -143,3 +143,92 @@ describe('fill leases', () => {
     await takeover!.release();
   });
 });
+
+describe('fillOnce', () => {
+  const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+  it('20 concurrent requests for one blob, split across two replicas, cause one fill', async () => {
+    const a = await replica('n');
+    const b = await replica('o');
+    const digest = newDigest();
+    const store = new Set<string>(); // stands for the shared blob store
+    let fills = 0;
+    const fill = async (): Promise<void> => {
+      fills++;
+      await sleep(300); // the upstream transfer
+      store.add(digest);
+    };
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).leases.fillOnce(digest, { ttlMs: 10_000, timeoutMs: 30_000, isDone: () => store.has(digest), fill })),
+    );
+    expect(fills).toBe(1);
+    expect(results.filter((r) => r === 'filled')).toHaveLength(1);
+    expect(results.filter((r) => r === 'done')).toHaveLength(19);
+    expect(await a.leases.holder(digest)).toBeUndefined();
+  });
+
+  it('a fill that fails fails its own caller only; a waiter then fills', async () => {
+    const a = await replica('p');
+    const b = await replica('q');
+    const digest = newDigest();
+    const store = new Set<string>();
+    let fills = 0;
+    const fill = async (): Promise<void> => {
+      fills++;
+      await sleep(200);
+      if (fills === 1) throw new Error('upstream reset the connection');
+      store.add(digest);
+    };
+    const results = await Promise.allSettled(
+      Array.from({ length: 6 }, (_, i) => (i % 2 ? a : b).leases.fillOnce(digest, { ttlMs: 10_000, timeoutMs: 30_000, isDone: () => store.has(digest), fill })),
+    );
+    expect(fills).toBe(2);
+    const rejected = results.filter((r) => r.status === 'rejected');
+    expect(rejected).toHaveLength(1);
+    expect(String((rejected[0] as PromiseRejectedResult).reason)).toMatch(/upstream reset the connection/);
+    const values = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    expect(values.sort()).toEqual(['done', 'done', 'done', 'done', 'filled']);
+  });
+
+  it('a replica killed mid-fill leaves the other to finish once its lease expires', async () => {
+    const a = await replica('r', { feed: false });
+    const b = await replica('s', { pollMs: 100 });
+    const digest = newDigest();
+    const store = new Set<string>();
+    let started!: () => void;
+    const aFilling = new Promise<void>((r) => (started = r));
+    // A takes the lease and "dies" mid-transfer: its connections go, its fill never ends.
+    void a.leases.fillOnce(digest, {
+      ttlMs: 1_000,
+      timeoutMs: 30_000,
+      isDone: () => store.has(digest),
+      fill: async () => {
+        started();
+        await a.pool.end();
+        await new Promise(() => {});
+      },
+    });
+    await aFilling;
+    const result = await b.leases.fillOnce(digest, {
+      ttlMs: 10_000,
+      timeoutMs: 30_000,
+      isDone: () => store.has(digest),
+      fill: async () => {
+        store.add(digest);
+      },
+    });
+    expect(result).toBe('filled');
+    expect(store.has(digest)).toBe(true);
+  });
+
+  it('gives up with a clear error when another replica\'s fill outlasts timeoutMs', async () => {
+    const a = await replica('t');
+    const b = await replica('u', { pollMs: 50 });
+    const digest = newDigest();
+    const lease = await a.leases.tryAcquire(digest, 600_000);
+    await expect(b.leases.fillOnce(digest, { ttlMs: 1_000, timeoutMs: 300, isDone: () => false, fill: async () => {} })).rejects.toThrow(
+      `another replica has been filling ${digest} for longer than 300 ms`,
+    );
+    await lease!.release();
+  });
+});
