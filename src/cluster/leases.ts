@@ -250,6 +250,15 @@ export class LeaseManager {
     }
   }
 
+  /**
+   * Deletes leases expired for longer than graceMs: rows of holders that died, for digests nobody
+   * asked for again. For a periodic leader job (e.g. beside upload expiry); returns how many.
+   */
+  async sweepExpired(graceMs = 60_000): Promise<number> {
+    const { rowCount } = await this.pool.query("DELETE FROM fill_leases WHERE expires_at < clock_timestamp() - $1::float8 * interval '1 millisecond'", [graceMs]);
+    return rowCount ?? 0;
+  }
+
   /** Stops every heartbeat and releases what this replica holds (graceful shutdown). */
   async close(): Promise<void> {
     for (const off of this.unsubscribe.splice(0)) off();

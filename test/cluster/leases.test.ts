@@ -144,6 +144,20 @@ describe('fill leases', () => {
   });
 });
 
+describe('sweepExpired', () => {
+  it('deletes the rows of leases long expired, and no live one', async () => {
+    const a = await replica('v');
+    const dead = newDigest();
+    const live = newDigest();
+    await a.pool.query("INSERT INTO fill_leases (digest, owner, expires_at) VALUES ($1, 'gone#1', clock_timestamp() - interval '2 minutes')", [dead]);
+    const lease = await a.leases.tryAcquire(live, 600_000);
+    expect(await a.leases.sweepExpired(60_000)).toBe(1);
+    const { rows } = await a.pool.query('SELECT digest FROM fill_leases WHERE digest = ANY($1)', [[dead, live]]);
+    expect(rows).toEqual([{ digest: live }]);
+    await lease!.release();
+  });
+});
+
 describe('fillOnce', () => {
   const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
