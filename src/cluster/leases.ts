@@ -75,7 +75,7 @@ export class Lease {
     startedAt: number,
   ) {
     this.renewedAt = startedAt;
-    this.timer = setInterval(() => void this.renew(), Math.max(10, Math.floor(ttlMs / 3)));
+    this.timer = setInterval(() => this.beat(), Math.max(10, Math.floor(ttlMs / 3)));
     this.timer.unref();
   }
 
@@ -109,6 +109,15 @@ export class Lease {
       if (Date.now() - this.renewedAt >= this.ttlMs) this.lose(`the lease could not be renewed for ${this.ttlMs} ms: ${(e as Error).message}`);
       return false;
     }
+  }
+
+  /** One heartbeat. Renewals that hang (a database that stopped answering) count as failed ones. */
+  private beat(): void {
+    if (Date.now() - this.renewedAt >= this.ttlMs) {
+      this.lose(`the lease could not be renewed for ${this.ttlMs} ms: the database did not answer`);
+      return;
+    }
+    void this.renew();
   }
 
   /** Ends the lease and wakes its waiters, here and on other replicas. Safe to call twice. */

@@ -1,7 +1,7 @@
 // Fill leases on a real PostgreSQL, between "replicas" that each have their own pool (and feed):
 // one winner per digest, waiters woken by the release, and a dead holder's lease taken over.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type pg from 'pg';
+import pg from 'pg';
 import { LeaseManager } from '../../src/cluster/leases.js';
 import { ChangeFeed } from '../../src/cluster/notify.js';
 import { ensureClusterSchema } from '../../src/cluster/schema.js';
@@ -124,6 +124,30 @@ describe('fill leases', () => {
     await eventually(() => lease!.lost, 20_000, 'the dead holder to notice');
     expect(lease!.signal.aborted).toBe(true);
     await takeover!.release();
+  });
+
+  it('a holder whose database stops answering counts its lease lost after the TTL', async () => {
+    // One connection, as a fully stuck database would be: no fresh connection to renew on.
+    const pool = new pg.Pool({ connectionString: url, application_name: 'frozen-holder', max: 1 });
+    pool.on('error', () => {});
+    pools.push(pool);
+    const a = new LeaseManager({ pool, replicaId: 'w' });
+    const b = await replica('x', { pollMs: 100 });
+    const digest = newDigest();
+    const lease = await a.tryAcquire(digest, 1_000);
+    expect(lease).toBeDefined();
+    // Freeze the backends of A's pool: its renewals hang rather than fail.
+    const { rows } = await b.pool.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE application_name = $1', ['frozen-holder']);
+    expect(rows.length).toBeGreaterThan(0);
+    for (const { pid } of rows) process.kill(pid, 'SIGSTOP');
+    try {
+      await eventually(() => lease!.lost, 20_000, 'the frozen holder to count its lease lost');
+      expect(String(lease!.signal.reason)).toMatch(/could not be renewed/);
+      expect(await b.leases.waitFor(digest, { timeoutMs: 30_000 })).toBe('free');
+      expect(await b.leases.tryAcquire(digest, 1_000)).toBeDefined();
+    } finally {
+      for (const { pid } of rows) process.kill(pid, 'SIGCONT');
+    }
   });
 
   it('a holder whose expired lease was taken over learns it at its next renewal, and its release leaves the new lease alone', async () => {
