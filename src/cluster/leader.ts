@@ -11,6 +11,10 @@ export type LeaderRun<T> = { leader: true; value: T } | { leader: false };
 export interface LeaderElectionOptions {
   replicaId: string;
   log?: Logger;
+  /** A connect or check taking longer counts as a lost connection (default 5 s). */
+  timeoutMs?: number;
+  /** While a job runs, its role's connection is checked this often (default 15 s). */
+  checkEveryMs?: number;
 }
 
 interface RoleState {
@@ -50,7 +54,18 @@ export class LeaderElection {
     const attempt = state.turn.then(() => this.lead(role, state));
     state.turn = attempt.catch(() => {});
     if (!(await attempt)) return { leader: false };
-    return { leader: true, value: await fn(state.lost.signal) };
+    // A connection that dies silently (no error, no end) would leave the job running unaware that
+    // another replica may soon lead: check it while the job runs.
+    const client = state.client;
+    const timer = setInterval(() => {
+      if (client && state.client === client) this.check(client).catch((e: Error) => this.dropped(role, state, client, e));
+    }, this.options.checkEveryMs ?? 15_000);
+    timer.unref();
+    try {
+      return { leader: true, value: await fn(state.lost.signal) };
+    } finally {
+      clearInterval(timer);
+    }
   }
 
   /** Whether this replica held the role's lock at its last check. */
@@ -86,18 +101,39 @@ export class LeaderElection {
       const client = state.client ?? (await this.connect(role, state));
       if (state.held) {
         // A round trip proves the session (and so the lock) is still there.
-        await client.query('SELECT 1');
+        await this.check(client);
         return state.client === client && state.held;
       }
-      const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS locked', [ADVISORY_NAMESPACE, roleKey(role)]);
+      const { rows } = await this.timed(client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS locked', [ADVISORY_NAMESPACE, roleKey(role)]));
       if (!rows[0]?.locked || state.client !== client) return false;
       state.held = true;
       this.options.log?.info({ role, replica: this.options.replicaId }, 'leader: this replica now runs the role');
       return true;
     } catch (e) {
       this.options.log?.warn({ role, err: (e as Error).message, database: redactUrl(this.connectionString) }, 'leader: could not check leadership');
-      if (state.client) this.dropped(role, state, state.client);
+      if (state.client) this.dropped(role, state, state.client, e as Error);
       return false;
+    }
+  }
+
+  /** SELECT 1 within the timeout, or a rejection. */
+  private async check(client: pg.Client): Promise<void> {
+    await this.timed(client.query('SELECT 1'));
+  }
+
+  /** The query's result, or a rejection once the timeout passes (a frozen database never answers). */
+  private async timed<T>(query: Promise<T>): Promise<T> {
+    const ms = this.options.timeoutMs ?? 5_000;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        query,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`the database did not answer within ${ms} ms`)), ms);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -105,10 +141,11 @@ export class LeaderElection {
     const client = new pg.Client({
       connectionString: this.connectionString,
       keepAlive: true,
+      connectionTimeoutMillis: this.options.timeoutMs ?? 5_000,
       // Shows in pg_stat_activity which replica leads what.
       application_name: `airlock ${this.options.replicaId} leader:${role}`.slice(0, 63),
     });
-    client.on('error', () => this.dropped(role, state, client));
+    client.on('error', (e) => this.dropped(role, state, client, e));
     client.on('end', () => this.dropped(role, state, client));
     try {
       await client.connect();
@@ -121,14 +158,14 @@ export class LeaderElection {
   }
 
   /** The role's connection is gone (or given up): so is the lock, and any running job is told. */
-  private dropped(role: string, state: RoleState, client: pg.Client): void {
+  private dropped(role: string, state: RoleState, client: pg.Client, err?: Error): void {
     if (state.client !== client) return;
     state.client = undefined;
     client.end().catch(() => {});
     if (!state.held) return;
     state.held = false;
-    if (!this.closed) this.options.log?.warn({ role }, 'leader: leadership lost (connection ended)');
-    state.lost.abort(new Error(`leadership of ${role} lost`));
+    if (!this.closed) this.options.log?.warn({ role, err: err?.message }, 'leader: leadership lost (connection ended)');
+    state.lost.abort(new Error(`leadership of ${role} lost${err ? `: ${err.message}` : ''}`));
     state.lost = new AbortController();
   }
 }

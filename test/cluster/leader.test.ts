@@ -1,6 +1,7 @@
 // Leader election by advisory lock on a real PostgreSQL, with two replicas: one leader per role,
 // kept across runs, lost with its connection, then taken by the other.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
 import { LeaderElection } from '../../src/cluster/leader.js';
 import { eventually, startPostgres, terminateBackends, type Postgres } from './support.js';
 
@@ -97,5 +98,36 @@ describe('LeaderElection', () => {
     const unreachable = new LeaderElection('postgres://airlock:airlock@127.0.0.1:1/airlock', { replicaId: 'c5' });
     elections.push(unreachable);
     expect(await unreachable.runIfLeader('gc', () => 3)).toEqual({ leader: false });
+  });
+});
+
+describe('LeaderElection on a connection that stops answering', () => {
+  it('tells the running job that leadership is lost, and answers "not leader" instead of hanging', async () => {
+    const a = new LeaderElection(url, { replicaId: 'a6', timeoutMs: 500, checkEveryMs: 100 });
+    elections.push(a);
+    let started!: () => void;
+    const running = new Promise<void>((r) => (started = r));
+    const job = a.runIfLeader('gc', (signal) =>
+      new Promise<string>((resolve) => {
+        started();
+        signal.addEventListener('abort', () => resolve(String(signal.reason)));
+      }),
+    );
+    await running;
+    // Freeze the backend behind A's gc connection: no error, no end, just silence.
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    const { rows } = await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE application_name = $1', ['airlock a6 leader:gc']);
+    await admin.end();
+    const pid = rows[0]!.pid;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      expect(await job).toEqual({ leader: true, value: expect.stringMatching(/leadership of gc lost: the database did not answer within 500 ms/) });
+      expect(a.isLeader('gc')).toBe(false);
+      // The frozen session still holds the lock on the server: A, on a new connection, is not leader.
+      expect(await a.runIfLeader('gc', () => 'again')).toEqual({ leader: false });
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
   });
 });
