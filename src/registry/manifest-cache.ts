@@ -16,6 +16,8 @@ export class ManifestCache {
   private readonly entries = new Map<string, ManifestRecord>();
   private readonly tags = new Map<string, TagRecord>();
   private readonly generations = new Map<string, number>();
+  /** Bumped by clear(), so reads stamped before it are not cached after it. */
+  private epoch = 0;
   private bytes = 0;
 
   constructor(
@@ -31,8 +33,18 @@ export class ManifestCache {
     return touched(this.entries, this.key(repo, reference));
   }
 
-  set(repo: string, reference: string, manifest: ManifestRecord): void {
+  /**
+   * Taken before an asynchronous read of the repository, and handed to set()/setTag() after it: a
+   * change (or clear) in between, from this replica or another, means the read may predate it, so
+   * its result must not be cached. Synchronous readers need not bother.
+   */
+  stamp(repo: string): string {
+    return `${this.epoch}:${this.generations.get(repo) ?? 0}`;
+  }
+
+  set(repo: string, reference: string, manifest: ManifestRecord, readStamp?: string): void {
     if (manifest.size > this.maxBytes / 16) return;
+    if (readStamp !== undefined && readStamp !== this.stamp(repo)) return;
     const key = this.key(repo, reference);
     const previous = this.entries.get(key);
     if (previous) this.bytes -= previous.size;
@@ -50,7 +62,8 @@ export class ManifestCache {
   }
 
   /** Remembers a tag record; a later setTag of the same tag replaces it (a revalidation's new time). */
-  setTag(repo: string, tag: string, record: TagRecord): void {
+  setTag(repo: string, tag: string, record: TagRecord, readStamp?: string): void {
+    if (readStamp !== undefined && readStamp !== this.stamp(repo)) return;
     const key = this.key(repo, tag);
     this.tags.delete(key);
     this.tags.set(key, record);
@@ -60,6 +73,14 @@ export class ManifestCache {
   /** Called on every change to the repository's manifests or tags. */
   invalidate(repo: string): void {
     this.generations.set(repo, (this.generations.get(repo) ?? 0) + 1);
+  }
+
+  /** Forgets everything: after changes may have been missed (another replica's, while cut off). */
+  clear(): void {
+    this.epoch++;
+    this.entries.clear();
+    this.tags.clear();
+    this.bytes = 0;
   }
 }
 

@@ -72,3 +72,34 @@ describe('ManifestCache', () => {
     expect(cache.getTag('r', 't3')).toBeDefined();
   });
 });
+
+describe('ManifestCache across replicas (read stamps, clear)', () => {
+  it('does not cache a read that a change overtook while it was in flight', () => {
+    const cache = new ManifestCache();
+    const stamp = cache.stamp('a/b'); // taken before an asynchronous read of a/b
+    cache.invalidate('a/b'); // another replica moved the tag meanwhile
+    cache.set('a/b', 'v1', manifest('sha256:old'), stamp);
+    cache.setTag('a/b', 'v1', { digest: 'sha256:old', cached: true, updatedAt: 1 }, stamp);
+    expect(cache.get('a/b', 'v1')).toBeUndefined();
+    expect(cache.getTag('a/b', 'v1')).toBeUndefined();
+
+    const fresh = cache.stamp('a/b');
+    cache.invalidate('x/y'); // a change elsewhere does not matter
+    cache.set('a/b', 'v1', manifest('sha256:new'), fresh);
+    expect(cache.get('a/b', 'v1')?.digest).toBe('sha256:new');
+  });
+
+  it('clear() forgets everything and refuses reads stamped before it', () => {
+    const cache = new ManifestCache();
+    cache.set('a/b', 'v1', manifest('sha256:1'));
+    cache.setTag('a/b', 'v1', { digest: 'sha256:1', cached: true, updatedAt: 1 });
+    const stamp = cache.stamp('x/y');
+    cache.clear();
+    expect(cache.get('a/b', 'v1')).toBeUndefined();
+    expect(cache.getTag('a/b', 'v1')).toBeUndefined();
+    cache.set('x/y', 'v1', manifest('sha256:2'), stamp);
+    expect(cache.get('x/y', 'v1')).toBeUndefined();
+    cache.set('x/y', 'v1', manifest('sha256:2'), cache.stamp('x/y'));
+    expect(cache.get('x/y', 'v1')?.digest).toBe('sha256:2');
+  });
+});
