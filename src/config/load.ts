@@ -78,6 +78,25 @@ export function loadConfig(flags: ConfigOverrides = {}, env: NodeJS.ProcessEnv =
   if (flags.storage !== undefined) merged.storage = flags.storage;
   if (flags.logLevel !== undefined) log.level = flags.logLevel;
   if (Object.keys(log).length) merged.log = log;
+  applyAwsEnvironment(merged, env);
 
   return parseConfig(merged, source);
+}
+
+/**
+ * blobs.s3 takes what the file leaves out from the standard AWS_* variables, as every AWS tool
+ * does: credentials need not sit in a config file. Each key is filled only when absent, so the file
+ * still wins; a pairing mistake (a key id without its secret) is then reported by the schema.
+ */
+function applyAwsEnvironment(merged: Record<string, unknown>, env: NodeJS.ProcessEnv): void {
+  const blobs = merged.blobs as { s3?: unknown } | undefined;
+  if (!blobs || typeof blobs !== 'object' || !blobs.s3 || typeof blobs.s3 !== 'object') return;
+  const s3 = { ...(blobs.s3 as Record<string, unknown>) };
+  const fill: [string, string | undefined][] = [
+    ['accessKeyId', env.AWS_ACCESS_KEY_ID],
+    ['secretAccessKey', env.AWS_SECRET_ACCESS_KEY],
+    ['region', env.AWS_REGION || env.AWS_DEFAULT_REGION],
+  ];
+  for (const [key, value] of fill) if (s3[key] === undefined && value) s3[key] = value;
+  merged.blobs = { ...blobs, s3 };
 }

@@ -59,6 +59,78 @@ const upstream = z
     }
   });
 
+/**
+ * database.url: PostgreSQL shared by every replica. Checked here so a typo fails at start with the
+ * key's path, not as a connection error later; messages never quote the URL (it holds a password).
+ */
+const postgresUrl = z.string().superRefine((v, ctx) => {
+  const example = 'postgres://USER:PASSWORD@HOST:5432/DATABASE';
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `must be a PostgreSQL URL like ${example}` });
+    return;
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `must start with postgres:// or postgresql:// (got ${url.protocol}//), e.g. ${example}` });
+  } else if (!url.hostname) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `names no host, e.g. ${example}` });
+  } else if (url.pathname.length <= 1) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `names no database, e.g. ${example}` });
+  }
+});
+
+/** Why S3 would refuse this bucket name, or undefined (the AWS rules, which radosgw and MinIO share). */
+export function bucketNameProblem(name: string): string | undefined {
+  if (name.length < 3 || name.length > 63) return `must be 3 to 63 characters long (is ${name.length})`;
+  if (!/^[a-z0-9.-]+$/.test(name)) return 'may hold only lowercase letters, digits, dots and hyphens';
+  if (!/^[a-z0-9].*[a-z0-9]$/.test(name)) return 'must begin and end with a letter or digit';
+  if (name.includes('..')) return 'must not hold two dots in a row';
+  if (/^\d+\.\d+\.\d+\.\d+$/.test(name)) return 'must not look like an IP address';
+  if (name.startsWith('xn--') || name.endsWith('-s3alias') || name.endsWith('--ol-s3')) return 'uses a prefix or suffix S3 reserves (xn--, -s3alias, --ol-s3)';
+  return undefined;
+}
+
+/** blobs.s3: an S3-compatible object store shared by every replica. */
+const s3Blobs = z
+  .object({
+    endpoint: z
+      .string()
+      .refine((v) => /^https?:\/\/[^/\s]+/.test(v) && URL.canParse(v), 'must be an http:// or https:// URL, e.g. https://s3.example:443'),
+    bucket: z.string().superRefine((v, ctx) => {
+      const problem = bucketNameProblem(v);
+      if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `bucket name "${v}" ${problem}` });
+    }),
+    region: z.string().min(1).default('us-east-1'),
+    /** Key prefix inside the bucket: blobs live under <prefix>/blobs/sha256/<xx>/<hex>. */
+    prefix: z
+      .string()
+      .regex(/^$|^[^/](.*[^/])?$/, 'must not begin or end with "/", e.g. airlock or team/airlock (or "" for none)')
+      .default(''),
+    /** Path-style addressing (https://host/bucket/key): what radosgw and MinIO expect by default. */
+    forcePathStyle: z.boolean().default(true),
+    /** Absent: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment. */
+    accessKeyId: z.string().min(1).optional(),
+    secretAccessKey: z.string().min(1).optional(),
+    /** PEM bundle to trust for an https endpoint with a private CA. */
+    caFile: z.string().min(1).optional(),
+    /** Blob GETs answer 307 to a pre-signed URL, so the bytes bypass the replicas. */
+    redirect: z.boolean().default(false),
+  })
+  .strict()
+  .superRefine((s, ctx) => {
+    if (s.accessKeyId !== undefined && s.secretAccessKey === undefined) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['secretAccessKey'], message: 'accessKeyId is set but secretAccessKey is not: set both (or neither, to use AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)' });
+    }
+    if (s.secretAccessKey !== undefined && s.accessKeyId === undefined) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['accessKeyId'], message: 'secretAccessKey is set but accessKeyId is not: set both (or neither, to use AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)' });
+    }
+    if (s.caFile !== undefined && s.endpoint.startsWith('http://')) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['caFile'], message: 'caFile applies to an https:// endpoint; this one is plain http' });
+    }
+  });
+
 export const configSchema = z
   .object({
     listen: hostPort.default('0.0.0.0:5000'),
@@ -134,6 +206,10 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    /** Metadata in a PostgreSQL shared by every replica; absent: SQLite in <storage>/airlock.db. */
+    database: z.object({ url: postgresUrl }).strict().optional(),
+    /** Blobs in an S3-compatible object store shared by every replica; absent: files under <storage>. */
+    blobs: z.object({ s3: s3Blobs }).strict().optional(),
   })
   .strict();
 
@@ -143,3 +219,5 @@ export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;
 export type UpstreamConfig = Config['upstreams'][number];
 export type AuthConfig = NonNullable<Config['auth']>;
+export type DatabaseConfig = NonNullable<Config['database']>;
+export type S3BlobsConfig = NonNullable<Config['blobs']>['s3'];

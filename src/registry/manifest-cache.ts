@@ -61,6 +61,13 @@ export class ManifestCache {
   invalidate(repo: string): void {
     this.generations.set(repo, (this.generations.get(repo) ?? 0) + 1);
   }
+
+  /** Forgets everything: after changes may have been missed (another replica's, while cut off). */
+  clear(): void {
+    this.entries.clear();
+    this.tags.clear();
+    this.bytes = 0;
+  }
 }
 
 /** The entry under `key`, moved to the most recently used end of the map (insertion order). */
