@@ -21,6 +21,7 @@ Usage:
   airlock gc [--dry-run] [--untagged-older-than DURATION] [--config FILE] [--storage DIR] [--authfile FILE]
   airlock fsck [--repair] [--json] [--config FILE | --storage DIR] [--authfile FILE]
   airlock backup DIR [--config FILE | --storage DIR] [--authfile FILE]
+  airlock migrate --database URL [--s3 URL] [--config FILE | --storage DIR] [--json]
   airlock --help | --version
 
 serve      Run the registry. Config comes from FILE (default config/airlock.yaml, or $AIRLOCK_CONFIG;
@@ -44,6 +45,8 @@ fsck       Check the store (every blob re-hashed, rows against files, manifests'
            --repair fixes what is safe. Exit 1 when something is wrong. \`airlock fsck --help\`.
 backup     Write a consistent copy of the store into DIR while it runs (blobs hard-linked when on
            the same filesystem); \`airlock serve --storage DIR\` runs from it. \`airlock backup --help\`.
+migrate    Move a single-node store into PostgreSQL (and an S3 bucket with --s3) for replicas;
+           resumable, every digest verified, the source only read. \`airlock migrate --help\`.
 gc         Remove blobs and manifests nothing needs (tagless pushes are kept); inside the server when
            one holds the storage. See airlock gc --help.
 
@@ -181,6 +184,11 @@ async function backupCmd(args: string[]): Promise<number> {
   return backupCommand(args, { stdout: process.stdout, stderr: process.stderr });
 }
 
+async function migrate(args: string[]): Promise<number> {
+  const { migrateCommand } = await import('./commands/migrate.js');
+  return migrateCommand(args, { stdout: process.stdout, stderr: process.stderr });
+}
+
 async function gc(args: string[]): Promise<number> {
   const { runGcCommand } = await import('./commands/gc.js');
   return runGcCommand({ args, stdout: process.stdout, stderr: process.stderr });
@@ -198,6 +206,7 @@ const COMMANDS: Record<string, Command> = {
   gc,
   fsck: fsckCmd,
   backup: backupCmd,
+  migrate,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -433,6 +433,11 @@ export class S3BlobStore implements BlobStore {
     });
   }
 
+  /** Stores a blob from a stream (e.g. `airlock migrate` reading a local file): it appears only if the bytes hash to `digest`. */
+  putVerified(source: AsyncIterable<Buffer>, digest: string, algorithm: DigestAlgorithm): Promise<void> {
+    return this.writeVerified(source, digest, algorithm);
+  }
+
   /**
    * Streams bytes through the hash into the final key, which appears only if the digest matches.
    * Memory: at most partConcurrency + 1 parts.
