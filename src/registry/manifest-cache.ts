@@ -27,12 +27,21 @@ export class ManifestCache {
     return `${this.generations.get(repo) ?? 0}\0${repo}\0${reference}`;
   }
 
+  /**
+   * The repository's current generation. Read it before an awaited store read and pass it to set
+   * or setTag: a change that lands while the read is in flight then keeps its stale answer out.
+   */
+  generation(repo: string): number {
+    return this.generations.get(repo) ?? 0;
+  }
+
   get(repo: string, reference: string): ManifestRecord | undefined {
     return touched(this.entries, this.key(repo, reference));
   }
 
-  set(repo: string, reference: string, manifest: ManifestRecord): void {
+  set(repo: string, reference: string, manifest: ManifestRecord, asOf?: number): void {
     if (manifest.size > this.maxBytes / 16) return;
+    if (asOf !== undefined && asOf !== this.generation(repo)) return;
     const key = this.key(repo, reference);
     const previous = this.entries.get(key);
     if (previous) this.bytes -= previous.size;
@@ -50,7 +59,8 @@ export class ManifestCache {
   }
 
   /** Remembers a tag record; a later setTag of the same tag replaces it (a revalidation's new time). */
-  setTag(repo: string, tag: string, record: TagRecord): void {
+  setTag(repo: string, tag: string, record: TagRecord, asOf?: number): void {
+    if (asOf !== undefined && asOf !== this.generation(repo)) return;
     const key = this.key(repo, tag);
     this.tags.delete(key);
     this.tags.set(key, record);
