@@ -71,4 +71,19 @@ describe('ManifestCache', () => {
     expect(cache.getTag('r', 't0')).toBeDefined();
     expect(cache.getTag('r', 't3')).toBeDefined();
   });
+
+  it('keeps out an answer read before a change landed (a store read awaited across a push)', () => {
+    const cache = new ManifestCache();
+    const asOf = cache.generation('a/b');
+    // While the read of v1 was in flight, a push moved the tag.
+    cache.invalidate('a/b');
+    cache.set('a/b', 'v1', manifest('sha256:old'), asOf);
+    cache.setTag('a/b', 'v1', { digest: 'sha256:old', cached: true, updatedAt: 1 }, asOf);
+    expect(cache.get('a/b', 'v1')).toBeUndefined();
+    expect(cache.getTag('a/b', 'v1')).toBeUndefined();
+    // Read after the change: kept.
+    const now = cache.generation('a/b');
+    cache.set('a/b', 'v1', manifest('sha256:new'), now);
+    expect(cache.get('a/b', 'v1')?.digest).toBe('sha256:new');
+  });
 });
