@@ -93,7 +93,7 @@ export class Registry {
   /** A manifest by tag or digest: local content first, then the repository's upstream, if any. */
   async findManifest(repo: string, reference: string, head: boolean, ns?: string): Promise<ManifestAnswer> {
     const route = this.proxy?.route(repo, ns);
-    if (!route) return this.getManifest(repo, reference);
+    if (!route) return this.manifests.get(repo, reference) ?? this.getManifest(repo, reference);
     // Checked before the upstream is asked: a reference that cannot name a manifest never leaves here.
     const ref = readReference(reference);
     if (!ref) throw unknownManifest(repo, reference);
@@ -137,15 +137,10 @@ export class Registry {
 
   // ---- blobs ---------------------------------------------------------------------------------
 
-  /** Size of a blob the repository links; BLOB_UNKNOWN otherwise (the digest is already checked). */
-  private async blobSize(repo: string, digest: string): Promise<number> {
+  /** A blob the repository links; BLOB_UNKNOWN otherwise (the digest is already checked). One store read. */
+  private async localBlob(repo: string, digest: string): Promise<BlobAnswer> {
     const size = await this.meta.linkedBlobSize(repo, digest);
     if (size === undefined) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not known to repository ${repo}`, { digest });
-    return size;
-  }
-
-  private async localBlob(repo: string, digest: string): Promise<BlobAnswer> {
-    const size = await this.blobSize(repo, digest);
     return { size, open: (range) => this.openBlob(repo, digest, range ?? { start: 0, end: size - 1 }) };
   }
 
