@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { expectError, expectStatus, http, pushImage, sha256 } from '../helpers/http.js';
+import { expectError, expectStatus, http, pushImage, pushManifest, sha256 } from '../helpers/http.js';
 import { buildOciLayoutImage, type BuiltOciImage } from '../helpers/images.js';
 import { closeAll, scratchDir, startBackends, startReplicas, type Backends } from '../helpers/replicas.js';
 import type { TestServer } from '../helpers/server.js';
@@ -181,20 +181,23 @@ describe('a chunked upload alternating replicas', () => {
 describe('a tag moved on A', () => {
   it('is served moved on B right after each 201, 50 moves in a row, never the old digest', async () => {
     const REPO = 'moving/tag';
+    // One image's blobs; each move pushes a manifest of them that differs only in an annotation.
     const first = await pushImage(a.url, REPO, { tag: 'latest', layerSize: 256 });
+    const base = JSON.parse(first.body.toString('utf8')) as Record<string, unknown>;
     let current = first.digest;
     for (let i = 0; i < 50; i++) {
       // B has just served the current digest (whatever it keeps in memory holds it now).
       const before = await fetchManifest(b.url, REPO, 'latest');
       expect(before.digest, `move ${i}: before`).toBe(current);
 
-      const next = await pushImage(a.url, REPO, { tag: 'latest', layerSize: 256 });
+      const next = await pushManifest(a.url, REPO, 'latest', { ...base, annotations: { move: String(i) } }, first.mediaType);
+      expectStatus(next, 201);
       expect(next.digest).not.toBe(current);
       const after = await fetchManifest(b.url, REPO, 'latest');
       expect(after.status, `move ${i}`).toBe(200);
       expect(after.digest, `move ${i}: B served the old digest`).toBe(next.digest);
-      expect(after.bytes.equals(next.body)).toBe(true);
-      const head = await http(b.url, `/v2/${REPO}/manifests/latest`, { method: 'HEAD', headers: { accept: next.mediaType } });
+      expect(after.bytes.equals(next.sent)).toBe(true);
+      const head = await http(b.url, `/v2/${REPO}/manifests/latest`, { method: 'HEAD', headers: { accept: first.mediaType } });
       expect(head.header('docker-content-digest'), `move ${i}: HEAD on B`).toBe(next.digest);
       current = next.digest;
     }
