@@ -20,7 +20,7 @@ import {
   TLS_INSECURE,
   writeRegistriesConf,
 } from '../helpers/skopeo.js';
-import { expectImageStored, fetchManifest, fetchTags, ociLayoutBlobs } from './support.js';
+import { expectImageStored, fetchManifest, fetchTags, ociLayoutBlobs, startRecorder } from './support.js';
 
 let backends: Backends;
 const scratch = scratchDir('e2e');
@@ -230,9 +230,19 @@ describe('redirect: true', () => {
     const direct = Buffer.from(await (await fetch(location)).arrayBuffer());
     expect(sha256(direct)).toBe(layer);
 
-    const out = join(scratch.path, 'redirect-out');
-    await skopeoCopy(`docker://${rb.host}/redirect/image:v1`, `oci:${out}:v1`, { srcInsecure: true });
-    expectSameLayout(out, 'v1', src, built);
+    // skopeo follows the redirects: through a recording relay in front of B, every config and layer
+    // GET is answered 307, so those bytes came from the bucket, not through the replica.
+    const rec = await startRecorder(rb.url);
+    try {
+      const out = join(scratch.path, 'redirect-out');
+      await skopeoCopy(`docker://${rec.host}/redirect/image:v1`, `oci:${out}:v1`, { srcInsecure: true });
+      expectSameLayout(out, 'v1', src, built);
+      const blobGets = rec.requests.filter((r) => r.method === 'GET' && r.path.includes('/blobs/'));
+      expect(blobGets.map((r) => r.path.slice(r.path.lastIndexOf('/') + 1)).sort()).toEqual([...built.blobDigests].sort());
+      for (const r of blobGets) expect(r.status, r.path).toBe(307);
+    } finally {
+      await rec.close();
+    }
   });
 });
 
