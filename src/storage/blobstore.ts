@@ -165,6 +165,11 @@ export class FsBlobStore implements BlobStore {
     this.hashes.set(id, { hash: createHash('sha256'), size: 0 });
   }
 
+  /** A pull-through fill's file: here just an upload like any other. */
+  createFill(id: string): Promise<void> {
+    return this.createUpload(id);
+  }
+
   async uploadSize(id: string): Promise<number | undefined> {
     try {
       return (await stat(this.uploadPath(id))).size;
