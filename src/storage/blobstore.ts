@@ -285,7 +285,7 @@ export class FsBlobStore implements BlobStore {
 }
 
 /** writev until every byte is down: a full disk shows as a short write first, then as ENOSPC. */
-async function writeAll(fh: FileHandle, buffers: Buffer[], bytes: number): Promise<void> {
+export async function writeAll(fh: FileHandle, buffers: Buffer[], bytes: number): Promise<void> {
   let { bytesWritten } = await fh.writev(buffers);
   while (bytesWritten < bytes) {
     const rest = Buffer.concat(buffers).subarray(bytesWritten);

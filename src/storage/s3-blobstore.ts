@@ -25,7 +25,7 @@ import {
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { DigestAlgorithm } from '../registry/names.js';
-import { DigestMismatchError, TooLargeError, type BlobStore, type UploadWriter } from './blobstore.js';
+import { DigestMismatchError, TooLargeError, writeAll, type BlobStore, type UploadWriter } from './blobstore.js';
 import { readBatches } from './read-batches.js';
 
 // Node 20 is airlock's runtime and the SDK is pinned to versions that support it: the SDK's notice
@@ -781,15 +781,3 @@ async function readWhole(path: string, size: number): Promise<Buffer> {
   for await (const c of createReadStream(path)) chunks.push(c as Buffer);
   return Buffer.concat(chunks, size);
 }
-
-/** writev until every byte is down: a full disk shows as a short write first, then as ENOSPC. */
-async function writeAll(fh: FileHandle, buffers: Buffer[], bytes: number): Promise<void> {
-  let { bytesWritten } = await fh.writev(buffers);
-  while (bytesWritten < bytes) {
-    const rest = Buffer.concat(buffers).subarray(bytesWritten);
-    const { bytesWritten: more } = await fh.write(rest);
-    if (more === 0) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
-    bytesWritten += more;
-  }
-}
-
