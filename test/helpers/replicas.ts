@@ -10,6 +10,7 @@
 // replica's local spool (pull-through fills in progress) and its storage lock.
 
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -133,4 +134,56 @@ export async function startReplicaProcess(store: SharedStore, dir: string, overr
 export function scratchDir(name: string): { path: string; remove(): void } {
   const path = mkdtempSync(join(tmpdir(), `airlock-replicas-${name}-`));
   return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+export interface TcpRelay {
+  /** e.g. 40123: put it in place of the real port (a database URL's). */
+  port: number;
+  /** Cuts every connection and refuses new ones, as a network partition or a stopped server does. */
+  cut(): Promise<void>;
+  /** Accepts connections again on the same port. */
+  restore(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A TCP relay on 127.0.0.1 to `targetPort` that a test can cut and restore (a backend going away and coming back). */
+export async function startTcpRelay(targetPort: number): Promise<TcpRelay> {
+  const sockets = new Set<Socket>();
+  const handler = (client: Socket) => {
+    const server = connect(targetPort, '127.0.0.1');
+    for (const s of [client, server]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {
+        client.destroy();
+        server.destroy();
+      });
+    }
+    client.pipe(server).pipe(client);
+  };
+  let listener: Server | undefined;
+  const listen = (port: number) =>
+    new Promise<number>((resolve, reject) => {
+      const l = createServer(handler);
+      l.once('error', reject);
+      l.listen(port, '127.0.0.1', () => {
+        listener = l;
+        resolve((l.address() as AddressInfo).port);
+      });
+    });
+  const port = await listen(0);
+  const cut = async () => {
+    const l = listener;
+    listener = undefined;
+    for (const s of sockets) s.destroy();
+    if (l) await new Promise<void>((resolve) => l.close(() => resolve()));
+  };
+  return {
+    port,
+    cut,
+    async restore() {
+      if (!listener) await listen(port);
+    },
+    close: cut,
+  };
 }
