@@ -5,6 +5,7 @@
 //   const store = await backends.sharedStore();          // a fresh database and a fresh bucket
 //   const [a, b] = await startReplicas(store);           // two in-process replicas on them
 //   const c = await startReplicaProcess(store, dir);     // or `node dist/cli.js serve` (SIGKILL-able)
+//   const relay = await startTcpRelay(backends.pg.port); // a link to a backend the test can cut
 //
 // Each replica has its own temp storage directory: with shared backends it holds only the
 // replica's local spool (pull-through fills in progress) and its storage lock.
@@ -15,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { ConfigInput } from '../../src/config/schema.js';
-import { startCli, type CliProcess } from '../server/cli.js';
+import type { CliProcess } from '../server/cli.js';
 import { startCeph, type Ceph } from './ceph.js';
 import { startPostgres, type Postgres } from './postgres.js';
 import { startTestServer, type TestServer } from './server.js';
@@ -126,6 +127,8 @@ export async function startReplicaProcess(store: SharedStore, dir: string, overr
   // info: startCli waits for the "airlock listening" line.
   const config = replicaConfig(store, { listen: '127.0.0.1:0', log: { level: 'info' }, ...overrides, storage: join(storage, 'data') });
   writeFileSync(configFile, stringify(config));
+  // Loaded here: test/server/cli.ts insists on a built dist/, which in-process replicas do not need.
+  const { startCli } = await import('../server/cli.js');
   const cli = await startCli(['--config', configFile]);
   return Object.assign(cli, { host: `127.0.0.1:${cli.port}`, storage: join(storage, 'data'), configFile });
 }
