@@ -25,7 +25,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { startCeph, startPostgres } from './lib/backends.mjs';
 import { BenchError, MANIFEST_ACCEPT, RegistryClient } from './lib/client.mjs';
 import { bytesOf, MiB } from './lib/data.mjs';
@@ -81,7 +81,9 @@ function options(argv) {
     quick,
     duration,
     maxRequests: Math.floor(positive('requests', values.requests, quick ? 20_000 : 100_000)),
-    warmup: Math.min(1, duration / 4),
+    // Never shorter than 1 s: distribution-s3 answers a manifest in ~100-300 ms here, and a
+    // shorter warm-up could end before any response arrives.
+    warmup: 1,
     runs: Math.floor(positive('runs', values.runs, quick ? 1 : 3)),
     only,
     markdown: values.markdown,
@@ -283,7 +285,7 @@ async function pushAcross(first, second, data, digest) {
 }
 
 async function pushes(ctx) {
-  const times = new Map(ctx.contenders.map((c) => [c.name, []]));
+  const times = new Map(withDirect(ctx).map((c) => [c.name, []]));
   const cpu = new Map(ctx.contenders.map((c) => [c.name, []]));
   for (let run = 0; run < ctx.opts.runs; run++) {
     progress(`push 256 MiB monolithic, run ${run + 1} of ${ctx.opts.runs}`);
@@ -308,8 +310,13 @@ async function pushes(ctx) {
       }
       times.get(c.name).push(seconds);
     });
+    if (ctx.direct) {
+      const started = performance.now();
+      await ctx.direct.put(`push-${run}`, data);
+      times.get(DIRECT).push((performance.now() - started) / 1000);
+    }
   }
-  for (const c of ctx.contenders) {
+  for (const c of withDirect(ctx)) {
     const runs = times.get(c.name);
     ctx.table.add({ id: 'push.s', label: `push 256 MiB monolithic, median of ${runs.length}`, unit: 's', better: 'lower', contender: c.name, value: median(runs) });
     ctx.table.add({ id: 'push.mbps', label: `push 256 MiB monolithic, median of ${runs.length}`, unit: 'MB/s', contender: c.name, value: SIZE_256M / median(runs) / MB });
@@ -319,7 +326,7 @@ async function pushes(ctx) {
 
 async function downloads(ctx) {
   const layer = ctx.content.layer256m;
-  const times = new Map(ctx.contenders.map((c) => [c.name, []]));
+  const times = new Map(withDirect(ctx).map((c) => [c.name, []]));
   const cpu = new Map(ctx.contenders.map((c) => [c.name, []]));
   for (let run = 0; run < ctx.opts.runs; run++) {
     progress(`download 256 MiB, run ${run + 1} of ${ctx.opts.runs}`);
@@ -332,13 +339,51 @@ async function downloads(ctx) {
       cpu.get(c.name).push({ server: cpuOf(c.pids()) - before.server, backends: cpuOf(ctx.backendPids()) - before.backends });
       times.get(c.name).push(r.seconds);
     });
+    if (ctx.direct) {
+      const started = performance.now();
+      const bytes = await ctx.direct.get('push-0');
+      if (bytes !== layer.size) throw new BenchError(`direct GetObject returned ${bytes} bytes, expected ${layer.size}`);
+      times.get(DIRECT).push((performance.now() - started) / 1000);
+    }
   }
-  for (const c of ctx.contenders) {
+  for (const c of withDirect(ctx)) {
     const runs = times.get(c.name);
     ctx.table.add({ id: 'download.s', label: `download 256 MiB, median of ${runs.length}`, unit: 's', better: 'lower', contender: c.name, value: median(runs) });
     ctx.table.add({ id: 'download.mbps', label: `download 256 MiB, median of ${runs.length}`, unit: 'MB/s', contender: c.name, value: SIZE_256M / median(runs) / MB });
     ctx.details.push({ id: 'download', contender: c.name, seconds: runs, cpuSeconds: cpu.get(c.name) });
   }
+}
+
+/**
+ * The floor under every S3-backed figure: the same 256 MiB straight to radosgw from the bench, one
+ * PutObject of the whole buffer and one streamed GetObject (no registry in between).
+ */
+const DIRECT = 's3-direct';
+const DIRECT_BUCKET = 'direct-bench';
+const withDirect = (ctx) => [...ctx.contenders, ...(ctx.direct ? [{ name: DIRECT }] : [])];
+
+function directClient(ceph) {
+  const s3 = new S3Client({
+    endpoint: ceph.endpoint,
+    region: ceph.region,
+    forcePathStyle: true,
+    credentials: { accessKeyId: ceph.accessKeyId, secretAccessKey: ceph.secretAccessKey },
+    // What airlock sets too: the SDK's default checksums cost a CRC pass over every byte.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+  return {
+    async put(key, data) {
+      await s3.send(new PutObjectCommand({ Bucket: DIRECT_BUCKET, Key: key, Body: data, ContentLength: data.length }));
+    },
+    async get(key) {
+      const res = await s3.send(new GetObjectCommand({ Bucket: DIRECT_BUCKET, Key: key }));
+      let bytes = 0;
+      for await (const chunk of res.Body) bytes += chunk.length;
+      return bytes;
+    },
+    destroy: () => s3.destroy(),
+  };
 }
 
 const WORKLOADS = [
@@ -379,6 +424,7 @@ async function main() {
   const servers = [];
   let ceph;
   let postgres;
+  let direct;
   const results = {
     startedAt: startedAt.toISOString(),
     machine: machineInfo(PROJECT_ROOT, distributionVersion()),
@@ -390,6 +436,7 @@ async function main() {
   const cleanup = () =>
     (cleaned ??= (async () => {
       await stopAll(servers);
+      direct?.destroy();
       await Promise.allSettled([ceph?.stop(), postgres?.stop()]);
       rmSync(root, { recursive: true, force: true });
     })());
@@ -406,14 +453,17 @@ async function main() {
     });
   }
 
-  const table = new Table(CONTENDERS.filter(wants));
+  const usesS3 = shared || wants('distribution-s3');
+  const table = new Table([...CONTENDERS.filter(wants), ...(usesS3 ? [DIRECT] : [])]);
   const details = [];
   let failed;
   try {
-    if (shared || wants('distribution-s3')) {
+    if (usesS3) {
       progress('starting Ceph (mon, memstore osd, radosgw)');
       ceph = await startCeph();
       progress(`radosgw at ${ceph.endpoint}`);
+      await ceph.createBucket(DIRECT_BUCKET);
+      direct = directClient(ceph);
     }
     if (shared) {
       progress('starting PostgreSQL');
@@ -481,11 +531,11 @@ async function main() {
     // object store keeps everything in RAM.
     progress('seeding (257 MiB each)');
     await Promise.all(contenders.filter((c) => c.seeded).map((c) => seed(c.seeded, content, { big: false })));
+    if (shared) await checkInBucket(ceph, content.layer256m.digest, content.layer256m.size);
     progress('verifying what every server (every replica) serves');
     await Promise.all(servers.map((s) => verify(s, content, { big: false })));
-    if (shared) await checkInBucket(ceph, content.layer256m.digest, content.layer256m.size);
 
-    const ctx = { contenders, content, opts, table, details, backendPids };
+    const ctx = { contenders, content, opts, table, details, backendPids, direct };
     const pids = () => [...servers.map((s) => s.pid), ...backendPids()];
     const whole = cpuSnapshot(pids());
     for (const [id, run] of WORKLOADS) {
