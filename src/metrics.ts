@@ -25,15 +25,22 @@ export class Stats {
   /** The last garbage collection that removed (dry runs are not reported). */
   private lastGc: GcRunRecord | undefined;
 
-  constructor(
+  /** Statistics continuing from what the store recorded (counters, upstream errors, last GC). */
+  static async open(meta: MetadataStore, upstreams: UpstreamConfig[], flushEveryMs = 5000): Promise<Stats> {
+    const saved = { totals: await meta.readCounters(), lastErrors: await meta.readUpstreamErrors(), lastGc: await meta.lastGcRun() };
+    return new Stats(meta, upstreams, saved, flushEveryMs);
+  }
+
+  private constructor(
     private readonly meta: MetadataStore,
     private readonly upstreams: UpstreamConfig[],
-    flushEveryMs = 5000,
+    saved: { totals: Record<string, number>; lastErrors: Map<string, string>; lastGc: GcRunRecord | undefined },
+    flushEveryMs: number,
   ) {
-    this.totals = meta.readCounters();
-    this.lastErrors = meta.readUpstreamErrors();
-    this.lastGc = meta.lastGcRun();
-    this.timer = setInterval(() => this.flush(), flushEveryMs);
+    this.totals = saved.totals;
+    this.lastErrors = saved.lastErrors;
+    this.lastGc = saved.lastGc;
+    this.timer = setInterval(() => void this.flush(), flushEveryMs);
     this.timer.unref();
   }
 
@@ -100,30 +107,32 @@ export class Stats {
   }
 
   /** Writes counted-but-unsaved deltas; cheap when nothing happened. */
-  flush(): void {
+  async flush(): Promise<void> {
+    // What is pending is taken before the first await: a flush running meanwhile takes only what
+    // came after, and the counters are added (not set), so none is written twice or lost.
+    const deltas = this.pending;
+    this.pending = {};
     if (this.pendingErrors.size > 0) {
       const errors = this.pendingErrors;
       this.pendingErrors = new Map();
       try {
-        this.meta.saveUpstreamErrors(errors);
+        await this.meta.saveUpstreamErrors(errors);
       } catch {
         for (const [k, v] of errors) if (!this.pendingErrors.has(k)) this.pendingErrors.set(k, v);
       }
     }
-    if (Object.keys(this.pending).length === 0) return;
-    const deltas = this.pending;
-    this.pending = {};
+    if (Object.keys(deltas).length === 0) return;
     try {
-      this.meta.addCounters(deltas);
+      await this.meta.addCounters(deltas);
     } catch {
       // Keep the deltas for the next attempt rather than losing counts.
       for (const [k, v] of Object.entries(deltas)) this.pending[k] = (this.pending[k] ?? 0) + v;
     }
   }
 
-  close(): void {
+  async close(): Promise<void> {
     clearInterval(this.timer);
-    this.flush();
+    await this.flush();
   }
 
   /** The counters alone, from memory (the storage totals cost a few COUNT queries). */
@@ -142,10 +151,10 @@ export class Stats {
   }
 
   /** The /api/v1/stats document. */
-  snapshot() {
+  async snapshot() {
     return {
       ...this.counters(),
-      storage: this.meta.totals(),
+      storage: await this.meta.totals(),
       gc: this.lastGc
         ? {
             lastRunAt: new Date(this.lastGc.startedAt).toISOString(),
@@ -173,24 +182,26 @@ export function createPrometheusRegistry(stats: Stats): PromRegistry {
     return snap;
   };
 
-  const counter = (name: string, help: string, read: () => number) =>
+  type Snapshot = Awaited<ReturnType<Stats['snapshot']>>;
+  const counter = (name: string, help: string, read: (s: Snapshot) => number) =>
     new Counter({
       name,
       help,
       registers: [registry],
-      collect() {
+      async collect() {
+        const value = read(await current());
         this.reset();
-        this.inc(read());
+        this.inc(value);
       },
     });
-  counter('airlock_cache_hits_total', 'Proxied requests answered from local storage', () => current().cache.hits);
-  counter('airlock_cache_misses_total', 'Proxied requests fetched from an upstream', () => current().cache.misses);
-  counter('airlock_cache_stale_served_total', 'Cached content served because the upstream was unreachable', () => current().cache.staleServed);
-  counter('airlock_cache_bytes_from_cache_total', 'Blob bytes of proxied repositories served from disk', () => current().cache.bytesFromCache);
-  counter('airlock_cache_bytes_from_upstream_total', 'Blob bytes fetched from upstreams', () => current().cache.bytesFromUpstream);
-  counter('airlock_cache_evicted_blobs_total', 'Cached blobs removed to stay within cache.maxBytes', () => current().cache.evictedBlobs);
-  counter('airlock_cache_evicted_bytes_total', 'Bytes of cached blobs removed to stay within cache.maxBytes', () => current().cache.evictedBytes);
-  counter('airlock_cache_evicted_manifests_total', 'Cached manifests removed with their blobs by cache eviction', () => current().cache.evictedManifests);
+  counter('airlock_cache_hits_total', 'Proxied requests answered from local storage', (s) => s.cache.hits);
+  counter('airlock_cache_misses_total', 'Proxied requests fetched from an upstream', (s) => s.cache.misses);
+  counter('airlock_cache_stale_served_total', 'Cached content served because the upstream was unreachable', (s) => s.cache.staleServed);
+  counter('airlock_cache_bytes_from_cache_total', 'Blob bytes of proxied repositories served from disk', (s) => s.cache.bytesFromCache);
+  counter('airlock_cache_bytes_from_upstream_total', 'Blob bytes fetched from upstreams', (s) => s.cache.bytesFromUpstream);
+  counter('airlock_cache_evicted_blobs_total', 'Cached blobs removed to stay within cache.maxBytes', (s) => s.cache.evictedBlobs);
+  counter('airlock_cache_evicted_bytes_total', 'Bytes of cached blobs removed to stay within cache.maxBytes', (s) => s.cache.evictedBytes);
+  counter('airlock_cache_evicted_manifests_total', 'Cached manifests removed with their blobs by cache eviction', (s) => s.cache.evictedManifests);
 
   const perUpstream = (name: string, help: string, key: UpstreamKey) =>
     new Counter({
@@ -198,9 +209,10 @@ export function createPrometheusRegistry(stats: Stats): PromRegistry {
       help,
       labelNames: ['prefix', 'url'],
       registers: [registry],
-      collect() {
+      async collect() {
+        const { upstreams } = await current();
         this.reset();
-        for (const u of current().upstreams) this.inc({ prefix: u.prefix, url: u.url }, u[key]);
+        for (const u of upstreams) this.inc({ prefix: u.prefix, url: u.url }, u[key]);
       },
     });
   perUpstream('airlock_upstream_hits_total', 'Cache hits per upstream', 'hits');
@@ -208,19 +220,19 @@ export function createPrometheusRegistry(stats: Stats): PromRegistry {
   perUpstream('airlock_upstream_errors_total', 'Failed upstream requests', 'errors');
   perUpstream('airlock_upstream_bytes_total', 'Bytes fetched per upstream', 'bytesFromUpstream');
 
-  const gauge = (name: string, help: string, read: () => number) =>
+  const gauge = (name: string, help: string, read: (s: Snapshot) => number) =>
     new Gauge({
       name,
       help,
       registers: [registry],
-      collect() {
-        this.set(read());
+      async collect() {
+        this.set(read(await current()));
       },
     });
-  gauge('airlock_storage_repositories', 'Repositories holding at least one manifest', () => current().storage.repositories);
-  gauge('airlock_storage_manifests', 'Distinct manifests stored', () => current().storage.manifests);
-  gauge('airlock_storage_blobs', 'Blobs stored', () => current().storage.blobs);
-  gauge('airlock_storage_bytes', 'Bytes of blobs stored', () => current().storage.bytes);
+  gauge('airlock_storage_repositories', 'Repositories holding at least one manifest', (s) => s.storage.repositories);
+  gauge('airlock_storage_manifests', 'Distinct manifests stored', (s) => s.storage.manifests);
+  gauge('airlock_storage_blobs', 'Blobs stored', (s) => s.storage.blobs);
+  gauge('airlock_storage_bytes', 'Bytes of blobs stored', (s) => s.storage.bytes);
   // The last garbage collection (0 until one has run).
   const lastGc = stats.lastGcRun.bind(stats);
   gauge('airlock_gc_last_run_timestamp_seconds', 'When the last garbage collection started', () => (lastGc()?.startedAt ?? 0) / 1000);

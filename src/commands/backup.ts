@@ -84,7 +84,7 @@ export async function backupCommand(args: string[], io: { stdout: CommandOutput;
       throw e;
     } finally {
       progress.stop();
-      meta.close();
+      await meta.close();
       target.lock.release();
     }
   }

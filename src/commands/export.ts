@@ -52,7 +52,7 @@ export async function runExport(options: ExportOptions): Promise<number> {
   const store = await openStore(options.storage);
   let sink: ContentSink | undefined;
   try {
-    const items = selectImages(store.meta, options.selectors);
+    const items = await selectImages(store.meta, options.selectors);
     sink = options.to.endsWith('.tar') ? new LayoutTarSink(options.to, options.since) : await LayoutDirSink.create(options.to, { since: options.since });
     const progress = createProgress({ label: 'export', output: options.stderr });
     // A tar is written front to back: one image at a time.
@@ -66,7 +66,7 @@ export async function runExport(options: ExportOptions): Promise<number> {
     return copier.tally.failed.length ? EXIT_FAILURE : EXIT_OK;
   } finally {
     await sink?.close();
-    store.close();
+    await store.close();
     if (target.kind === 'local') target.lock.release();
   }
 }

@@ -99,7 +99,7 @@ export async function fsckLocal(storage: string, repair: boolean, progressOut: C
     );
   } finally {
     progress.stop();
-    meta.close();
+    await meta.close();
   }
 }
 

@@ -124,7 +124,7 @@ export async function runGcCommand({ args, stdout, stderr }: GcCommandOptions): 
     stderr.write(`airlock gc: ${(e as Error).message}\n`);
     return EXIT_FAILURE;
   } finally {
-    meta.close();
+    await meta.close();
     log.flush();
     target.lock.release();
   }

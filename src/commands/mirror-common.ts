@@ -28,7 +28,7 @@ export async function openDestination(options: { storage: string; to?: string; a
     return {
       sink,
       async close() {
-        store.close();
+        await store.close();
         target.lock.release();
       },
     };

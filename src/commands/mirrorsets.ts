@@ -68,7 +68,7 @@ export async function mirrorsetsCommand(args: string[], io: MirrorsetsIo = { std
   const config = loadConfig({ config: values.config, storage: values.storage });
   let origins;
   try {
-    origins = readOrigins(config.storage);
+    origins = await readOrigins(config.storage);
   } catch (e) {
     if (!(e instanceof StorageViewError)) throw e;
     io.stderr.write(`airlock mirrorsets: ${e.message}\n`);

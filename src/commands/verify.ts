@@ -102,7 +102,7 @@ export async function verifyCommand(args: string[], io: VerifyIo = { stdout: pro
   }
   try {
     // airlock's own rules name local repositories directly (host ""): nothing to strip.
-    const origins = view.origins();
+    const origins = await view.origins();
     const rules = fileRules ?? mergeRules(airlockRulesForHost(config.upstreams, origins, '', 'all'));
     const selfOrigin = origins.find((o) => o.repo === parseLocalReference(ref)!.repo)?.origin;
     const toLocal = fileRules ? stripRegistryHost : (repository: string) => repository;
@@ -145,6 +145,6 @@ export async function verifyCommand(args: string[], io: VerifyIo = { stdout: pro
     }
     throw e;
   } finally {
-    view.close();
+    await view.close();
   }
 }

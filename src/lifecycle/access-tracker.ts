@@ -6,13 +6,15 @@ import type { MetadataStore } from '../storage/metadata.js';
  */
 export class AccessTracker {
   private served = new Set<string>();
+  /** Batches being written: not in the metadata yet either. */
+  private readonly writing = new Set<Set<string>>();
   private readonly timer: NodeJS.Timeout;
 
   constructor(
     private readonly meta: MetadataStore,
     flushEveryMs = 5000,
   ) {
-    this.timer = setInterval(() => this.flush(), flushEveryMs);
+    this.timer = setInterval(() => void this.flush(), flushEveryMs);
     this.timer.unref();
   }
 
@@ -22,18 +24,29 @@ export class AccessTracker {
 
   /** Served since the last flush (not yet visible in the metadata). */
   isPending(digest: string): boolean {
-    return this.served.has(digest);
+    if (this.served.has(digest)) return true;
+    for (const batch of this.writing) if (batch.has(digest)) return true;
+    return false;
   }
 
-  flush(): void {
+  /** Writes what was served since the last flush; resolves once the metadata has it. */
+  async flush(): Promise<void> {
     if (this.served.size === 0) return;
     const batch = this.served;
     this.served = new Set();
-    this.meta.touchBlobs(batch, Date.now());
+    this.writing.add(batch);
+    try {
+      await this.meta.touchBlobs(batch, Date.now());
+    } catch {
+      // Tried again with the next batch (a busy or full database): a served blob must not look idle.
+      for (const digest of batch) this.served.add(digest);
+    } finally {
+      this.writing.delete(batch);
+    }
   }
 
-  close(): void {
+  async close(): Promise<void> {
     clearInterval(this.timer);
-    this.flush();
+    await this.flush();
   }
 }

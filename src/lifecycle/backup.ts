@@ -64,18 +64,18 @@ export async function backupStore(source: BackupSource, dir: string, progress?: 
     progress?.note(`copying the metadata of ${source.storage} (SQLite online backup)`);
     await source.meta.backupTo(partial);
     const copy = new SqliteMetadataStore(partial);
-    const report: BackupReport = { dir, blobs: 0, bytes: 0, linked: 0, copied: 0, forgotten: [], manifests: copy.totals().manifests, seconds: 0 };
+    const report: BackupReport = { dir, blobs: 0, bytes: 0, linked: 0, copied: 0, forgotten: [], manifests: (await copy.totals()).manifests, seconds: 0 };
     try {
       // Uploads in progress stay with the store they belong to.
-      for (const upload of copy.allUploads()) copy.deleteUpload(upload.id);
-      const totals = copy.totals();
+      for (const upload of await copy.allUploads()) await copy.deleteUpload(upload.id);
+      const totals = await copy.totals();
       progress?.grow(totals.blobs, totals.bytes);
       const target = new BlobFiles(dir);
       await target.init();
       const dirs = new Set<string>();
       let after = '';
       for (;;) {
-        const rows = copy.blobRowsAfter(after, PAGE);
+        const rows = await copy.blobRowsAfter(after, PAGE);
         if (rows.length === 0) break;
         after = rows[rows.length - 1]!.digest;
         for (const row of rows) {
@@ -83,7 +83,7 @@ export async function backupStore(source: BackupSource, dir: string, progress?: 
           dirs.add(dirname(to));
           const how = await source.withBlobLock(row.digest, () => placeBlob(source.blobs.blobPath(row.digest), to));
           if (how === 'gone') {
-            copy.forgetBlob(row.digest);
+            await copy.forgetBlob(row.digest);
             report.forgotten.push(row.digest);
           } else {
             report[how]++;
@@ -96,7 +96,7 @@ export async function backupStore(source: BackupSource, dir: string, progress?: 
       for (const d of dirs) await syncDirectory(d);
       await copyAuthKeys(source.storage, dir);
     } finally {
-      copy.close();
+      await copy.close();
     }
     // Last: airlock.db appearing is what makes the directory a store.
     await rm(`${partial}-wal`, { force: true });

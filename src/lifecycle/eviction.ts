@@ -51,30 +51,31 @@ export class CacheEvictor {
   }
 
   private async pass(): Promise<EvictionResult> {
-    this.tracker.flush();
+    // Written before the pass starts: what was served until now then counts against eviction.
+    await this.tracker.flush();
     const startedAt = Date.now();
     const result: EvictionResult = { blobs: 0, bytes: 0, manifests: 0, remaining: 0 };
     for (const budget of this.budgets) await this.withinBudget(budget, startedAt, result);
-    result.remaining = this.meta.cachedOnlyBytes();
+    result.remaining = await this.meta.cachedOnlyBytes();
     if (result.blobs > 0) this.onEvicted(result.blobs, result.bytes, result.manifests);
     return result;
   }
 
-  private usage(budget: EvictionBudget): number {
+  private async usage(budget: EvictionBudget): Promise<number> {
     if (budget.prefix === undefined) return this.meta.cachedOnlyBytes();
     let bytes = 0;
-    for (const { repo, bytes: b } of this.meta.cachedBytesByRepo()) if (this.upstreamOf(repo) === budget.prefix) bytes += b;
+    for (const { repo, bytes: b } of await this.meta.cachedBytesByRepo()) if (this.upstreamOf(repo) === budget.prefix) bytes += b;
     return bytes;
   }
 
   /** The next least recently served candidates; `exhausted` when the store has no more. */
-  private candidates(budget: EvictionBudget, skipped: Set<string>): { items: { digest: string }[]; exhausted: boolean } {
+  private async candidates(budget: EvictionBudget, skipped: Set<string>): Promise<{ items: { digest: string }[]; exhausted: boolean }> {
     const limit = BATCH + skipped.size;
     if (budget.prefix === undefined) {
-      const rows = this.meta.evictionCandidates(limit);
+      const rows = await this.meta.evictionCandidates(limit);
       return { items: rows.filter((c) => !skipped.has(c.digest)), exhausted: rows.length < limit };
     }
-    const rows = this.meta.evictionCandidatesUnder(budget.prefix, limit);
+    const rows = await this.meta.evictionCandidatesUnder(budget.prefix, limit);
     const items: { digest: string }[] = [];
     for (const c of rows) {
       if (skipped.has(c.digest)) continue;
@@ -86,13 +87,13 @@ export class CacheEvictor {
   }
 
   private async withinBudget(budget: EvictionBudget, startedAt: number, result: EvictionResult): Promise<void> {
-    let remaining = this.usage(budget);
+    let remaining = await this.usage(budget);
     if (remaining <= budget.maxBytes) return;
     const before = { blobs: result.blobs, bytes: result.bytes, manifests: result.manifests };
     const target = Math.floor(budget.maxBytes * LOW_WATER);
     const skipped = new Set<string>();
     while (remaining > target) {
-      const { items, exhausted } = this.candidates(budget, skipped);
+      const { items, exhausted } = await this.candidates(budget, skipped);
       if (items.length === 0) {
         if (exhausted) break;
         continue;

@@ -105,7 +105,7 @@ export async function fsck(store: FsckStore, options: FsckOptions): Promise<Fsck
     totals: { blobs: 0, bytes: 0 },
     seconds: 0,
   };
-  const before = meta.totals();
+  const before = await meta.totals();
   options.progress?.grow(before.blobs + before.manifests, before.bytes);
 
   await checkBlobRows(store, options, report);
@@ -114,7 +114,7 @@ export async function fsck(store: FsckStore, options: FsckOptions): Promise<Fsck
   await checkRows(store, options, report);
   await checkUploads(store, options, report);
 
-  const after = meta.totals();
+  const after = await meta.totals();
   report.totals = { blobs: after.blobs, bytes: after.bytes };
   report.seconds = (Date.now() - started) / 1000;
   return report;
@@ -128,7 +128,7 @@ async function checkBlobRows(store: FsckStore, options: FsckOptions, report: Fsc
   const buffers = Array.from({ length: concurrency }, () => Buffer.allocUnsafeSlow(HASH_CHUNK));
   let after = '';
   for (;;) {
-    const rows = store.meta.blobRowsAfter(after, PAGE);
+    const rows = await store.meta.blobRowsAfter(after, PAGE);
     if (rows.length === 0) break;
     after = rows[rows.length - 1]!.digest;
     let next = 0;
@@ -181,14 +181,14 @@ async function checkBlob(store: FsckStore, options: FsckOptions, report: FsckRep
   }
   // Something looks wrong: look again where no push, fill or eviction can be halfway through.
   await store.withBlobLock(digest, async () => {
-    const rowSize = store.meta.blobSize(digest);
+    const rowSize = await store.meta.blobSize(digest);
     if (rowSize === undefined) return; // evicted or removed meanwhile: nothing left to check
     const now = await hashBlobFile(store, digest).catch((e: Error) => ({ kind: 'wrong', size: -1, actual: `unreadable (${e.message})` }) as FileState);
     if (now.kind === 'ok' && now.size === rowSize) return;
     if (now.kind === 'missing') {
       const problem: Problem = { kind: 'missing-file', subject: digest, detail: `recorded (${rowSize} bytes) but its file ${relativeBlobPath(store, digest)} is missing` };
       if (options.repair) {
-        store.meta.forgetBlob(digest);
+        await store.meta.forgetBlob(digest);
         problem.repaired = 'dropped its rows: a pull-through cache fetches it again when asked; pushed content must be pushed again';
       }
       report.problems.push(problem);
@@ -197,7 +197,7 @@ async function checkBlob(store: FsckStore, options: FsckOptions, report: FsckRep
     if (now.kind === 'ok') {
       const problem: Problem = { kind: 'size-mismatch', subject: digest, detail: `recorded as ${rowSize} bytes, its (intact) file has ${now.size}` };
       if (options.repair) {
-        store.meta.setBlobSize(digest, now.size);
+        await store.meta.setBlobSize(digest, now.size);
         problem.repaired = `recorded size corrected to ${now.size} bytes`;
       }
       report.problems.push(problem);
@@ -206,7 +206,7 @@ async function checkBlob(store: FsckStore, options: FsckOptions, report: FsckRep
     const problem: Problem = { kind: 'corrupt-blob', subject: digest, detail: `file ${relativeBlobPath(store, digest)} hashes to ${now.actual}` };
     if (options.repair) {
       const moved = await quarantineFile(store.storage, store.blobs.blobPath(digest), digestFileName(digest));
-      store.meta.forgetBlob(digest);
+      await store.meta.forgetBlob(digest);
       problem.repaired = `moved to ${moved} and dropped its rows: a pull-through cache fetches it again when asked; pushed content must be pushed again`;
     }
     report.problems.push(problem);
@@ -239,7 +239,7 @@ async function checkBlobFiles(store: FsckStore, options: FsckOptions, report: Fs
         report.checked.files++;
         const digest = `${algorithm}:${name}`;
         const wellPlaced = DIGEST_FILE_RE.test(name) && name.startsWith(prefix) && prefix.length === 2;
-        if (wellPlaced && store.meta.blobSize(digest) !== undefined) continue;
+        if (wellPlaced && (await store.meta.blobSize(digest)) !== undefined) continue;
         const path = join(dir, name);
         const relative = join('blobs', algorithm, prefix, name);
         if (!wellPlaced) {
@@ -249,7 +249,7 @@ async function checkBlobFiles(store: FsckStore, options: FsckOptions, report: Fs
         await store.withBlobLock(digest, async () => {
           // A file whose row is on its way (a push between rename and insert happens under this
           // lock; a fill is known to be running) is not an orphan.
-          if (store.meta.blobSize(digest) !== undefined || store.isFilling(digest)) return;
+          if ((await store.meta.blobSize(digest)) !== undefined || store.isFilling(digest)) return;
           await orphan(store, options, report, relative, path, `holds ${digest} but no row records it`);
         });
       }
@@ -271,7 +271,7 @@ async function orphan(store: FsckStore, options: FsckOptions, report: FsckReport
 async function checkManifests(store: FsckStore, options: FsckOptions, report: FsckReport): Promise<void> {
   let after: { repoId: number; digest: string } | undefined;
   for (;;) {
-    const rows = store.meta.manifestRowsAfter(after, PAGE);
+    const rows = await store.meta.manifestRowsAfter(after, PAGE);
     if (rows.length === 0) break;
     const last = rows[rows.length - 1]!;
     after = { repoId: last.repoId, digest: last.digest };
@@ -293,7 +293,7 @@ async function checkManifests(store: FsckStore, options: FsckOptions, report: Fs
         await mkdir(dir, { recursive: true });
         const name = `manifest-${row.repo.replace(/\//g, '_')}-${digestFileName(row.digest)}.${new Date().toISOString().replace(/[:.]/g, '-')}`;
         await writeFile(join(dir, name), row.content);
-        store.meta.deleteManifest(row.repo, row.digest);
+        await store.meta.deleteManifest(row.repo, row.digest);
         store.manifestRemoved?.(row.repo);
         problem.repaired = `bytes saved to quarantine/${name}, manifest removed with its tags (a pull-through cache fetches it again; pushed content must be pushed again)`;
       }
@@ -320,8 +320,8 @@ function describeDangling(row: DanglingRow): { subject: string; detail: string }
 }
 
 async function checkRows(store: FsckStore, options: FsckOptions, report: FsckReport): Promise<void> {
-  report.checked.references = store.meta.countReferences();
-  const rows = store.meta.danglingRows(100_000);
+  report.checked.references = await store.meta.countReferences();
+  const rows = await store.meta.danglingRows(100_000);
   for (const row of rows) {
     const { subject, detail } = describeDangling(row);
     const reference = row.kind === 'blob-ref' || row.kind === 'manifest-ref';
@@ -329,7 +329,7 @@ async function checkRows(store: FsckStore, options: FsckOptions, report: FsckRep
     if (options.repair) {
       if (reference) {
         problem.unrepaired = `push ${row.to} to ${row.repo} again (or delete the manifest): removing the reference would misdescribe the manifest`;
-      } else if (store.meta.removeDanglingRow(row)) {
+      } else if (await store.meta.removeDanglingRow(row)) {
         problem.repaired = 'row removed';
         if (row.kind === 'tag') store.manifestRemoved?.(row.repo);
       } else {
@@ -343,7 +343,7 @@ async function checkRows(store: FsckStore, options: FsckOptions, report: FsckRep
 // ---- uploads and temporaries ----------------------------------------------------------------
 
 async function checkUploads(store: FsckStore, options: FsckOptions, report: FsckReport): Promise<void> {
-  const sessions = new Map(store.meta.allUploads().map((u) => [u.id, u]));
+  const sessions = new Map((await store.meta.allUploads()).map((u) => [u.id, u]));
   const files = new Set(await store.blobs.listUploads());
   for (const upload of sessions.values()) {
     const bytes = await store.blobs.uploadSize(upload.id);
@@ -352,10 +352,10 @@ async function checkUploads(store: FsckStore, options: FsckOptions, report: Fsck
       continue;
     }
     // The session was being opened (its row comes after its file, so not that) or its file was lost.
-    if (store.meta.getUpload(upload.id) === undefined) continue;
+    if ((await store.meta.getUpload(upload.id)) === undefined) continue;
     const problem: Problem = { kind: 'dangling-upload', subject: `uploads/${upload.id}`, detail: `upload session for ${upload.repo} has no file` };
     if (options.repair) {
-      store.meta.deleteUpload(upload.id);
+      await store.meta.deleteUpload(upload.id);
       problem.repaired = 'session removed (its client must start the upload again)';
     }
     report.problems.push(problem);
@@ -367,7 +367,7 @@ async function checkUploads(store: FsckStore, options: FsckOptions, report: Fsck
     if (modified === undefined) continue;
     // A server's pull-through fills write session-less files: only ones nobody writes to any more are stale.
     if (store.live && now - modified < LIVE_TEMPORARY_GRACE_MS) continue;
-    if (store.meta.getUpload(id)) continue;
+    if (await store.meta.getUpload(id)) continue;
     const problem: Problem = { kind: 'stale-temporary', subject: `uploads/${id}`, detail: 'partial transfer with no upload session (left by a crash or an interrupted fill)' };
     if (options.repair) {
       await store.blobs.removeUpload(id);

@@ -3,7 +3,7 @@ import type { Logger } from '../log.js';
 import { runAll, type KeyedLock } from '../registry/keyed-lock.js';
 import type { ManifestCache } from '../registry/manifest-cache.js';
 import { parseManifest } from '../registry/manifest.js';
-import type { FsBlobStore } from '../storage/blobstore.js';
+import type { BlobStore } from '../storage/blobstore.js';
 import type { GcPolicy, MetadataStore } from '../storage/metadata.js';
 
 /** Default grace period: a push whose manifest follows its blobs within this is never cut short. */
@@ -38,7 +38,7 @@ export interface GcResult {
 
 export interface GcDeps {
   meta: MetadataStore;
-  blobs: FsBlobStore;
+  blobs: BlobStore;
   /** Shared with uploads, mounts and pull-through fills: a blob is never removed while one of them holds it. */
   blobLocks: KeyedLock;
   log: Logger;
@@ -49,7 +49,7 @@ export interface GcDeps {
   /** True while a pull-through transfer of the blob is being written. */
   isFilling?: (digest: string) => boolean;
   /** Blob accesses noted in memory (served, asked about): written down before marking, and those since kept. */
-  access?: { flush(): void; isPending(digest: string): boolean };
+  access?: { flush(): Promise<void> | void; isPending(digest: string): boolean };
   /** Called with every finished collection (stats). */
   onCollected?: (result: GcResult) => void;
   /** Called after each page of blobs examined (progress bars). */
@@ -65,7 +65,7 @@ export interface GcDeps {
  * uploads/) and are never touched. Removes the rest, rows and files.
  *
  * It runs while clients push and pull:
- * - manifests are marked and swept in one SQLite transaction, which no request can interleave with;
+ * - manifests are marked and swept in one store call (one transaction), which no request can interleave with;
  * - blobs are decided against a grace period: anything linked, uploaded, mounted, served or asked
  *   about (HEAD) since `now - grace` is kept, which covers a push whose blobs arrived (or were
  *   found here) but whose manifest has not yet;
@@ -103,20 +103,20 @@ export class GarbageCollector {
     };
     const result: GcResult = { dryRun, startedAt, durationMs: 0, removedManifests: 0, removedBlobs: 0, removedLinks: 0, freedBytes: 0, manifests: [] };
     try {
-      this.deps.access?.flush();
-      this.recordCachedRefs();
-      const manifests = meta.collectManifests(policy);
+      await this.deps.access?.flush();
+      await this.recordCachedRefs();
+      const manifests = await meta.collectManifests(policy);
       result.removedManifests = manifests.length;
       result.manifests = manifests.slice(0, LISTED).map(({ repo, digest }) => ({ repo, digest }));
       if (!dryRun) for (const repo of new Set(manifests.map((m) => m.repo))) this.deps.manifests?.invalidate(repo);
 
-      const total = meta.totals().blobs;
+      const total = (await meta.totals()).blobs;
       let scanned = 0;
       for (let after = ''; !this.stopping; ) {
-        const page = meta.blobSweepCandidates(policy, after, PAGE);
+        const page = await meta.blobSweepCandidates(policy, after, PAGE);
         for (let i = 0; i < page.digests.length && !this.stopping; i += BATCH) {
           const batch = page.digests.slice(i, i + BATCH).filter((d) => !this.busy(d));
-          const swept = dryRun ? meta.sweepBlobs(batch, policy) : await this.sweep(batch, policy);
+          const swept = dryRun ? await meta.sweepBlobs(batch, policy) : await this.sweep(batch, policy);
           for (const s of swept) {
             result.removedLinks += s.links;
             if (s.removed) {
@@ -133,10 +133,10 @@ export class GarbageCollector {
         await yieldToRequests();
       }
     } finally {
-      meta.endCollection();
+      await meta.endCollection();
     }
     result.durationMs = now() - startedAt;
-    meta.recordGcRun(result);
+    await meta.recordGcRun(result);
     this.deps.onCollected?.(result);
     log.info(
       {
@@ -156,7 +156,7 @@ export class GarbageCollector {
   private sweep(batch: string[], policy: GcPolicy) {
     const { meta, blobs, blobLocks } = this.deps;
     return runAll(blobLocks, batch, async () => {
-      const swept = meta.sweepBlobs(batch.filter((d) => !this.busy(d)), policy);
+      const swept = await meta.sweepBlobs(batch.filter((d) => !this.busy(d)), policy);
       // Rows first, then files: a crash in between leaves orphan files (fsck removes them), never a row without its file.
       await Promise.all(swept.filter((s) => s.removed).map((s) => blobs.remove(s.digest)));
       return swept;
@@ -172,14 +172,15 @@ export class GarbageCollector {
    * Cached manifests stored before their references were recorded get them now, so the blobs of
    * cached images are not mistaken for unreferenced ones.
    */
-  private recordCachedRefs(): void {
-    for (const m of this.deps.meta.manifestsWithoutRefs()) {
+  private async recordCachedRefs(): Promise<void> {
+    for (const m of await this.deps.meta.manifestsWithoutRefs()) {
       try {
         const parsed = parseManifest(m.content, m.mediaType);
-        if (parsed.blobRefs.length || parsed.manifestRefs.length) this.deps.meta.addManifestRefs(m.repo, m.digest, parsed.blobRefs, parsed.manifestRefs);
+        if (parsed.blobRefs.length || parsed.manifestRefs.length) await this.deps.meta.addManifestRefs(m.repo, m.digest, parsed.blobRefs, parsed.manifestRefs);
       } catch {
         // A type airlock cannot parse references nothing it could tell apart.
       }
     }
   }
+
 }

@@ -21,13 +21,13 @@ export async function removeStaleTemporaries(storage: string, meta: MetadataStor
   let files = 0;
   let sessions = 0;
   for (const id of await blobs.listUploads()) {
-    if (meta.getUpload(id)) continue;
+    if (await meta.getUpload(id)) continue;
     await blobs.removeUpload(id);
     files++;
   }
-  for (const upload of meta.allUploads()) {
+  for (const upload of await meta.allUploads()) {
     if ((await blobs.uploadSize(upload.id)) !== undefined) continue;
-    meta.deleteUpload(upload.id);
+    await meta.deleteUpload(upload.id);
     sessions++;
   }
   for (const name of await readdir(storage)) {
@@ -54,7 +54,7 @@ export async function recoverAfterCrash(storage: string, meta: MetadataStore, bl
         scanned++;
         if (!DIGEST_FILE_RE.test(name) || !name.startsWith(prefix)) continue; // not ours to judge: fsck reports it
         const digest = `${algorithm}:${name}`;
-        if (meta.blobSize(digest) !== undefined) continue;
+        if ((await meta.blobSize(digest)) !== undefined) continue;
         await blobs.remove(digest);
         removed++;
       }

@@ -27,7 +27,7 @@ export function quarantineServedBlobs(deps: ServedCorruptionDeps): (digest: stri
         const state = await hashBlobFile(deps, digest);
         if (state.kind !== 'wrong') return;
         const moved = await quarantineFile(deps.storage, deps.blobs.blobPath(digest), digestFileName(digest));
-        deps.meta.forgetBlob(digest);
+        await deps.meta.forgetBlob(digest);
         deps.log.error(
           { digest, actual: state.actual, quarantined: moved },
           'corrupt blob file found while serving: moved to quarantine and forgotten (an upstream blob is fetched again when next asked for; pushed content must be pushed again)',

@@ -12,8 +12,8 @@ import type { MirrorContent } from './verify.js';
 
 export interface StorageView {
   content: MirrorContent;
-  origins(): Origin[];
-  close(): void;
+  origins(): Promise<Origin[]>;
+  close(): Promise<void>;
 }
 
 /** The storage cannot be read: none there, or a database this airlock cannot read. */
@@ -53,12 +53,12 @@ export function openStorageView(storage: string): StorageView {
 }
 
 /** Recorded origins, or none when the storage has no database yet (a fresh pull-through cache). */
-export function readOrigins(storage: string): Origin[] {
+export async function readOrigins(storage: string): Promise<Origin[]> {
   if (!existsSync(databasePath(storage))) return [];
   const view = openStorageView(storage);
   try {
-    return view.origins();
+    return await view.origins();
   } finally {
-    view.close();
+    await view.close();
   }
 }

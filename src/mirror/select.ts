@@ -18,11 +18,11 @@ export function globToRegExp(glob: string): RegExp {
   return new RegExp(`^${re}$`);
 }
 
-function allRepositories(meta: MetadataStore): string[] {
+async function allRepositories(meta: MetadataStore): Promise<string[]> {
   const repos: string[] = [];
   let last: string | undefined;
   for (;;) {
-    const page = meta.listRepositories(1000, last);
+    const page = await meta.listRepositories(1000, last);
     repos.push(...page.items);
     if (!page.more || page.items.length === 0) return repos;
     last = page.items[page.items.length - 1];
@@ -35,8 +35,8 @@ export class SelectionError extends Error {}
  * What `export` copies for each argument: `repo:tag` and `repo@sha256:…` name one image; a plain
  * repository name or a glob (`ocp4/**`) every tag and tagless image of every repository it matches.
  */
-export function selectImages(meta: MetadataStore, selectors: string[]): CopyItem[] {
-  const origins = new Map(meta.listOrigins().map((o) => [o.repo, o.origin]));
+export async function selectImages(meta: MetadataStore, selectors: string[]): Promise<CopyItem[]> {
+  const origins = new Map((await meta.listOrigins()).map((o) => [o.repo, o.origin]));
   const items = new Map<string, CopyItem>();
   const add = (repo: string, reference: string, tag?: string) => {
     const origin = origins.get(repo);
@@ -48,7 +48,7 @@ export function selectImages(meta: MetadataStore, selectors: string[]): CopyItem
     if (at > 0) {
       const repo = selector.slice(0, at);
       const digest = selector.slice(at + 1);
-      if (!meta.getManifest(repo, digest)) throw new SelectionError(`${selector}: no such manifest in the store`);
+      if (!(await meta.getManifest(repo, digest))) throw new SelectionError(`${selector}: no such manifest in the store`);
       add(repo, digest);
       continue;
     }
@@ -56,16 +56,16 @@ export function selectImages(meta: MetadataStore, selectors: string[]): CopyItem
     if (colon > 0 && !selector.slice(colon).includes('/') && !selector.includes('*')) {
       const repo = selector.slice(0, colon);
       const tag = selector.slice(colon + 1);
-      const found = meta.getTag(repo, tag);
+      const found = await meta.getTag(repo, tag);
       if (!found) throw new SelectionError(`${selector}: no such tag in the store`);
       add(repo, found.digest, tag);
       continue;
     }
     const pattern = globToRegExp(selector);
-    const repos = allRepositories(meta).filter((r) => pattern.test(r));
+    const repos = (await allRepositories(meta)).filter((r) => pattern.test(r));
     if (!repos.length) throw new SelectionError(`${selector}: matches no repository in the store`);
     for (const repo of repos) {
-      for (const image of meta.listImages(repo)) {
+      for (const image of await meta.listImages(repo)) {
         if (image.tags.length === 0) add(repo, image.digest);
         for (const tag of image.tags) add(repo, image.digest, tag);
       }

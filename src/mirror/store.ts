@@ -11,7 +11,7 @@ import { MissingContentError, type ContentSink, type ContentSource, type Manifes
 export interface OpenedStore {
   blobs: FsBlobStore;
   meta: MetadataStore;
-  close(): void;
+  close(): Promise<void>;
 }
 
 export async function openStore(storage: string): Promise<OpenedStore> {
@@ -29,7 +29,7 @@ export async function openStore(storage: string): Promise<OpenedStore> {
 export async function removeOrphanUploads(store: OpenedStore): Promise<number> {
   let removed = 0;
   for (const id of await store.blobs.listUploads()) {
-    if (store.meta.getUpload(id)) continue;
+    if (await store.meta.getUpload(id)) continue;
     await store.blobs.removeUpload(id);
     removed++;
   }
@@ -55,11 +55,11 @@ export class StoreSink implements ContentSink {
 
   async hasBlob(repo: string, digest: string): Promise<boolean> {
     const { meta, blobs } = this.store;
-    if (meta.linkedBlobSize(repo, digest) !== undefined) return true;
+    if ((await meta.linkedBlobSize(repo, digest)) !== undefined) return true;
     // Another repository has it: link it here instead of copying the bytes again.
-    const size = meta.blobSize(digest);
+    const size = await meta.blobSize(digest);
     if (size !== undefined && (await blobs.size(digest)) === size) {
-      meta.linkBlob(repo, digest, size);
+      await meta.linkBlob(repo, digest, size);
       return true;
     }
     return false;
@@ -89,23 +89,23 @@ export class StoreSink implements ContentSink {
       await blobs.removeUpload(id);
       throw e;
     }
-    meta.linkBlob(repo, digest, written);
+    await meta.linkBlob(repo, digest, written);
   }
 
   async hasManifest(repo: string, digest: string): Promise<boolean> {
-    return this.store.meta.getManifest(repo, digest) !== undefined;
+    return (await this.store.meta.getManifest(repo, digest)) !== undefined;
   }
 
   async putManifest(repo: string, digest: string, bytes: Buffer, mediaType: string, placement: ManifestPlacement): Promise<void> {
     const parsed = parseManifest(bytes, mediaType);
-    const missing = [...this.store.meta.missingBlobs(repo, parsed.blobRefs), ...this.store.meta.missingManifests(repo, parsed.manifestRefs)];
+    const missing = [...(await this.store.meta.missingBlobs(repo, parsed.blobRefs)), ...(await this.store.meta.missingManifests(repo, parsed.manifestRefs))];
     // The copier stores these first; this guards the invariant against any other caller.
     if (missing.length) throw new Error(`manifest ${digest} for ${repo} references content not stored: ${missing.join(', ')}`);
-    this.store.meta.putManifest(repo, { ...manifestRecord(digest, bytes, parsed), blobRefs: parsed.blobRefs, manifestRefs: parsed.manifestRefs }, placement.tag);
+    await this.store.meta.putManifest(repo, { ...manifestRecord(digest, bytes, parsed), blobRefs: parsed.blobRefs, manifestRefs: parsed.manifestRefs }, placement.tag);
   }
 
   async setOrigin(repo: string, origin: string): Promise<void> {
-    this.store.meta.setOrigin(repo, origin);
+    await this.store.meta.setOrigin(repo, origin);
   }
 
   async flush(): Promise<void> {
@@ -130,13 +130,13 @@ export class StoreSource implements ContentSource {
 
   async manifest(repo: string, reference: string): Promise<SourceManifest> {
     const { meta } = this.store;
-    const found = reference.includes(':') ? meta.getManifest(repo, reference) : meta.getTaggedManifest(repo, reference);
+    const found = reference.includes(':') ? await meta.getManifest(repo, reference) : await meta.getTaggedManifest(repo, reference);
     if (!found) throw new MissingContentError(`manifest ${repo}${reference.includes(':') ? '@' : ':'}${reference} is not in the store`, reference);
     return { digest: found.digest, bytes: found.content, mediaType: found.mediaType };
   }
 
   async blob(repo: string, digest: string): Promise<SourceBlob> {
-    const size = this.store.meta.linkedBlobSize(repo, digest) ?? this.store.meta.blobSize(digest);
+    const size = (await this.store.meta.linkedBlobSize(repo, digest)) ?? (await this.store.meta.blobSize(digest));
     const stream = size === undefined ? undefined : await this.store.blobs.open(digest, { start: 0, end: Math.max(size - 1, 0) });
     if (size === undefined || !stream) throw new MissingContentError(`blob ${digest} of ${repo} is not in the store (run airlock fsck)`, digest);
     if (size === 0) {

@@ -20,9 +20,9 @@ import { parseImageReference, resolveThroughMirrors } from './resolve.js';
 /** Read access to what this mirror holds. */
 export interface MirrorContent {
   /** By tag or digest. */
-  manifest(repo: string, reference: string): ManifestRecord | undefined;
+  manifest(repo: string, reference: string): Promise<ManifestRecord | undefined>;
   /** Size of the blob if the repository links it. */
-  linkedBlobSize(repo: string, digest: string): number | undefined;
+  linkedBlobSize(repo: string, digest: string): Promise<number | undefined>;
   /** Size of the blob's file, undefined when it is not on disk. */
   blobFileSize(digest: string): Promise<number | undefined>;
   openBlob(digest: string): Promise<Readable | undefined>;
@@ -94,15 +94,15 @@ interface ImageManifest {
 }
 
 /** The image manifests of a local image: itself, or every child of an index. */
-function imageManifests(content: MirrorContent, repo: string, record: ManifestRecord, shown: string): ImageManifest[] {
+async function imageManifests(content: MirrorContent, repo: string, record: ManifestRecord, shown: string): Promise<ImageManifest[]> {
   const parsed = parsedManifest(record);
-  const records = parsed.isIndex
-    ? parsed.manifestRefs.map((child) => {
-        const found = content.manifest(repo, child);
-        if (!found) throw new VerifyError(`${shown} is incomplete on this mirror: its child manifest ${child} is missing`);
-        return found;
-      })
-    : [record];
+  const records: ManifestRecord[] = [];
+  if (!parsed.isIndex) records.push(record);
+  for (const child of parsed.isIndex ? parsed.manifestRefs : []) {
+    const found = await content.manifest(repo, child);
+    if (!found) throw new VerifyError(`${shown} is incomplete on this mirror: its child manifest ${child} is missing`);
+    records.push(found);
+  }
   return records.map((r) => {
     const doc = JSON.parse(r.content.toString('utf8')) as { config?: { digest?: string }; layers?: { digest: string }[] };
     return { digest: r.digest, configDigest: doc.config?.digest ?? '', layers: (doc.layers ?? []).map((l) => l.digest) };
@@ -136,12 +136,12 @@ export async function neededImages(
 ): Promise<{ kind: 'release' | 'catalog'; needed: NeededImage[] }> {
   const local = parseLocalReference(ref);
   if (!local) throw new VerifyError(`"${ref}" is not a local reference: use repo:tag or repo@sha256:…`);
-  const record = content.manifest(local.repo, local.reference);
+  const record = await content.manifest(local.repo, local.reference);
   if (!record) throw new VerifyError(`${ref} is not on this mirror (no such repository, tag or manifest)`);
 
   const needed: NeededImage[] = [];
   let kind: 'release' | 'catalog' | undefined;
-  for (const image of imageManifests(content, local.repo, record, ref)) {
+  for (const image of await imageManifests(content, local.repo, record, ref)) {
     const labels = imageLabels(await readBlobText(content, image.configDigest));
     const files = await readPayloadFiles(
       image.layers.map((digest) => ({ digest, open: () => content.openBlob(digest) })),
@@ -186,18 +186,18 @@ async function checkImage(
   reference: string,
   counter: Counter,
 ): Promise<{ reason: MissingReason; message: string; digest?: string } | undefined> {
-  const record = content.manifest(repo, reference);
+  const record = await content.manifest(repo, reference);
   if (!record) return { reason: 'manifest-missing', message: `manifest ${reference} is not in ${repo}`, digest: reference.includes(':') ? reference : undefined };
   counter.manifests++;
   const parsed = parsedManifest(record);
   for (const child of parsed.manifestRefs) {
-    const childRecord = content.manifest(repo, child);
+    const childRecord = await content.manifest(repo, child);
     if (!childRecord) return { reason: 'child-missing', message: `index ${record.digest} in ${repo} lacks its child manifest ${child}`, digest: child };
     const problem = await checkImage(content, repo, child, counter);
     if (problem) return problem;
   }
   for (const blob of parsed.blobRefs) {
-    const linked = content.linkedBlobSize(repo, blob);
+    const linked = await content.linkedBlobSize(repo, blob);
     if (linked === undefined) return { reason: 'blob-missing', message: `blob ${blob} of manifest ${record.digest} is not in ${repo}`, digest: blob };
     // A layer shared by many images (a release's base layers) is looked for on disk once.
     if (counter.blobs.has(blob)) continue;

@@ -113,7 +113,7 @@ export class BlobFill {
     algorithm: DigestAlgorithm,
     response: BlobResult,
     resume: ResumeFetch,
-    onCommitted: (size: number, transferred: number) => void,
+    onCommitted: (size: number, transferred: number) => Promise<void> | void,
     memory: FillMemory,
   ): Promise<BlobFill> {
     const fill = new BlobFill(digest, algorithm, response.size, blobs, memory);
@@ -133,7 +133,7 @@ export class BlobFill {
     return fill;
   }
 
-  private async transfer(response: BlobResult, writer: UploadWriter, resume: ResumeFetch, onCommitted: (size: number, transferred: number) => void): Promise<void> {
+  private async transfer(response: BlobResult, writer: UploadWriter, resume: ResumeFetch, onCommitted: (size: number, transferred: number) => Promise<void> | void): Promise<void> {
     let writerOpen = true;
     try {
       // Either side failing stops the other; both are waited for, so no write is still running below.
@@ -148,7 +148,8 @@ export class BlobFill {
       writerOpen = false;
       await writer.close();
       await this.blobs.promoteUpload(this.uploadId, this.digest);
-      onCommitted(this.written, this.received + this.refetched);
+      // Awaited: the blob is recorded before any reader is told the transfer is over.
+      await onCommitted(this.written, this.received + this.refetched);
       this.committed = true;
     } catch (e) {
       response.abort();

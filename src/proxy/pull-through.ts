@@ -114,7 +114,7 @@ export class PullThroughCache {
 
   /** By digest: cached forever once fetched and verified. */
   async manifestByDigest(route: ProxyRoute, repo: string, digest: string, head: boolean): Promise<ManifestAnswer> {
-    const local = this.localManifest(repo, digest);
+    const local = this.manifests.get(repo, digest) ?? (await this.localManifest(repo, digest));
     if (local) return this.answered(route, local, 'hit');
     this.checkNotFound(route, repo, digest, 'MANIFEST_UNKNOWN');
     if (head) return this.headManifest(route, repo, digest);
@@ -124,8 +124,9 @@ export class PullThroughCache {
 
   /** By tag: a pushed tag is served as is; a cached one while younger than tagTTL, then revalidated. */
   async manifestByTag(route: ProxyRoute, repo: string, tag: string, head: boolean): Promise<ManifestAnswer> {
-    const known = this.knownTag(repo, tag);
-    const cached = known && this.localManifest(repo, known.digest);
+    // The hot path: tag and manifest remembered in memory answer without awaiting the store.
+    const known = this.manifests.getTag(repo, tag) ?? (await this.knownTag(repo, tag));
+    const cached = known && (this.manifests.get(repo, known.digest) ?? (await this.localManifest(repo, known.digest)));
     if (known && cached && (!known.cached || route.upstream.config.offline || Date.now() - known.updatedAt < route.upstream.config.tagTTL)) {
       return this.answered(route, cached, 'hit');
     }
@@ -134,8 +135,9 @@ export class PullThroughCache {
       if (cached) {
         const current = await this.call(route, repo, tag, (c) => c.getManifest(route.remoteRepo, tag, { method: 'HEAD' }));
         if (current.digest === known.digest) {
-          this.meta.touchTag(repo, tag);
-          this.manifests.setTag(repo, tag, { ...known, updatedAt: Date.now() });
+          const generation = this.manifests.generation(repo);
+          await this.meta.touchTag(repo, tag);
+          this.manifests.setTag(repo, tag, { ...known, updatedAt: Date.now() }, generation);
           return this.answered(route, cached, 'hit');
         }
       } else if (head) {
@@ -146,7 +148,7 @@ export class PullThroughCache {
     } catch (e) {
       if (cached && isUpstreamDown(e)) return this.servedStale(route, repo, tag, known, cached);
       if (cached && e instanceof UpstreamError && e.kind === 'notfound') {
-        this.meta.deleteTag(repo, tag);
+        await this.meta.deleteTag(repo, tag);
         this.manifests.invalidate(repo);
       }
       throw this.clientError(e, 'MANIFEST_UNKNOWN');
@@ -154,20 +156,22 @@ export class PullThroughCache {
   }
 
   /** The tag as stored here (pushed, or cached with the time the upstream last confirmed it). */
-  private knownTag(repo: string, tag: string): TagRecord | undefined {
+  private async knownTag(repo: string, tag: string): Promise<TagRecord | undefined> {
     const remembered = this.manifests.getTag(repo, tag);
     if (remembered) return remembered;
-    const found = this.meta.getTag(repo, tag);
-    if (found) this.manifests.setTag(repo, tag, found);
+    const generation = this.manifests.generation(repo);
+    const found = await this.meta.getTag(repo, tag);
+    if (found) this.manifests.setTag(repo, tag, found, generation);
     return found;
   }
 
   /** A manifest stored here, by digest: content-addressed, so kept in memory once read. */
-  private localManifest(repo: string, digest: string): ManifestRecord | undefined {
+  private async localManifest(repo: string, digest: string): Promise<ManifestRecord | undefined> {
     const remembered = this.manifests.get(repo, digest);
     if (remembered) return remembered;
-    const found = this.meta.getManifest(repo, digest);
-    if (found) this.manifests.set(repo, digest, found);
+    const generation = this.manifests.generation(repo);
+    const found = await this.meta.getManifest(repo, digest);
+    if (found) this.manifests.set(repo, digest, found, generation);
     return found;
   }
 
@@ -205,7 +209,7 @@ export class PullThroughCache {
     // lazily when clients ask, so unlike a push nothing else has to be present yet; what it
     // references is recorded all the same, for eviction and garbage collection to keep images whole.
     const tag = reference.includes(':') ? undefined : reference;
-    this.meta.putManifest(repo, { ...record, blobRefs, manifestRefs, cached: true }, tag);
+    await this.meta.putManifest(repo, { ...record, blobRefs, manifestRefs, cached: true }, tag);
     // The tag may have moved: what is remembered of this repository must be read afresh.
     if (tag !== undefined) this.manifests.invalidate(repo);
     return record;
@@ -231,22 +235,22 @@ export class PullThroughCache {
 
   async blob(route: ProxyRoute, repo: string, digest: string, algorithm: DigestAlgorithm, head: boolean): Promise<BlobAnswer> {
     const prefix = route.upstream.config.prefix;
-    const linked = this.meta.linkedBlobSize(repo, digest);
+    const linked = await this.meta.linkedBlobSize(repo, digest);
     if (linked !== undefined) {
       this.stats.outcome(prefix, 'hit');
       return { size: linked, outcome: 'hit', open: (range) => this.openCached(digest, range ?? { start: 0, end: linked - 1 }) };
     }
     this.checkNotFound(route, repo, digest, 'BLOB_UNKNOWN');
     try {
-      const elsewhere = this.meta.blobSize(digest);
+      const elsewhere = await this.meta.blobSize(digest);
       if (head || elsewhere !== undefined) {
         // Either the client only asks about it, or the bytes are already here under another
         // repository: the upstream only has to confirm that this repository has the blob.
         const { size } = await this.call(route, repo, digest, (c) => c.headBlob(route.remoteRepo, digest));
         if (elsewhere !== undefined) {
           const stillHere = await this.blobLocks.run(digest, async () => {
-            const size = this.meta.blobSize(digest);
-            if (size !== undefined) this.meta.linkBlob(repo, digest, size, true);
+            const size = await this.meta.blobSize(digest);
+            if (size !== undefined) await this.meta.linkBlob(repo, digest, size, true);
             return size !== undefined;
           });
           if (!stillHere) return this.blob(route, repo, digest, algorithm, head);
@@ -289,12 +293,13 @@ export class PullThroughCache {
           algorithm,
           response,
           fetch,
-          (size, transferred) => {
+          async (size, transferred) => {
             try {
-              this.meta.linkBlob(repo, digest, size, true);
+              await this.meta.linkBlob(repo, digest, size, true);
             } catch (e) {
               // (A full disk fails the metadata write too.) A file nothing records is not left behind.
-              if (this.meta.blobSize(digest) === undefined) void this.blobs.remove(digest).catch(() => undefined);
+              const recorded = await this.meta.blobSize(digest).catch(() => undefined);
+              if (recorded === undefined) void this.blobs.remove(digest).catch(() => undefined);
               throw e;
             }
             this.stats.bytesFromUpstream(prefix, transferred);
@@ -326,13 +331,13 @@ export class PullThroughCache {
   // ---- tags ----------------------------------------------------------------------------------
 
   /** Upstream tags merged with the local ones; the local ones alone when the upstream cannot answer. */
-  async tags(route: ProxyRoute, repo: string, localTags: () => string[]): Promise<string[]> {
-    const local = localTags();
+  async tags(route: ProxyRoute, repo: string, localTags: () => Promise<string[]>): Promise<string[]> {
+    const local = await localTags();
     try {
       const remote = await this.call(route, repo, 'tags/list', (c) => c.listTags(route.remoteRepo));
       return [...new Set([...remote, ...local])].sort();
     } catch (e) {
-      if (local.length > 0 || this.meta.repositoryExists(repo)) {
+      if (local.length > 0 || (await this.meta.repositoryExists(repo))) {
         if (!(e instanceof UpstreamError && e.kind === 'notfound')) {
           this.log.warn({ repo, err: (e as Error).message }, 'listing cached tags only: upstream did not answer');
         }

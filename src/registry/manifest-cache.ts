@@ -16,7 +16,7 @@ export class ManifestCache {
   private readonly entries = new Map<string, ManifestRecord>();
   private readonly tags = new Map<string, TagRecord>();
   private readonly generations = new Map<string, number>();
-  /** Bumped by clear(), so reads stamped before it are not cached after it. */
+  /** Bumped by clear(), so reads that began before it are not cached after it. */
   private epoch = 0;
   private bytes = 0;
 
@@ -26,25 +26,25 @@ export class ManifestCache {
   ) {}
 
   private key(repo: string, reference: string): string {
-    return `${this.generations.get(repo) ?? 0}\0${repo}\0${reference}`;
+    return `${this.generation(repo)}\0${repo}\0${reference}`;
+  }
+
+  /**
+   * The repository's current generation. Read it before an awaited store read and pass it to set
+   * or setTag: a change that lands while the read is in flight then keeps its stale answer out.
+   */
+  generation(repo: string): number {
+    // The epoch counts clear()s: the sum only grows, with every change to the repository or the whole cache.
+    return this.epoch + (this.generations.get(repo) ?? 0);
   }
 
   get(repo: string, reference: string): ManifestRecord | undefined {
     return touched(this.entries, this.key(repo, reference));
   }
 
-  /**
-   * Taken before an asynchronous read of the repository, and handed to set()/setTag() after it: a
-   * change (or clear) in between, from this replica or another, means the read may predate it, so
-   * its result must not be cached. Synchronous readers need not bother.
-   */
-  stamp(repo: string): string {
-    return `${this.epoch}:${this.generations.get(repo) ?? 0}`;
-  }
-
-  set(repo: string, reference: string, manifest: ManifestRecord, readStamp?: string): void {
+  set(repo: string, reference: string, manifest: ManifestRecord, asOf?: number): void {
     if (manifest.size > this.maxBytes / 16) return;
-    if (readStamp !== undefined && readStamp !== this.stamp(repo)) return;
+    if (asOf !== undefined && asOf !== this.generation(repo)) return;
     const key = this.key(repo, reference);
     const previous = this.entries.get(key);
     if (previous) this.bytes -= previous.size;
@@ -62,8 +62,8 @@ export class ManifestCache {
   }
 
   /** Remembers a tag record; a later setTag of the same tag replaces it (a revalidation's new time). */
-  setTag(repo: string, tag: string, record: TagRecord, readStamp?: string): void {
-    if (readStamp !== undefined && readStamp !== this.stamp(repo)) return;
+  setTag(repo: string, tag: string, record: TagRecord, asOf?: number): void {
+    if (asOf !== undefined && asOf !== this.generation(repo)) return;
     const key = this.key(repo, tag);
     this.tags.delete(key);
     this.tags.set(key, record);

@@ -3,8 +3,8 @@ import type { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
 import type { CacheOutcome } from '../metrics.js';
 import type { PullThroughCache } from '../proxy/pull-through.js';
-import { DigestMismatchError, TooLargeError, type FsBlobStore } from '../storage/blobstore.js';
-import type { EvictedImage, ManifestRecord, MetadataStore, Page } from '../storage/metadata.js';
+import { DigestMismatchError, TooLargeError, type BlobStore } from '../storage/blobstore.js';
+import { MissingReferencesError, type EvictedImage, type ManifestRecord, type MetadataStore, type Page } from '../storage/metadata.js';
 import { RegistryError } from './errors.js';
 import { KeyedLock, runAll } from './keyed-lock.js';
 import { ManifestCache } from './manifest-cache.js';
@@ -73,7 +73,7 @@ export class Registry {
 
   constructor(
     readonly meta: MetadataStore,
-    readonly blobs: FsBlobStore,
+    readonly blobs: BlobStore,
     private readonly log: Logger,
     private readonly options: RegistryOptions,
     /** Fills repositories under an upstream prefix on demand; absent when no upstream is configured. */
@@ -93,7 +93,7 @@ export class Registry {
   /** A manifest by tag or digest: local content first, then the repository's upstream, if any. */
   async findManifest(repo: string, reference: string, head: boolean, ns?: string): Promise<ManifestAnswer> {
     const route = this.proxy?.route(repo, ns);
-    if (!route) return this.getManifest(repo, reference);
+    if (!route) return this.manifests.get(repo, reference) ?? this.getManifest(repo, reference);
     // Checked before the upstream is asked: a reference that cannot name a manifest never leaves here.
     const ref = readReference(reference);
     if (!ref) throw unknownManifest(repo, reference);
@@ -108,7 +108,7 @@ export class Registry {
     const route = this.proxy?.route(repo, ns);
     const answer: BlobAnswer = route
       ? await this.proxy!.blob(route, repo, digest, algorithm, head)
-      : this.localBlob(repo, digest);
+      : await this.localBlob(repo, digest);
     // Recorded for eviction (least recently served cached content goes first) and for GC: a blob
     // a client just found here (a HEAD before skipping its upload) is not collected under it.
     this.onServed(digest);
@@ -124,9 +124,9 @@ export class Registry {
   async evictCachedImage(digest: string, servedBefore: number): Promise<EvictedImage | undefined> {
     const filling = (d: string) => this.proxy?.isFilling(d) ?? false;
     if (filling(digest)) return undefined;
-    const companions = this.meta.cachedImageBlobs(digest).filter((d) => !filling(d));
+    const companions = (await this.meta.cachedImageBlobs(digest)).filter((d) => !filling(d));
     return runAll(this.blobLocks, [digest, ...companions], async () => {
-      const evicted = this.meta.evictCachedImage(digest, companions, servedBefore);
+      const evicted = await this.meta.evictCachedImage(digest, companions, servedBefore);
       if (!evicted) return undefined;
       // No stale answer from memory for what just left.
       for (const repo of new Set(evicted.manifests.map((m) => m.repo))) this.manifests.invalidate(repo);
@@ -137,15 +137,10 @@ export class Registry {
 
   // ---- blobs ---------------------------------------------------------------------------------
 
-  /** Size of a blob the repository links; BLOB_UNKNOWN otherwise (the digest is already checked). */
-  private blobSize(repo: string, digest: string): number {
-    const size = this.meta.linkedBlobSize(repo, digest);
+  /** A blob the repository links; BLOB_UNKNOWN otherwise (the digest is already checked). One store read. */
+  private async localBlob(repo: string, digest: string): Promise<BlobAnswer> {
+    const size = await this.meta.linkedBlobSize(repo, digest);
     if (size === undefined) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not known to repository ${repo}`, { digest });
-    return size;
-  }
-
-  private localBlob(repo: string, digest: string): BlobAnswer {
-    const size = this.blobSize(repo, digest);
     return { size, open: (range) => this.openBlob(repo, digest, range ?? { start: 0, end: size - 1 }) };
   }
 
@@ -159,9 +154,9 @@ export class Registry {
     return stream;
   }
 
-  deleteBlob(repo: string, digest: string): void {
+  async deleteBlob(repo: string, digest: string): Promise<void> {
     assertDigest(digest);
-    if (!this.meta.unlinkBlob(repo, digest)) {
+    if (!(await this.meta.unlinkBlob(repo, digest))) {
       throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not known to repository ${repo}`, { digest });
     }
   }
@@ -170,7 +165,7 @@ export class Registry {
 
   /** Opens an upload session; `owner` (a user, or anonymous@address) is bounded in open sessions. */
   async startUpload(repo: string, owner = ''): Promise<string> {
-    const open = this.meta.countUploads(owner);
+    const open = await this.meta.countUploads(owner);
     if (open >= this.options.uploadsPerOwner) {
       throw new RegistryError(
         'TOOMANYREQUESTS',
@@ -179,7 +174,7 @@ export class Registry {
     }
     const id = randomUUID();
     await this.blobs.createUpload(id);
-    this.meta.createUpload(id, repo, owner);
+    await this.meta.createUpload(id, repo, owner);
     return id;
   }
 
@@ -194,7 +189,7 @@ export class Registry {
     return this.blobLocks.run(digest, async () => {
       let source = from;
       if (source === undefined && mayPullFrom !== undefined) {
-        for (const candidate of this.meta.reposLinkingBlob(digest)) {
+        for await (const candidate of this.meta.reposLinkingBlob(digest)) {
           if (mayPullFrom(candidate)) {
             source = candidate;
             break;
@@ -202,21 +197,21 @@ export class Registry {
         }
         if (source === undefined) return undefined;
       }
-      const size = source === undefined ? this.meta.blobSize(digest) : this.meta.linkedBlobSize(source, digest);
+      const size = source === undefined ? await this.meta.blobSize(digest) : await this.meta.linkedBlobSize(source, digest);
       if (size === undefined) return undefined;
-      this.meta.linkBlob(repo, digest, size);
+      await this.meta.linkBlob(repo, digest, size);
       return source ?? '';
     });
   }
 
   private async session(repo: string, id: string): Promise<{ size: number }> {
-    const record = UPLOAD_ID_RE.test(id) ? this.meta.getUpload(id) : undefined;
+    const record = UPLOAD_ID_RE.test(id) ? await this.meta.getUpload(id) : undefined;
     if (!record || record.repo !== repo) {
       throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `upload ${id.slice(0, 64)} is not in progress for repository ${repo}`, { uuid: id.slice(0, 64) });
     }
     const size = await this.blobs.uploadSize(id);
     if (size === undefined) {
-      this.meta.deleteUpload(id);
+      await this.meta.deleteUpload(id);
       throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `upload ${id} has no data on disk any more; start a new upload`, { uuid: id });
     }
     return { size };
@@ -236,7 +231,7 @@ export class Registry {
       } catch (e) {
         throw this.uploadWriteError(e, id);
       } finally {
-        this.meta.touchUpload(id);
+        await this.meta.touchUpload(id);
       }
     });
   }
@@ -280,10 +275,10 @@ export class Registry {
       }
       const committed = await this.blobLocks.run(digest, async () => {
         const size = await this.commit(id, digest, algorithm);
-        this.meta.linkBlob(repo, digest, size);
+        await this.meta.linkBlob(repo, digest, size);
         return size;
       });
-      this.meta.deleteUpload(id);
+      await this.meta.deleteUpload(id);
       return committed;
     });
   }
@@ -295,7 +290,7 @@ export class Registry {
       if (e instanceof DigestMismatchError) {
         // The bytes are useless; the client must start over.
         await this.blobs.removeUpload(id);
-        this.meta.deleteUpload(id);
+        await this.meta.deleteUpload(id);
         throw new RegistryError('DIGEST_INVALID', e.message, { expected: e.expected, actual: e.actual });
       }
       throw e;
@@ -307,7 +302,7 @@ export class Registry {
       await this.session(repo, id);
       // Bytes first: on a full disk, freeing them is what lets the metadata write succeed.
       await this.blobs.removeUpload(id);
-      this.meta.deleteUpload(id);
+      await this.meta.deleteUpload(id);
     });
   }
 
@@ -315,16 +310,20 @@ export class Registry {
   async expireUploads(now = Date.now()): Promise<number> {
     const cutoff = now - this.options.uploadTTL;
     let removed = 0;
-    for (const upload of this.meta.uploadsUpdatedBefore(cutoff)) {
-      await this.uploadLocks.run(upload.id, async () => {
+    for (const upload of await this.meta.uploadsUpdatedBefore(cutoff)) {
+      const expired = await this.uploadLocks.run(upload.id, async () => {
+        // Re-read under the lock: a chunk may have arrived since the listing (or the upload finished).
+        const current = await this.meta.getUpload(upload.id);
+        if (!current || current.updatedAt >= cutoff) return false;
         // Bytes first, as in cancelUpload: on a full disk, freeing them lets the metadata write succeed.
         await this.blobs.removeUpload(upload.id);
-        this.meta.deleteUpload(upload.id);
+        await this.meta.deleteUpload(upload.id);
+        return true;
       });
-      removed++;
+      if (expired) removed++;
     }
     for (const id of await this.blobs.listUploads()) {
-      if (this.meta.getUpload(id)) continue;
+      if (await this.meta.getUpload(id)) continue;
       // A file with no session: an upload being opened (the file comes before its record), a
       // pull-through fill in progress (it has no session at all), or a crash's leftover. Only the
       // last stops changing, so only files nobody wrote to within the TTL go.
@@ -340,13 +339,15 @@ export class Registry {
   // ---- manifests -----------------------------------------------------------------------------
 
   /** Looks a manifest up by tag or digest; MANIFEST_UNKNOWN when absent (even if the repository is). */
-  private getManifest(repo: string, reference: string): ManifestRecord {
+  private async getManifest(repo: string, reference: string): Promise<ManifestRecord> {
+    // The hot path: a cached manifest is answered without touching the store.
     const cached = this.manifests.get(repo, reference);
     if (cached) return cached;
     const ref = readReference(reference);
     if (!ref) throw unknownManifest(repo, reference);
-    const found = ref.kind === 'tag' ? this.meta.getTaggedManifest(repo, ref.tag) : this.meta.getManifest(repo, ref.digest);
-    if (found) this.manifests.set(repo, reference, found);
+    const generation = this.manifests.generation(repo);
+    const found = ref.kind === 'tag' ? await this.meta.getTaggedManifest(repo, ref.tag) : await this.meta.getManifest(repo, ref.digest);
+    if (found) this.manifests.set(repo, reference, found, generation);
     if (!found) {
       throw new RegistryError('MANIFEST_UNKNOWN', `manifest ${reference} is not known to repository ${repo}`, {
         [ref.kind]: reference,
@@ -356,7 +357,7 @@ export class Registry {
   }
 
   /** Stores a manifest pushed by tag or by digest (a tagless push). */
-  putManifest(repo: string, reference: string, body: Buffer, contentType: string | undefined): { digest: string; subject?: string } {
+  async putManifest(repo: string, reference: string, body: Buffer, contentType: string | undefined): Promise<{ digest: string; subject?: string }> {
     const ref = parseReference(reference);
     if (body.length > this.options.manifestLimit) {
       throw new RegistryError('MANIFEST_INVALID', `manifest is ${body.length} bytes; the limit is ${this.options.manifestLimit}`, undefined, 413);
@@ -370,27 +371,18 @@ export class Registry {
       });
     }
     const parsed = parseManifest(body, contentType);
-    const missingBlobs = this.meta.missingBlobs(repo, parsed.blobRefs);
-    if (missingBlobs.length) {
-      throw new RegistryError(
-        'MANIFEST_BLOB_UNKNOWN',
-        `manifest references ${missingBlobs.length} blob(s) not pushed to ${repo}: ${missingBlobs.join(', ')}`,
-        { digests: missingBlobs },
+    // Checked first for a clear answer without a write; putManifest checks again atomically.
+    missingReferences(repo, await this.meta.missingBlobs(repo, parsed.blobRefs), await this.meta.missingManifests(repo, parsed.manifestRefs));
+    try {
+      await this.meta.putManifest(
+        repo,
+        { ...manifestRecord(digest, body, parsed), blobRefs: parsed.blobRefs, manifestRefs: parsed.manifestRefs },
+        ref.kind === 'tag' ? ref.tag : undefined,
       );
+    } catch (e) {
+      if (e instanceof MissingReferencesError) missingReferences(repo, e.blobs, e.manifests);
+      throw e;
     }
-    const missingManifests = this.meta.missingManifests(repo, parsed.manifestRefs);
-    if (missingManifests.length) {
-      throw new RegistryError(
-        'MANIFEST_UNKNOWN',
-        `index references ${missingManifests.length} manifest(s) not pushed to ${repo}: ${missingManifests.join(', ')}`,
-        { digests: missingManifests },
-      );
-    }
-    this.meta.putManifest(
-      repo,
-      { ...manifestRecord(digest, body, parsed), blobRefs: parsed.blobRefs, manifestRefs: parsed.manifestRefs },
-      ref.kind === 'tag' ? ref.tag : undefined,
-    );
     this.manifests.invalidate(repo);
     this.proxy?.forgetNotFound(repo, reference);
     this.proxy?.forgetNotFound(repo, digest);
@@ -398,12 +390,12 @@ export class Registry {
   }
 
   /** DELETE by digest removes the manifest and its tags; DELETE by tag removes only the tag. */
-  deleteManifest(repo: string, reference: string): void {
+  async deleteManifest(repo: string, reference: string): Promise<void> {
     // A malformed digest is a bad request (400 DIGEST_INVALID, as distribution answers); a reference
     // that is not even a tag names nothing that could be deleted (404, as for GET).
     if (!looksLikeDigest(reference) && !isValidTag(reference)) throw unknownManifest(repo, reference);
     const ref = parseReference(reference);
-    const deleted = ref.kind === 'tag' ? this.meta.deleteTag(repo, ref.tag) : this.meta.deleteManifest(repo, ref.digest);
+    const deleted = ref.kind === 'tag' ? await this.meta.deleteTag(repo, ref.tag) : await this.meta.deleteManifest(repo, ref.digest);
     this.manifests.invalidate(repo);
     if (!deleted) {
       throw new RegistryError('MANIFEST_UNKNOWN', `manifest ${reference} is not known to repository ${repo}`, { [ref.kind]: reference });
@@ -415,21 +407,39 @@ export class Registry {
   async listTags(repo: string, limit: number, last?: string, ns?: string): Promise<Page<string>> {
     const route = this.proxy?.route(repo, ns);
     if (route) {
-      const all = await this.proxy!.tags(route, repo, () => this.meta.listTags(repo, Number.MAX_SAFE_INTEGER).items);
+      const all = await this.proxy!.tags(route, repo, async () => (await this.meta.listTags(repo, Number.MAX_SAFE_INTEGER)).items);
       const after = last === undefined ? all : all.filter((t) => t > last);
       return { items: after.slice(0, limit), more: after.length > limit };
     }
-    if (!this.meta.repositoryExists(repo)) throw new RegistryError('NAME_UNKNOWN', `repository ${repo} is not known to this registry`, { name: repo });
+    if (!(await this.meta.repositoryExists(repo))) throw new RegistryError('NAME_UNKNOWN', `repository ${repo} is not known to this registry`, { name: repo });
     return this.meta.listTags(repo, limit, last);
   }
 
-  catalog(limit: number, last?: string): Page<string> {
+  async catalog(limit: number, last?: string): Promise<Page<string>> {
     return this.meta.listRepositories(limit, last);
   }
 
-  referrers(repo: string, subject: string, artifactType?: string): ManifestRecord[] {
+  async referrers(repo: string, subject: string, artifactType?: string): Promise<ManifestRecord[]> {
     assertDigest(subject);
     return this.meta.referrers(repo, subject, artifactType);
+  }
+}
+
+/** Refuses a pushed manifest whose references the repository does not hold. */
+function missingReferences(repo: string, missingBlobs: string[], missingManifests: string[]): void {
+  if (missingBlobs.length) {
+    throw new RegistryError(
+      'MANIFEST_BLOB_UNKNOWN',
+      `manifest references ${missingBlobs.length} blob(s) not pushed to ${repo}: ${missingBlobs.join(', ')}`,
+      { digests: missingBlobs },
+    );
+  }
+  if (missingManifests.length) {
+    throw new RegistryError(
+      'MANIFEST_UNKNOWN',
+      `index references ${missingManifests.length} manifest(s) not pushed to ${repo}: ${missingManifests.join(', ')}`,
+      { digests: missingManifests },
+    );
   }
 }
 

@@ -30,13 +30,13 @@ export interface AppDeps {
   /** Present when `auth:` is configured: serves the token endpoint. */
   authorizer?: Authorizer;
   /** Throws when the server cannot serve (database or storage unusable). */
-  readiness: () => void;
+  readiness: () => Promise<void>;
   /** Recent pushes, deletes and refusals, for the dashboard's Activity page. */
   audit?: AuditTrail;
   /** Adds the dashboard (/ui/) and its JSON endpoints to the routes. */
   dashboard?: (app: Hono<{ Bindings: HttpBindings }>) => void;
   /** GET /api/v1/mirrorsets: the document for clusters reaching this server at `host`. */
-  mirrorSets?: (format: MirrorSetFormat, host: string) => string;
+  mirrorSets?: (format: MirrorSetFormat, host: string) => Promise<string>;
   /** POST /api/v1/fsck and /api/v1/backup, when the server owns a storage directory. */
   maintenance?: Omit<MaintenanceDeps, 'access' | 'log'>;
   /** Serves POST /api/v1/gc. */
@@ -84,16 +84,16 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
   }
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
-  app.get('/readyz', (c) => {
+  app.get('/readyz', async (c) => {
     try {
-      deps.readiness();
+      await deps.readiness();
       return c.json({ status: 'ready' });
     } catch (err) {
       deps.log.warn({ err }, 'readiness check failed');
       return c.json({ status: 'not ready', reason: (err as Error).message }, 503);
     }
   });
-  app.get('/api/v1/stats', (c) => c.json(deps.stats.snapshot()));
+  app.get('/api/v1/stats', async (c) => c.json(await deps.stats.snapshot()));
   const mirrorSets = deps.mirrorSets;
   if (mirrorSets) {
     app.get('/api/v1/mirrorsets', async (c) => {
@@ -109,7 +109,7 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
         else if (!isMirrorSetFormat(format)) bad(`format must be one of ${MIRROR_SET_FORMATS.join(', ')}`);
         else {
           const type = format === 'registries.conf' ? 'application/toml; charset=utf-8' : 'application/yaml; charset=utf-8';
-          send(res, 200, { 'Content-Type': type, 'Cache-Control': 'no-store' }, mirrorSets(format, host));
+          send(res, 200, { 'Content-Type': type, 'Cache-Control': 'no-store' }, await mirrorSets(format, host));
         }
       } catch (e) {
         if (!(e instanceof RegistryError)) deps.log.error({ err: e }, 'mirror sets request failed');
@@ -127,7 +127,7 @@ export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings }> {
         req,
         origins.map((o) => ({ resource: { type: 'repository', name: o.repo }, actions: ['push'] })),
       );
-      for (const o of origins) deps.registry.meta.setOrigin(o.repo, o.origin);
+      for (const o of origins) await deps.registry.meta.setOrigin(o.repo, o.origin);
       sendJson(res, 200, {}, { recorded: origins.length });
     } catch (e) {
       if (!(e instanceof RegistryError)) deps.log.error({ err: e }, 'recording origins failed');

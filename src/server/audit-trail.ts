@@ -17,7 +17,7 @@ export class AuditTrail {
     flushEveryMs = 2000,
     private readonly keep = AUDIT_KEEP,
   ) {
-    this.timer = setInterval(() => this.flush(), flushEveryMs);
+    this.timer = setInterval(() => void this.flush(), flushEveryMs);
     this.timer.unref();
   }
 
@@ -37,26 +37,41 @@ export class AuditTrail {
   }
 
   /** Most recent first, including events not yet written. */
-  recent(limit: number): AuditEvent[] {
-    const unsaved = this.pending.slice(-limit).reverse();
+  async recent(limit: number): Promise<AuditEvent[]> {
+    // Events of a flush still in flight count as unsaved: until it commits, the store lacks them.
+    const unsaved = [...this.flushing, ...this.pending].slice(-limit).reverse();
     if (unsaved.length >= limit) return unsaved;
-    return [...unsaved, ...this.meta.recentAuditEvents(limit - unsaved.length)];
+    const saved = await this.meta.recentAuditEvents(limit - unsaved.length + this.flushing.length);
+    // A flush that committed meanwhile puts its events in both lists: keep one copy.
+    return [...unsaved, ...saved.filter((e) => !unsaved.some((u) => sameEvent(u, e)))].slice(0, limit);
   }
 
-  flush(): void {
-    if (this.pending.length === 0) return;
+  /** The batch being written; a flush takes what is pending when it starts (one at a time). */
+  private flushing: AuditEvent[] = [];
+
+  async flush(): Promise<void> {
+    if (this.pending.length === 0 || this.flushing.length > 0) return;
     const batch = this.pending;
     this.pending = [];
+    this.flushing = batch;
     try {
-      this.meta.addAuditEvents(batch, this.keep);
+      await this.meta.addAuditEvents(batch, this.keep);
     } catch {
       // Keep them for the next attempt (a full disk, a busy database); the log has them anyway.
       this.pending = [...batch, ...this.pending].slice(-this.keep);
+    } finally {
+      this.flushing = [];
     }
   }
 
-  close(): void {
+  async close(): Promise<void> {
     clearInterval(this.timer);
-    this.flush();
+    // Waits for a flush in flight, then writes what came after it.
+    while (this.flushing.length > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    await this.flush();
   }
+}
+
+function sameEvent(a: AuditEvent, b: AuditEvent): boolean {
+  return a.at === b.at && a.action === b.action && a.user === b.user && a.repo === b.repo && a.digest === b.digest && a.tag === b.tag && a.code === b.code;
 }

@@ -74,7 +74,7 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       await recoverAfterCrash(config.storage, meta, blobs, log, unclean);
       markStorageClean(config.storage);
     }
-    const stats = new Stats(meta, config.upstreams);
+    const stats = await Stats.open(meta, config.upstreams);
     closers.push(() => stats.close());
     const tracker = new AccessTracker(meta);
     closers.push(() => tracker.close());
@@ -181,12 +181,12 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
           audit,
           classifier,
           upstreamCircuits: () => proxy?.upstreamHealth() ?? [],
-          mirrorSets: (format, host) => airlockMirrorSetDocument(format, config.upstreams, meta.listOrigins(), { host, insecure: !config.tls }),
+          mirrorSets: async (format, host) => airlockMirrorSetDocument(format, config.upstreams, await meta.listOrigins(), { host, insecure: !config.tls }),
           completeness,
         }),
-      mirrorSets: (format, host) => airlockMirrorSetDocument(format, config.upstreams, meta.listOrigins(), { host, insecure: !config.tls }),
-      readiness: () => {
-        meta.ping();
+      mirrorSets: async (format, host) => airlockMirrorSetDocument(format, config.upstreams, await meta.listOrigins(), { host, insecure: !config.tls }),
+      readiness: async () => {
+        await meta.ping();
         checkFreeSpace(config.storage, config.storageMinFree);
       },
       maintenance: {

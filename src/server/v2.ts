@@ -95,7 +95,7 @@ export function createV2Handler(deps: V2Deps) {
         }
         if (r.method === 'DELETE') {
           await need(r, route.name, 'delete');
-          registry.deleteManifest(route.name, route.reference);
+          await registry.deleteManifest(route.name, route.reference);
           audit(r, 'delete', route.name, route.reference);
           return send(r.res, 202, { ...API_VERSION, 'Content-Length': 0 });
         }
@@ -105,7 +105,7 @@ export function createV2Handler(deps: V2Deps) {
         allow(r, ['GET', 'HEAD', 'DELETE']);
         if (r.method === 'DELETE') {
           await need(r, route.name, 'delete');
-          registry.deleteBlob(route.name, route.digest);
+          await registry.deleteBlob(route.name, route.digest);
           audit(r, 'delete', route.name, route.digest);
           return send(r.res, 202, { ...API_VERSION, 'Content-Length': 0 });
         }
@@ -156,7 +156,7 @@ export function createV2Handler(deps: V2Deps) {
 
   async function putManifest(r: Request, name: string, reference: string): Promise<void> {
     const body = await readBody(r.req, deps.manifestLimit);
-    const { digest, subject } = registry.putManifest(name, reference, body, r.req.headers['content-type']);
+    const { digest, subject } = await registry.putManifest(name, reference, body, r.req.headers['content-type']);
     audit(r, 'push', name, digest, reference === digest ? undefined : reference);
     const headers: Headers = {
       ...API_VERSION,
@@ -300,9 +300,9 @@ export function createV2Handler(deps: V2Deps) {
 
   // ---- listings ------------------------------------------------------------------------------
 
-  function catalog(r: Request): void {
+  async function catalog(r: Request): Promise<void> {
     const { limit, last } = pagination(r.query);
-    const page = registry.catalog(limit, last);
+    const page = await registry.catalog(limit, last);
     const headers: Headers = { ...API_VERSION };
     if (page.more) headers.Link = nextLink('/v2/_catalog', limit, page.items.at(-1)!);
     sendJson(r.res, 200, headers, { repositories: page.items });
@@ -316,9 +316,9 @@ export function createV2Handler(deps: V2Deps) {
     sendJson(r.res, 200, headers, { name, tags: page.items });
   }
 
-  function referrers(r: Request, name: string, digest: string): void {
+  async function referrers(r: Request, name: string, digest: string): Promise<void> {
     const artifactType = r.query.get('artifactType') ?? undefined;
-    const found = registry.referrers(name, digest, artifactType);
+    const found = await registry.referrers(name, digest, artifactType);
     const headers: Headers = { ...API_VERSION, 'Content-Type': MediaType.OCI_INDEX };
     if (artifactType !== undefined) headers['OCI-Filters-Applied'] = 'artifactType';
     const index = { schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: found.map(referrerDescriptor) };

@@ -160,174 +160,183 @@ export interface ClassifiedImage {
 export type ManifestCursor = [number, number, string];
 
 /**
- * Everything the registry knows besides blob bytes. A PostgreSQL implementation can slot in later
- * behind this interface; registry/ never sees SQL.
+ * Everything the registry knows besides blob bytes; registry/ never sees SQL.
+ *
+ * Asynchronous because implementations differ in where the answer comes from: SQLite answers
+ * synchronously underneath (its methods resolve at once), PostgreSQL over the network. Callers
+ * must not assume that nothing else runs between two awaited calls: a sequence that has to be
+ * atomic is one method here (putManifest, sweepBlobs, evictCachedImage, addAuditEvents, ...).
  */
 export interface MetadataStore {
   /** Size of the blob if the repository links it. */
-  linkedBlobSize(repo: string, digest: string): number | undefined;
+  linkedBlobSize(repo: string, digest: string): Promise<number | undefined>;
   /** Size of the blob if any repository (or an upload) committed it. */
-  blobSize(digest: string): number | undefined;
+  blobSize(digest: string): Promise<number | undefined>;
   /** Records a verified blob and links it into the repository. */
-  linkBlob(repo: string, digest: string, size: number, cached?: boolean): void;
+  linkBlob(repo: string, digest: string, size: number, cached?: boolean): Promise<void>;
   /** Removes the repository's link; true if there was one. */
-  unlinkBlob(repo: string, digest: string): boolean;
+  unlinkBlob(repo: string, digest: string): Promise<boolean>;
   /** Digests among the given ones that the repository does not link. */
-  missingBlobs(repo: string, digests: string[]): string[];
+  missingBlobs(repo: string, digests: string[]): Promise<string[]>;
   /** Digests among the given ones that the repository has no manifest for. */
-  missingManifests(repo: string, digests: string[]): string[];
+  missingManifests(repo: string, digests: string[]): Promise<string[]>;
 
-  getManifest(repo: string, digest: string): ManifestRecord | undefined;
+  getManifest(repo: string, digest: string): Promise<ManifestRecord | undefined>;
   /** Resolves a tag to its manifest in one query. */
-  getTaggedManifest(repo: string, tag: string): ManifestRecord | undefined;
-  putManifest(repo: string, manifest: NewManifest, tag?: string): void;
+  getTaggedManifest(repo: string, tag: string): Promise<ManifestRecord | undefined>;
+  /**
+   * Stores a manifest (and its references, and the tag). A pushed (not cached) manifest is
+   * checked in the same transaction: MissingReferencesError when its repository lacks a blob or
+   * child manifest it references, so a concurrent removal cannot slip in before it lands.
+   */
+  putManifest(repo: string, manifest: NewManifest, tag?: string): Promise<void>;
   /** Deletes the manifest and every tag pointing at it; true if it existed. */
-  deleteManifest(repo: string, digest: string): boolean;
-  deleteTag(repo: string, tag: string): boolean;
-  getTag(repo: string, tag: string): TagRecord | undefined;
+  deleteManifest(repo: string, digest: string): Promise<boolean>;
+  deleteTag(repo: string, tag: string): Promise<boolean>;
+  getTag(repo: string, tag: string): Promise<TagRecord | undefined>;
   /** Records that an upstream confirmed the cached tag still points where it did. */
-  touchTag(repo: string, tag: string): void;
+  touchTag(repo: string, tag: string): Promise<void>;
 
   /**
    * True once the repository holds a manifest. Uploads and blob links alone do not make one: a
    * repository row may exist for them, but the catalog and tags/list never show it.
    */
-  repositoryExists(repo: string): boolean;
-  listTags(repo: string, limit: number, last?: string): Page<string>;
-  listRepositories(limit: number, last?: string): Page<string>;
-  referrers(repo: string, subject: string, artifactType?: string): ManifestRecord[];
+  repositoryExists(repo: string): Promise<boolean>;
+  listTags(repo: string, limit: number, last?: string): Promise<Page<string>>;
+  listRepositories(limit: number, last?: string): Promise<Page<string>>;
+  referrers(repo: string, subject: string, artifactType?: string): Promise<ManifestRecord[]>;
 
-  createUpload(id: string, repo: string, owner?: string): void;
+  createUpload(id: string, repo: string, owner?: string): Promise<void>;
   /** Upload sessions currently open for an owner (user name, or anonymous@address). */
-  countUploads(owner: string): number;
-  getUpload(id: string): UploadRecord | undefined;
-  touchUpload(id: string): void;
-  deleteUpload(id: string): void;
-  uploadsUpdatedBefore(time: number): UploadRecord[];
+  countUploads(owner: string): Promise<number>;
+  getUpload(id: string): Promise<UploadRecord | undefined>;
+  touchUpload(id: string): Promise<void>;
+  deleteUpload(id: string): Promise<void>;
+  uploadsUpdatedBefore(time: number): Promise<UploadRecord[]>;
 
-  totals(): StorageTotals;
+  totals(): Promise<StorageTotals>;
   /** Throws when the database cannot answer (readiness). */
-  ping(): void;
-  readCounters(): Record<string, number>;
-  addCounters(deltas: Record<string, number>): void;
+  ping(): Promise<void>;
+  readCounters(): Promise<Record<string, number>>;
+  addCounters(deltas: Record<string, number>): Promise<void>;
   /** Records when blobs were last served (batched by the caller). */
-  touchBlobs(digests: Iterable<string>, time: number): void;
+  touchBlobs(digests: Iterable<string>, time: number): Promise<void>;
   /** Bytes of blobs that only pull-through links hold (what cache.maxBytes budgets). */
-  cachedOnlyBytes(): number;
+  cachedOnlyBytes(): Promise<number>;
   /** Cached-only blobs, least recently served first. */
-  evictionCandidates(limit: number): { digest: string; size: number }[];
+  evictionCandidates(limit: number): Promise<{ digest: string; size: number }[]>;
   /**
    * Forgets a blob if it is still held only by cached links and was not served since `servedBefore`;
    * true if forgotten (the caller then removes the file).
    */
-  forgetCachedBlob(digest: string, servedBefore: number): boolean;
+  forgetCachedBlob(digest: string, servedBefore: number): Promise<boolean>;
   /** Last error recorded per upstream prefix. */
-  readUpstreamErrors(): Map<string, string>;
-  saveUpstreamErrors(errors: Map<string, string>): void;
+  readUpstreamErrors(): Promise<Map<string, string>>;
+  saveUpstreamErrors(errors: Map<string, string>): Promise<void>;
 
   /** Records that local repository `repo` mirrors `origin` (e.g. quay.io/openshift-release-dev/ocp-release). */
-  setOrigin(repo: string, origin: string): void;
+  setOrigin(repo: string, origin: string): Promise<void>;
   /** Every recorded origin, by local repository name. */
-  listOrigins(): { repo: string; origin: string }[];
+  listOrigins(): Promise<{ repo: string; origin: string }[]>;
 
   // ---- mounts without from= ----
   /** Repositories linking the blob, lazily (a base layer may be in thousands): stop reading early. */
-  reposLinkingBlob(digest: string): Iterable<string>;
+  reposLinkingBlob(digest: string): AsyncIterable<string>;
 
   // ---- dashboard ----
   /**
    * Repositories whose name starts with `prefix`, after `last`, in name order (keyset pagination).
    * With `delimiter`, one entry per next path component below the prefix (folders collapse).
    */
-  browseRepositories(prefix: string, limit: number, last?: string, delimiter?: boolean): Page<RepositoryNode>;
+  browseRepositories(prefix: string, limit: number, last?: string, delimiter?: boolean): Promise<Page<RepositoryNode>>;
   /** Tag and manifest counts of the named repositories. */
-  repositoryCounts(names: string[]): RepositoryCounts[];
+  repositoryCounts(names: string[]): Promise<RepositoryCounts[]>;
   /** Every manifest of a repository (up to `limit`), with tags and last serving time. */
-  repositoryManifests(repo: string, limit: number): ManifestListing[];
-  addHistoryPoint(point: HistoryPoint): void;
+  repositoryManifests(repo: string, limit: number): Promise<ManifestListing[]>;
+  addHistoryPoint(point: HistoryPoint): Promise<void>;
   /** Points at or after `since`, oldest first; older ones than `keepAfter` are removed. */
-  history(since: number): HistoryPoint[];
-  pruneHistory(before: number): void;
-  addAuditEvents(events: AuditEvent[], keep: number): void;
+  history(since: number): Promise<HistoryPoint[]>;
+  pruneHistory(before: number): Promise<void>;
+  addAuditEvents(events: AuditEvent[], keep: number): Promise<void>;
   /** Most recent first. */
-  recentAuditEvents(limit: number): AuditEvent[];
+  recentAuditEvents(limit: number): Promise<AuditEvent[]>;
   /** Manifests after the cursor in arrival order, for the release/catalog classifier. */
-  manifestsAfter(cursor: ManifestCursor | undefined, limit: number): UnclassifiedManifest[];
-  saveImageKinds(kinds: { repoId: number; digest: string; kind: string; version: string | null }[]): void;
+  manifestsAfter(cursor: ManifestCursor | undefined, limit: number): Promise<UnclassifiedManifest[]>;
+  saveImageKinds(kinds: { repoId: number; digest: string; kind: string; version: string | null }[]): Promise<void>;
   /** The kind recorded for a manifest of a repository, if classified. */
-  imageKind(repoId: number, digest: string): { kind: string; version: string | null } | undefined;
+  imageKind(repoId: number, digest: string): Promise<{ kind: string; version: string | null } | undefined>;
   /** Releases and catalogs found so far, by repository and arrival. */
-  classifiedImages(limit: number): ClassifiedImage[];
+  classifiedImages(limit: number): Promise<ClassifiedImage[]>;
   /** Number and bytes of blobs (cheap, unlike totals()). */
-  blobTotals(): { blobs: number; bytes: number };
+  blobTotals(): Promise<{ blobs: number; bytes: number }>;
   /** A repository's id and the kinds recorded for its manifests, by digest. */
-  repositoryImageKinds(repo: string): { repoId: number; kinds: Map<string, { kind: string; version: string | null }> } | undefined;
+  repositoryImageKinds(repo: string): Promise<{ repoId: number; kinds: Map<string, { kind: string; version: string | null }> } | undefined>;
   // ---- air-gap import/export ----
   /**
    * The images a repository holds, as an export selects them: every tagged manifest and every
    * tagless one that no index in the repository references (an index's children travel with it).
    */
-  listImages(repo: string): ImageRecord[];
+  listImages(repo: string): Promise<ImageRecord[]>;
   // ---- integrity checks, backup and crash recovery (fsck, backup) ----------------------------
   /** Blob rows in digest order after `after` (keyset paging keeps memory flat on large stores). */
-  blobRowsAfter(after: string, limit: number): { digest: string; size: number }[];
+  blobRowsAfter(after: string, limit: number): Promise<{ digest: string; size: number }[]>;
   /** Manifest rows (with their bytes) in key order after `after`, for re-hashing. */
-  manifestRowsAfter(after: ManifestKey | undefined, limit: number): (ManifestKey & { repo: string; content: Buffer })[];
+  manifestRowsAfter(after: ManifestKey | undefined, limit: number): Promise<(ManifestKey & { repo: string; content: Buffer })[]>;
   /** Rows that point at nothing: references, links, tags (see IntegrityFinding). */
-  danglingRows(limit: number): DanglingRow[];
-  countReferences(): number;
+  danglingRows(limit: number): Promise<DanglingRow[]>;
+  countReferences(): Promise<number>;
   /** Forgets a blob entirely (its row and every repository's link), e.g. when its file is lost. */
-  forgetBlob(digest: string): void;
+  forgetBlob(digest: string): Promise<void>;
   /** Corrects a blob row's size to what its verified file holds. */
-  setBlobSize(digest: string, size: number): void;
+  setBlobSize(digest: string, size: number): Promise<void>;
   /** Removes one dangling row found by danglingRows; true if removed. */
-  removeDanglingRow(row: DanglingRow): boolean;
+  removeDanglingRow(row: DanglingRow): Promise<boolean>;
   /** Every upload session. */
-  allUploads(): UploadRecord[];
+  allUploads(): Promise<UploadRecord[]>;
   /** A consistent copy of the whole database into `path` (SQLite's online backup API). */
   backupTo(path: string, onProgress?: (done: number, total: number) => void): Promise<void>;
   /** Every digest the metadata knows a blob for, for a backup's or a recovery's walk. */
-  allBlobDigests(): Set<string>;
+  allBlobDigests(): Promise<Set<string>>;
 
-  close(): void;
+  close(): Promise<void>;
 
   // ---- garbage collection and cache eviction ----
   /** Cached manifests stored before their references were recorded (the caller parses them). */
-  manifestsWithoutRefs(): { repo: string; digest: string; mediaType: string; content: Buffer }[];
+  manifestsWithoutRefs(): Promise<{ repo: string; digest: string; mediaType: string; content: Buffer }[]>;
   /** Records what a stored manifest references. */
-  addManifestRefs(repo: string, digest: string, blobRefs: string[], manifestRefs: string[]): void;
+  addManifestRefs(repo: string, digest: string, blobRefs: string[], manifestRefs: string[]): Promise<void>;
   /**
    * Marks and sweeps manifests in one transaction: keeps every tagged, cached or recent manifest,
    * every untagged one unless `untaggedBefore` says otherwise (referrers only with their subject),
    * and every child and referrer of a kept one; removes the rest (a dry run only remembers them,
    * so the blob phase decides as if they were gone). Returns what was (or would be) removed.
    */
-  collectManifests(policy: GcPolicy): ManifestRef[];
+  collectManifests(policy: GcPolicy): Promise<ManifestRef[]>;
   /**
    * Among the next `pageSize` blobs by digest after `after`, those that may have something to
    * remove: links no manifest of their repository references, or no link at all. `next` is where
    * the following page starts; absent after the last page.
    */
-  blobSweepCandidates(policy: GcPolicy, after: string, pageSize: number): { digests: string[]; next?: string };
+  blobSweepCandidates(policy: GcPolicy, after: string, pageSize: number): Promise<{ digests: string[]; next?: string }>;
   /** Re-checks each blob against the current state and removes (unless a dry run) what is still unneeded. */
-  sweepBlobs(digests: string[], policy: GcPolicy): BlobSweep[];
+  sweepBlobs(digests: string[], policy: GcPolicy): Promise<BlobSweep[]>;
   /** Forgets what a dry run remembered. */
-  endCollection(): void;
-  recordGcRun(run: GcRunRecord): void;
+  endCollection(): Promise<void>;
+  recordGcRun(run: GcRunRecord): Promise<void>;
   /** The last collection that removed (not a dry run). */
-  lastGcRun(): GcRunRecord | undefined;
+  lastGcRun(): Promise<GcRunRecord | undefined>;
   /** Blobs of the cached manifests (that nothing pushed needs) referencing `digest`, to lock before evicting. */
-  cachedImageBlobs(digest: string): string[];
+  cachedImageBlobs(digest: string): Promise<string[]>;
   /**
    * Evicts a cached-only, idle blob with the cached manifests that reference it (and their cached
    * tags, and cached indexes left with no child), and those manifests' other blobs among `companions`
    * that are cached-only, idle and referenced by nothing else. Undefined when the blob is no longer evictable.
    */
-  evictCachedImage(digest: string, companions: string[], servedBefore: number): EvictedImage | undefined;
+  evictCachedImage(digest: string, companions: string[], servedBefore: number): Promise<EvictedImage | undefined>;
   /** Bytes of cached-only blobs per repository holding a cached link (for per-upstream budgets). */
-  cachedBytesByRepo(): { repo: string; bytes: number }[];
+  cachedBytesByRepo(): Promise<{ repo: string; bytes: number }[]>;
   /** Cached-only blobs linked in repositories under `prefix` ("" = all), least recently served first. */
-  evictionCandidatesUnder(prefix: string, limit: number): { digest: string; size: number; repo: string }[];
+  evictionCandidatesUnder(prefix: string, limit: number): Promise<{ digest: string; size: number; repo: string }[]>;
 }
 
 /** Identifies a manifest row. */
@@ -361,7 +370,20 @@ export interface ImageRecord {
   tags: string[];
 }
 
+/** A pushed manifest references blobs or manifests its repository does not hold (see putManifest). */
+export class MissingReferencesError extends Error {
+  constructor(
+    readonly blobs: string[],
+    readonly manifests: string[],
+  ) {
+    super(`manifest references ${blobs.length} missing blob(s) and ${manifests.length} missing manifest(s)`);
+  }
+}
+
 type Row = Record<string, unknown>;
+
+/** Repository names read per query by reposLinkingBlob. */
+const REPOS_LINKING_PAGE = 100;
 
 function toManifest(row: Row | undefined): ManifestRecord | undefined {
   if (!row) return undefined;
@@ -512,7 +534,9 @@ export class SqliteMetadataStore implements MetadataStore {
       ),
       listOrigins: db.prepare('SELECT repo, origin FROM repo_origins ORDER BY repo'),
       reposLinkingBlob: db
-        .prepare('SELECT r.name FROM repo_blobs rb JOIN repositories r ON r.id = rb.repo_id WHERE rb.digest = ? ORDER BY r.name')
+        .prepare(
+          'SELECT r.name FROM repo_blobs rb JOIN repositories r ON r.id = rb.repo_id WHERE rb.digest = ? AND r.name > ? ORDER BY r.name LIMIT ?',
+        )
         .pluck(),
       addCounter: db.prepare(
         'INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value',
@@ -727,16 +751,16 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.findRepoId(name)!;
   }
 
-  linkedBlobSize(repo: string, digest: string): number | undefined {
+  async linkedBlobSize(repo: string, digest: string): Promise<number | undefined> {
     const id = this.findRepoId(repo);
     return id === undefined ? undefined : (this.q.linkedBlobSize.get(id, digest) as number | undefined);
   }
 
-  blobSize(digest: string): number | undefined {
+  async blobSize(digest: string): Promise<number | undefined> {
     return this.q.blobSize.get(digest) as number | undefined;
   }
 
-  linkBlob(repo: string, digest: string, size: number, cached = false): void {
+  async linkBlob(repo: string, digest: string, size: number, cached = false): Promise<void> {
     const now = Date.now();
     this.db.transaction(() => {
       const id = this.ensureRepoId(repo);
@@ -745,38 +769,45 @@ export class SqliteMetadataStore implements MetadataStore {
     })();
   }
 
-  unlinkBlob(repo: string, digest: string): boolean {
+  async unlinkBlob(repo: string, digest: string): Promise<boolean> {
     const id = this.findRepoId(repo);
     return id !== undefined && this.q.unlinkBlob.run(id, digest).changes > 0;
   }
 
-  missingBlobs(repo: string, digests: string[]): string[] {
+  async missingBlobs(repo: string, digests: string[]): Promise<string[]> {
     const id = this.findRepoId(repo);
     if (id === undefined) return [...digests];
     return digests.filter((d) => this.q.linkedBlobSize.get(id, d) === undefined);
   }
 
-  missingManifests(repo: string, digests: string[]): string[] {
+  async missingManifests(repo: string, digests: string[]): Promise<string[]> {
     const id = this.findRepoId(repo);
     if (id === undefined) return [...digests];
     return digests.filter((d) => this.q.hasManifest.get(id, d) === undefined);
   }
 
-  getManifest(repo: string, digest: string): ManifestRecord | undefined {
+  async getManifest(repo: string, digest: string): Promise<ManifestRecord | undefined> {
     const id = this.findRepoId(repo);
     return id === undefined ? undefined : toManifest(this.q.getManifest.get(id, digest) as Row | undefined);
   }
 
-  getTaggedManifest(repo: string, tag: string): ManifestRecord | undefined {
+  async getTaggedManifest(repo: string, tag: string): Promise<ManifestRecord | undefined> {
     const id = this.findRepoId(repo);
     return id === undefined ? undefined : toManifest(this.q.getTaggedManifest.get(id, tag) as Row | undefined);
   }
 
-  putManifest(repo: string, m: NewManifest, tag?: string): void {
+  async putManifest(repo: string, m: NewManifest, tag?: string): Promise<void> {
     const now = Date.now();
     const cached = m.cached ? 1 : 0;
     this.db.transaction(() => {
       const repoId = this.ensureRepoId(repo);
+      if (!cached) {
+        // Checked in the same transaction as the write: nothing (eviction, a blob DELETE) can
+        // remove a referenced blob between the registry's check and the manifest landing.
+        const missingBlobs = m.blobRefs.filter((d) => this.q.linkedBlobSize.get(repoId, d) === undefined);
+        const missingManifests = m.manifestRefs.filter((d) => this.q.hasManifest.get(repoId, d) === undefined);
+        if (missingBlobs.length || missingManifests.length) throw new MissingReferencesError(missingBlobs, missingManifests);
+      }
       this.q.insertManifest.run({
         repoId,
         digest: m.digest,
@@ -799,7 +830,7 @@ export class SqliteMetadataStore implements MetadataStore {
     })();
   }
 
-  deleteManifest(repo: string, digest: string): boolean {
+  async deleteManifest(repo: string, digest: string): Promise<boolean> {
     const id = this.findRepoId(repo);
     if (id === undefined) return false;
     return this.db.transaction(() => {
@@ -810,71 +841,71 @@ export class SqliteMetadataStore implements MetadataStore {
     })();
   }
 
-  deleteTag(repo: string, tag: string): boolean {
+  async deleteTag(repo: string, tag: string): Promise<boolean> {
     const id = this.findRepoId(repo);
     return id !== undefined && this.q.deleteTag.run(id, tag).changes > 0;
   }
 
-  getTag(repo: string, tag: string): TagRecord | undefined {
+  async getTag(repo: string, tag: string): Promise<TagRecord | undefined> {
     const id = this.findRepoId(repo);
     const row = id === undefined ? undefined : (this.q.getTag.get(id, tag) as Row | undefined);
     return row && { digest: row.digest as string, cached: row.cached === 1, updatedAt: row.updated_at as number };
   }
 
-  touchTag(repo: string, tag: string): void {
+  async touchTag(repo: string, tag: string): Promise<void> {
     const id = this.findRepoId(repo);
     if (id !== undefined) this.q.touchTag.run(Date.now(), id, tag);
   }
 
-  repositoryExists(repo: string): boolean {
+  async repositoryExists(repo: string): Promise<boolean> {
     const id = this.findRepoId(repo);
     return id !== undefined && this.q.holdsManifest.get(id) !== undefined;
   }
 
-  listTags(repo: string, limit: number, last = ''): Page<string> {
+  async listTags(repo: string, limit: number, last = ''): Promise<Page<string>> {
     const id = this.findRepoId(repo);
     if (id === undefined) return { items: [], more: false };
     const rows = this.q.listTags.all(id, last, limit + 1) as string[];
     return { items: rows.slice(0, limit), more: rows.length > limit };
   }
 
-  listRepositories(limit: number, last = ''): Page<string> {
+  async listRepositories(limit: number, last = ''): Promise<Page<string>> {
     const rows = this.q.listRepos.all(last, limit + 1) as string[];
     return { items: rows.slice(0, limit), more: rows.length > limit };
   }
 
-  referrers(repo: string, subject: string, artifactType?: string): ManifestRecord[] {
+  async referrers(repo: string, subject: string, artifactType?: string): Promise<ManifestRecord[]> {
     const id = this.findRepoId(repo);
     if (id === undefined) return [];
     const all = (this.q.referrers.all(id, subject) as Row[]).map((r) => toManifest(r)!);
     return artifactType === undefined ? all : all.filter((m) => m.artifactType === artifactType);
   }
 
-  createUpload(id: string, repo: string, owner = ''): void {
+  async createUpload(id: string, repo: string, owner = ''): Promise<void> {
     const now = Date.now();
     this.db.transaction(() => {
       this.q.createUpload.run(id, this.ensureRepoId(repo), owner, now, now);
     })();
   }
 
-  countUploads(owner: string): number {
+  async countUploads(owner: string): Promise<number> {
     return this.q.countUploads.get(owner) as number;
   }
 
-  getUpload(id: string): UploadRecord | undefined {
+  async getUpload(id: string): Promise<UploadRecord | undefined> {
     const row = this.q.getUpload.get(id) as Row | undefined;
     return row && { id: row.id as string, repo: row.repo as string, createdAt: row.created_at as number, updatedAt: row.updated_at as number };
   }
 
-  touchUpload(id: string): void {
+  async touchUpload(id: string): Promise<void> {
     this.q.touchUpload.run(Date.now(), id);
   }
 
-  deleteUpload(id: string): void {
+  async deleteUpload(id: string): Promise<void> {
     this.q.deleteUpload.run(id);
   }
 
-  uploadsUpdatedBefore(time: number): UploadRecord[] {
+  async uploadsUpdatedBefore(time: number): Promise<UploadRecord[]> {
     return (this.q.uploadsBefore.all(time) as Row[]).map((row) => ({
       id: row.id as string,
       repo: row.repo as string,
@@ -883,41 +914,41 @@ export class SqliteMetadataStore implements MetadataStore {
     }));
   }
 
-  totals(): StorageTotals {
+  async totals(): Promise<StorageTotals> {
     return this.q.totals.get() as StorageTotals;
   }
 
-  ping(): void {
+  async ping(): Promise<void> {
     this.q.ping.get();
   }
 
-  readCounters(): Record<string, number> {
+  async readCounters(): Promise<Record<string, number>> {
     const out: Record<string, number> = {};
     for (const row of this.q.readCounters.all() as { name: string; value: number }[]) out[row.name] = row.value;
     return out;
   }
 
-  addCounters(deltas: Record<string, number>): void {
+  async addCounters(deltas: Record<string, number>): Promise<void> {
     this.db.transaction(() => {
       for (const [name, value] of Object.entries(deltas)) if (value) this.q.addCounter.run(name, value);
     })();
   }
 
-  touchBlobs(digests: Iterable<string>, time: number): void {
+  async touchBlobs(digests: Iterable<string>, time: number): Promise<void> {
     this.db.transaction(() => {
       for (const digest of digests) this.q.touchBlob.run(time, digest, time);
     })();
   }
 
-  cachedOnlyBytes(): number {
+  async cachedOnlyBytes(): Promise<number> {
     return this.q.cachedOnlyBytes.get() as number;
   }
 
-  evictionCandidates(limit: number): { digest: string; size: number }[] {
+  async evictionCandidates(limit: number): Promise<{ digest: string; size: number }[]> {
     return this.q.evictionCandidates.all(limit) as { digest: string; size: number }[];
   }
 
-  forgetCachedBlob(digest: string, servedBefore: number): boolean {
+  async forgetCachedBlob(digest: string, servedBefore: number): Promise<boolean> {
     return this.db.transaction(() => {
       if (this.q.isCachedOnlyAndIdle.get(digest, servedBefore) === undefined) return false;
       this.q.deleteBlobLinks.run(digest);
@@ -926,34 +957,42 @@ export class SqliteMetadataStore implements MetadataStore {
     })();
   }
 
-  readUpstreamErrors(): Map<string, string> {
+  async readUpstreamErrors(): Promise<Map<string, string>> {
     const rows = this.q.readUpstreamErrors.all() as { prefix: string; last_error: string }[];
     return new Map(rows.map((r) => [r.prefix, r.last_error]));
   }
 
-  saveUpstreamErrors(errors: Map<string, string>): void {
+  async saveUpstreamErrors(errors: Map<string, string>): Promise<void> {
     this.db.transaction(() => {
       for (const [prefix, text] of errors) this.q.saveUpstreamError.run(prefix, text);
     })();
   }
 
-  setOrigin(repo: string, origin: string): void {
+  async setOrigin(repo: string, origin: string): Promise<void> {
     this.q.setOrigin.run(repo, origin, Date.now());
   }
 
-  listOrigins(): { repo: string; origin: string }[] {
+  async listOrigins(): Promise<{ repo: string; origin: string }[]> {
     return this.q.listOrigins.all() as { repo: string; origin: string }[];
   }
 
   // ---- mounts without from= ----
 
-  reposLinkingBlob(digest: string): Iterable<string> {
-    return this.q.reposLinkingBlob.iterate(digest) as IterableIterator<string>;
+  async *reposLinkingBlob(digest: string): AsyncIterable<string> {
+    // Pages, not one open cursor: the caller awaits between names, and other requests must be able
+    // to use the connection meanwhile (better-sqlite3 refuses while an iterator is open).
+    let last = '';
+    for (;;) {
+      const names = this.q.reposLinkingBlob.all(digest, last, REPOS_LINKING_PAGE) as string[];
+      yield* names;
+      if (names.length < REPOS_LINKING_PAGE) return;
+      last = names[names.length - 1]!;
+    }
   }
 
   // ---- dashboard -----------------------------------------------------------------------------
 
-  browseRepositories(prefix: string, limit: number, last?: string, delimiter = false): Page<RepositoryNode> {
+  async browseRepositories(prefix: string, limit: number, last?: string, delimiter = false): Promise<Page<RepositoryNode>> {
     // Valid names use only characters below 0x7f, so [prefix, prefix + 0x7f) holds every name under it.
     const end = `${prefix}\u007f`;
     if (!delimiter) {
@@ -1002,14 +1041,14 @@ export class SqliteMetadataStore implements MetadataStore {
     return { items: items.slice(0, limit), more: items.length > limit };
   }
 
-  repositoryCounts(names: string[]): RepositoryCounts[] {
+  async repositoryCounts(names: string[]): Promise<RepositoryCounts[]> {
     return names.flatMap((name) => {
       const row = this.q.repoCounts.get(name) as RepositoryCounts | undefined;
       return row ? [row] : [];
     });
   }
 
-  repositoryManifests(repo: string, limit: number): ManifestListing[] {
+  async repositoryManifests(repo: string, limit: number): Promise<ManifestListing[]> {
     const id = this.findRepoId(repo);
     if (id === undefined) return [];
     const tags = new Map<string, string[]>();
@@ -1029,55 +1068,55 @@ export class SqliteMetadataStore implements MetadataStore {
     }));
   }
 
-  addHistoryPoint(point: HistoryPoint): void {
+  async addHistoryPoint(point: HistoryPoint): Promise<void> {
     this.q.addHistory.run(point);
   }
 
-  history(since: number): HistoryPoint[] {
+  async history(since: number): Promise<HistoryPoint[]> {
     return this.q.history.all(since) as HistoryPoint[];
   }
 
-  pruneHistory(before: number): void {
+  async pruneHistory(before: number): Promise<void> {
     this.q.pruneHistory.run(before);
   }
 
-  addAuditEvents(events: AuditEvent[], keep: number): void {
+  async addAuditEvents(events: AuditEvent[], keep: number): Promise<void> {
     this.db.transaction(() => {
       for (const event of events) this.q.addAudit.run(event);
       this.q.pruneAudit.run(keep);
     })();
   }
 
-  recentAuditEvents(limit: number): AuditEvent[] {
+  async recentAuditEvents(limit: number): Promise<AuditEvent[]> {
     return this.q.recentAudit.all(limit) as AuditEvent[];
   }
 
-  manifestsAfter(cursor: ManifestCursor | undefined, limit: number): UnclassifiedManifest[] {
+  async manifestsAfter(cursor: ManifestCursor | undefined, limit: number): Promise<UnclassifiedManifest[]> {
     const [at, repoId, digest] = cursor ?? [-1, -1, ''];
     return this.q.manifestsAfter.all(at, repoId, digest, limit) as UnclassifiedManifest[];
   }
 
-  saveImageKinds(kinds: { repoId: number; digest: string; kind: string; version: string | null }[]): void {
+  async saveImageKinds(kinds: { repoId: number; digest: string; kind: string; version: string | null }[]): Promise<void> {
     this.db.transaction(() => {
       for (const k of kinds) this.q.saveImageKind.run(k.repoId, k.digest, k.kind, k.version);
     })();
   }
 
-  imageKind(repoId: number, digest: string): { kind: string; version: string | null } | undefined {
+  async imageKind(repoId: number, digest: string): Promise<{ kind: string; version: string | null } | undefined> {
     return this.q.imageKind.get(repoId, digest) as { kind: string; version: string | null } | undefined;
   }
 
-  classifiedImages(limit: number): ClassifiedImage[] {
+  async classifiedImages(limit: number): Promise<ClassifiedImage[]> {
     return (this.q.classifiedImages.all(limit) as (Omit<ClassifiedImage, 'tags' | 'cached'> & { tags: string | null; cached: number })[]).map(
       (row) => ({ ...row, cached: row.cached === 1, tags: row.tags ? row.tags.split(' ') : [] }),
     );
   }
 
-  blobTotals(): { blobs: number; bytes: number } {
+  async blobTotals(): Promise<{ blobs: number; bytes: number }> {
     return this.q.blobTotals.get() as { blobs: number; bytes: number };
   }
 
-  repositoryImageKinds(repo: string): { repoId: number; kinds: Map<string, { kind: string; version: string | null }> } | undefined {
+  async repositoryImageKinds(repo: string): Promise<{ repoId: number; kinds: Map<string, { kind: string; version: string | null }> } | undefined> {
     const repoId = this.findRepoId(repo);
     if (repoId === undefined) return undefined;
     const rows = this.q.repoImageKinds.all(repoId) as { digest: string; kind: string; version: string | null }[];
@@ -1087,7 +1126,7 @@ export class SqliteMetadataStore implements MetadataStore {
   // ---- air-gap import/export ----
   private listImagesQuery?: Database.Statement;
 
-  listImages(repo: string): ImageRecord[] {
+  async listImages(repo: string): Promise<ImageRecord[]> {
     const id = this.findRepoId(repo);
     if (id === undefined) return [];
     this.listImagesQuery ??= this.db.prepare(
@@ -1160,34 +1199,34 @@ export class SqliteMetadataStore implements MetadataStore {
     };
   }
 
-  blobRowsAfter(after: string, limit: number): { digest: string; size: number }[] {
+  async blobRowsAfter(after: string, limit: number): Promise<{ digest: string; size: number }[]> {
     return this.lq.blobRowsAfter.all(after, limit) as { digest: string; size: number }[];
   }
 
-  manifestRowsAfter(after: ManifestKey | undefined, limit: number): (ManifestKey & { repo: string; content: Buffer })[] {
+  async manifestRowsAfter(after: ManifestKey | undefined, limit: number): Promise<(ManifestKey & { repo: string; content: Buffer })[]> {
     return this.lq.manifestRowsAfter.all(after?.repoId ?? -1, after?.digest ?? '', limit) as (ManifestKey & { repo: string; content: Buffer })[];
   }
 
-  danglingRows(limit: number): DanglingRow[] {
+  async danglingRows(limit: number): Promise<DanglingRow[]> {
     return this.lq.dangling.all(limit) as DanglingRow[];
   }
 
-  countReferences(): number {
+  async countReferences(): Promise<number> {
     return this.lq.countReferences.get() as number;
   }
 
-  forgetBlob(digest: string): void {
+  async forgetBlob(digest: string): Promise<void> {
     this.db.transaction(() => {
       this.q.deleteBlobLinks.run(digest);
       this.q.deleteBlob.run(digest);
     })();
   }
 
-  setBlobSize(digest: string, size: number): void {
+  async setBlobSize(digest: string, size: number): Promise<void> {
     this.lq.setBlobSize.run(size, digest);
   }
 
-  removeDanglingRow(row: DanglingRow): boolean {
+  async removeDanglingRow(row: DanglingRow): Promise<boolean> {
     switch (row.kind) {
       case 'orphan-ref':
         return this.lq.deleteRef.run(row.repoId, row.from, row.to).changes > 0;
@@ -1202,7 +1241,7 @@ export class SqliteMetadataStore implements MetadataStore {
     }
   }
 
-  allUploads(): UploadRecord[] {
+  async allUploads(): Promise<UploadRecord[]> {
     return (this.lq.allUploads.all() as Row[]).map((row) => ({
       id: row.id as string,
       repo: row.repo as string,
@@ -1221,21 +1260,21 @@ export class SqliteMetadataStore implements MetadataStore {
     });
   }
 
-  allBlobDigests(): Set<string> {
+  async allBlobDigests(): Promise<Set<string>> {
     return new Set(this.lq.allBlobDigests.all() as string[]);
   }
 
-  close(): void {
+  async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }
 
   // ---- garbage collection and cache eviction ----
 
-  manifestsWithoutRefs(): { repo: string; digest: string; mediaType: string; content: Buffer }[] {
+  async manifestsWithoutRefs(): Promise<{ repo: string; digest: string; mediaType: string; content: Buffer }[]> {
     return this.g.withoutRefs.all() as { repo: string; digest: string; mediaType: string; content: Buffer }[];
   }
 
-  addManifestRefs(repo: string, digest: string, blobRefs: string[], manifestRefs: string[]): void {
+  async addManifestRefs(repo: string, digest: string, blobRefs: string[], manifestRefs: string[]): Promise<void> {
     const id = this.findRepoId(repo);
     if (id === undefined) return;
     this.db.transaction(() => {
@@ -1244,7 +1283,7 @@ export class SqliteMetadataStore implements MetadataStore {
     })();
   }
 
-  collectManifests(policy: GcPolicy): ManifestRef[] {
+  async collectManifests(policy: GcPolicy): Promise<ManifestRef[]> {
     return this.db.transaction(() => {
       this.g.clearKept.run();
       this.g.clearDoomed.run();
@@ -1265,13 +1304,13 @@ export class SqliteMetadataStore implements MetadataStore {
     })();
   }
 
-  blobSweepCandidates(policy: GcPolicy, after: string, pageSize: number): { digests: string[]; next?: string } {
+  async blobSweepCandidates(policy: GcPolicy, after: string, pageSize: number): Promise<{ digests: string[]; next?: string }> {
     const upto = this.g.pageEnd.get(after, pageSize - 1) as string | undefined;
     const digests = this.g.candidates.all({ graceBefore: policy.graceBefore, after, upto: upto ?? null }) as string[];
     return { digests, next: upto };
   }
 
-  sweepBlobs(digests: string[], policy: GcPolicy): BlobSweep[] {
+  async sweepBlobs(digests: string[], policy: GcPolicy): Promise<BlobSweep[]> {
     return this.db.transaction(() => {
       const out: BlobSweep[] = [];
       for (const digest of digests) {
@@ -1289,21 +1328,21 @@ export class SqliteMetadataStore implements MetadataStore {
     })();
   }
 
-  endCollection(): void {
+  async endCollection(): Promise<void> {
     this.g.clearDoomed.run();
     this.g.clearKept.run();
   }
 
-  recordGcRun(run: GcRunRecord): void {
+  async recordGcRun(run: GcRunRecord): Promise<void> {
     this.g.recordRun.run({ ...run, dryRun: run.dryRun ? 1 : 0 });
   }
 
-  lastGcRun(): GcRunRecord | undefined {
+  async lastGcRun(): Promise<GcRunRecord | undefined> {
     const row = this.g.lastRun.get() as (Omit<GcRunRecord, 'dryRun'> & { dryRun: number }) | undefined;
     return row && { ...row, dryRun: row.dryRun === 1 };
   }
 
-  cachedImageBlobs(digest: string): string[] {
+  async cachedImageBlobs(digest: string): Promise<string[]> {
     const found = new Set<string>();
     for (const m of this.g.evictableManifests.all(digest) as { repoId: number; digest: string }[]) {
       for (const ref of this.g.refsOf.all(m.repoId, m.digest) as { child: string; kind: string }[]) {
@@ -1313,7 +1352,7 @@ export class SqliteMetadataStore implements MetadataStore {
     return [...found];
   }
 
-  evictCachedImage(digest: string, companions: string[], servedBefore: number): EvictedImage | undefined {
+  async evictCachedImage(digest: string, companions: string[], servedBefore: number): Promise<EvictedImage | undefined> {
     return this.db.transaction(() => {
       if (this.q.isCachedOnlyAndIdle.get(digest, servedBefore) === undefined) return undefined;
       const result: EvictedImage = { manifests: [], blobs: [] };
@@ -1350,11 +1389,11 @@ export class SqliteMetadataStore implements MetadataStore {
     })();
   }
 
-  cachedBytesByRepo(): { repo: string; bytes: number }[] {
+  async cachedBytesByRepo(): Promise<{ repo: string; bytes: number }[]> {
     return this.g.cachedBytesByRepo.all() as { repo: string; bytes: number }[];
   }
 
-  evictionCandidatesUnder(prefix: string, limit: number): { digest: string; size: number; repo: string }[] {
+  async evictionCandidatesUnder(prefix: string, limit: number): Promise<{ digest: string; size: number; repo: string }[]> {
     return this.g.candidatesUnder.all({ prefix, limit }) as { digest: string; size: number; repo: string }[];
   }
 }

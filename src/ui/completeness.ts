@@ -29,7 +29,7 @@ export class CompletenessChecks {
   constructor(
     private readonly content: MirrorContent,
     private readonly upstreams: readonly UpstreamConfig[],
-    private readonly origins: () => Origin[],
+    private readonly origins: () => Promise<Origin[]>,
     private readonly log: Logger,
   ) {}
 
@@ -53,7 +53,7 @@ export class CompletenessChecks {
   private async run(ref: string): Promise<void> {
     try {
       // airlock's own rules name local repositories directly (host ""): nothing to strip.
-      const rules = mergeRules(airlockRulesForHost(this.upstreams, this.origins(), '', 'all'));
+      const rules = mergeRules(airlockRulesForHost(this.upstreams, await this.origins(), '', 'all'));
       const report = await verifyPayload(this.content, ref, { rules, toLocal: (repository) => repository });
       this.results.set(ref, {
         state: 'done',

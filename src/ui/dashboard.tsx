@@ -61,7 +61,7 @@ export interface DashboardDeps {
   /** The circuits of the pull-through upstreams (none without upstreams). */
   upstreamCircuits: () => UpstreamCircuit[];
   /** Renders airlock's mirror sets for clusters reaching it at `host`; without it the page is hidden. */
-  mirrorSets?: (format: MirrorSetFormat, host: string) => string;
+  mirrorSets?: (format: MirrorSetFormat, host: string) => Promise<string>;
   /** Release and catalog completeness (airlock verify inside the server). */
   completeness?: CompletenessChecks;
 }
@@ -264,8 +264,8 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
     const last = c.req.query('last') || undefined;
     // A prefix naming a folder ("ocp4/" or nothing) browses the tree; any other is a search.
     const tree = prefix === '' || prefix.endsWith('/');
-    const page = meta.browseRepositories(prefix, PAGE, last, tree);
-    const counts = new Map(meta.repositoryCounts(page.items.filter((n) => n.repository).map((n) => n.name)).map((r) => [r.name, r]));
+    const page = await meta.browseRepositories(prefix, PAGE, last, tree);
+    const counts = new Map((await meta.repositoryCounts(page.items.filter((n) => n.repository).map((n) => n.name))).map((r) => [r.name, r]));
     const next = page.more ? page.items[page.items.length - 1]!.name : undefined;
     return html(c, <RepositoriesPage viewer={viewer} prefix={prefix} tree={tree} nodes={page.items} counts={counts} next={next} />);
   });
@@ -276,7 +276,7 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
     const name = safeDecode(c.req.path.slice('/ui/repositories/'.length)).replace(/\/+$/, '');
     if (!isValidName(name)) return html(c, <MessagePage viewer={viewer} title="Not a repository name" message={`"${name.slice(0, 200)}" is not a valid repository name.`} />, 400);
     if (!viewer.can('pull', name)) return html(c, <MessagePage viewer={viewer} title="Not allowed" message={`You may not pull ${name}.`} />, viewer.user ? 403 : 401);
-    const rows = meta.repositoryManifests(name, MAX_MANIFESTS + 1);
+    const rows = await meta.repositoryManifests(name, MAX_MANIFESTS + 1);
     if (rows.length === 0) return html(c, <MessagePage viewer={viewer} title="No such repository" message={`Nothing is stored in ${name}.`} />, 404);
     const views = manifestViews(rows.slice(0, MAX_MANIFESTS));
     const kinds = await deps.classifier.classifyRepository(name, rows);
@@ -320,7 +320,7 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
       return html(c, <MessagePage viewer={viewer} title={refused.title} message={refused.message} />, refused.status);
     }
     try {
-      deps.registry.deleteManifest(repo, reference);
+      await deps.registry.deleteManifest(repo, reference);
     } catch (e) {
       if (!(e instanceof RegistryError)) throw e;
       return html(c, <MessagePage viewer={viewer} title="Not deleted" message={e.message} />, e.status);
@@ -353,7 +353,7 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
       <ReleasesPage
         viewer={viewer}
         host={hostOf(c)}
-        images={meta.classifiedImages(1000)}
+        images={await meta.classifiedImages(1000)}
         scanning={!caughtUp}
         completeness={checks ? (repo, digest) => checks.get(repo, digest) : undefined}
       />,
@@ -394,7 +394,7 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
       if (!viewer.catalog) return html(c, <MessagePage viewer={viewer} title="Not allowed" message="Mirror sets name every mirrored repository: they need the catalog right." />, 403);
       const query = mirrorSetQuery(c);
       if (typeof query === 'string') return html(c, <MessagePage viewer={viewer} title="Bad request" message={query} />, 400);
-      const document = mirrorSets(query.format, query.host);
+      const document = await mirrorSets(query.format, query.host);
       return html(c, <MirrorSetsPage viewer={viewer} host={query.host} format={query.format} formats={MIRROR_SET_FORMATS} document={document} />);
     });
     app.get('/ui/mirrorsets/download', async (c) => {
@@ -405,7 +405,7 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
       if (typeof query === 'string') return c.text(query, 400);
       const file = query.format === 'registries.conf' ? 'airlock-registries.conf' : `airlock-${query.format}.yaml`;
       const type = query.format === 'registries.conf' ? 'application/toml; charset=utf-8' : 'application/yaml; charset=utf-8';
-      return c.body(mirrorSets(query.format, query.host), 200, { 'Content-Type': type, 'Content-Disposition': `attachment; filename="${file}"` });
+      return c.body(await mirrorSets(query.format, query.host), 200, { 'Content-Type': type, 'Content-Disposition': `attachment; filename="${file}"` });
     });
   }
 
@@ -413,7 +413,7 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
     const viewer = await viewerOrLogin(c);
     if (viewer instanceof Response) return viewer;
     if (!viewer.catalog) return html(c, <MessagePage viewer={viewer} title="Not allowed" message="The activity of the whole registry needs the catalog right." />, 403);
-    return html(c, <ActivityPage viewer={viewer} events={deps.audit.recent(ACTIVITY_PAGE)} />);
+    return html(c, <ActivityPage viewer={viewer} events={await deps.audit.recent(ACTIVITY_PAGE)} />);
   });
 
   // ---- JSON --------------------------------------------------------------------------------------
@@ -441,13 +441,13 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
   };
 
   app.get('/api/v1/repositories', (c) =>
-    api(c, catalogNeed, () => {
+    api(c, catalogNeed, async () => {
       const prefix = c.req.query('prefix') ?? '';
       const delimiter = c.req.query('delimiter');
       if (delimiter !== undefined && delimiter !== '/') throw new RegistryError('UNSUPPORTED', 'the only delimiter is "/"', undefined, 400);
       const n = pageSize(c);
-      const page = meta.browseRepositories(prefix, n, c.req.query('last') || undefined, delimiter === '/');
-      const counts = new Map(meta.repositoryCounts(page.items.filter((i) => i.repository).map((i) => i.name)).map((r) => [r.name, r]));
+      const page = await meta.browseRepositories(prefix, n, c.req.query('last') || undefined, delimiter === '/');
+      const counts = new Map((await meta.repositoryCounts(page.items.filter((i) => i.repository).map((i) => i.name))).map((r) => [r.name, r]));
       const next = page.more ? page.items[page.items.length - 1]!.name : null;
       if (next !== null) {
         const link = new URLSearchParams({ ...(prefix ? { prefix } : {}), ...(delimiter ? { delimiter } : {}), n: String(n), last: next });
@@ -470,20 +470,20 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
     if (!rest.endsWith('/manifests')) return c.json({ errors: [{ code: 'NOT_FOUND', message: `no endpoint at ${c.req.path.slice(0, 200)}`, detail: null }] }, 404);
     const name = rest.slice(0, -'/manifests'.length);
     if (!isValidName(name)) return c.json(new RegistryError('NAME_INVALID', `invalid repository name "${name.slice(0, 200)}"`).toJSON(), 400);
-    return api(c, [{ resource: { type: 'repository', name }, actions: ['pull'] }], () => {
-      const rows = meta.repositoryManifests(name, MAX_MANIFESTS + 1);
+    return api(c, [{ resource: { type: 'repository', name }, actions: ['pull'] }], async () => {
+      const rows = await meta.repositoryManifests(name, MAX_MANIFESTS + 1);
       if (rows.length === 0) throw new RegistryError('NAME_UNKNOWN', `repository ${name} is not known to this registry`, { name });
       const views = manifestViews(rows.slice(0, MAX_MANIFESTS));
       return { name, manifests: views, truncated: rows.length > MAX_MANIFESTS };
     });
   });
 
-  app.get('/api/v1/history', (c) => api(c, [], () => ({ stepSeconds: 60, points: deps.history.points() })));
+  app.get('/api/v1/history', (c) => api(c, [], async () => ({ stepSeconds: 60, points: await deps.history.points() })));
   app.get('/api/v1/upstreams', (c) => api(c, [], () => ({ upstreams: upstreamHealth() })));
   app.get('/api/v1/activity', (c) =>
-    api(c, catalogNeed, () => {
+    api(c, catalogNeed, async () => {
       const n = pageSize(c);
-      return { events: deps.audit.recent(n).map((e) => ({ ...e, at: new Date(e.at).toISOString() })) };
+      return { events: (await deps.audit.recent(n)).map((e) => ({ ...e, at: new Date(e.at).toISOString() })) };
     }),
   );
   app.get('/api/v1/releases', (c) =>
@@ -491,7 +491,7 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
       const complete = await deps.classifier.catchUp(500);
       return {
         complete,
-        images: meta.classifiedImages(MAX_PAGE).map((i) => ({
+        images: (await meta.classifiedImages(MAX_PAGE)).map((i) => ({
           ...i,
           createdAt: new Date(i.createdAt).toISOString(),
           completeness: deps.completeness?.get(i.repo, i.digest) ?? null,
@@ -538,13 +538,13 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
   let counted: { at: number; repositories: number; manifests: number; cachedBytes: number } | undefined;
   let counting = false;
   const COUNTS_MAX_AGE_MS = 5 * 60_000;
-  function storageCounts(): { repositories: number; manifests: number; cachedBytes: number } | undefined {
+  async function storageCounts(): Promise<{ repositories: number; manifests: number; cachedBytes: number } | undefined> {
     if (!counting && (!counted || Date.now() - counted.at > COUNTS_MAX_AGE_MS)) {
       counting = true;
-      const refresh = () => {
+      const refresh = async () => {
         try {
-          const totals = meta.totals();
-          counted = { at: Date.now(), repositories: totals.repositories, manifests: totals.manifests, cachedBytes: meta.cachedOnlyBytes() };
+          const totals = await meta.totals();
+          counted = { at: Date.now(), repositories: totals.repositories, manifests: totals.manifests, cachedBytes: await meta.cachedOnlyBytes() };
         } catch (err) {
           log.warn({ err }, 'counting repositories for the dashboard failed');
         } finally {
@@ -552,15 +552,15 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
         }
       };
       // The first view waits for the count; later ones get the previous one while it refreshes.
-      if (counted) setImmediate(refresh);
-      else refresh();
+      if (counted) setImmediate(() => void refresh());
+      else await refresh();
     }
     return counted;
   }
 
   async function overview(): Promise<OverviewData> {
     const snap = deps.stats.counters();
-    const counts = storageCounts();
+    const counts = await storageCounts();
     let disk: OverviewData['disk'] = null;
     try {
       const fs = await statfs(config.storage);
@@ -569,11 +569,11 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
       log.debug({ err }, 'statfs of the storage directory failed');
     }
     return {
-      storage: { repositories: counts?.repositories ?? 0, manifests: counts?.manifests ?? 0, ...meta.blobTotals(), cachedBytes: counts?.cachedBytes ?? 0, maxBytes: config.cache.maxBytes ?? null },
+      storage: { repositories: counts?.repositories ?? 0, manifests: counts?.manifests ?? 0, ...(await meta.blobTotals()), cachedBytes: counts?.cachedBytes ?? 0, maxBytes: config.cache.maxBytes ?? null },
       disk,
       cache: snap.cache,
       upstreams: upstreamHealth(),
-      history: [...deps.history.points(), deps.history.current()],
+      history: [...(await deps.history.points()), await deps.history.current()],
     };
   }
 }

@@ -18,13 +18,18 @@ export class HistorySampler {
     private readonly stepMs = HISTORY_STEP_MS,
     private readonly now: () => number = Date.now,
   ) {
-    this.sample();
-    this.timer = setInterval(() => this.sample(), stepMs);
+    this.sampling = this.sample();
+    this.timer = setInterval(() => {
+      this.sampling = this.sample();
+    }, stepMs);
     this.timer.unref();
   }
 
   /** The figures now, as a point (not stored). */
-  current(): HistoryPoint {
+  /** The sample being written, waited for at close. */
+  private sampling: Promise<void>;
+
+  async current(): Promise<HistoryPoint> {
     const { cache } = this.stats.counters();
     return {
       at: this.now(),
@@ -33,28 +38,29 @@ export class HistorySampler {
       staleServed: cache.staleServed,
       bytesFromCache: cache.bytesFromCache,
       bytesFromUpstream: cache.bytesFromUpstream,
-      storageBytes: this.meta.blobTotals().bytes,
+      storageBytes: (await this.meta.blobTotals()).bytes,
     };
   }
 
   /** Stores the current figures under the current step (a later sample in the same step replaces it). */
-  sample(): void {
+  async sample(): Promise<void> {
     try {
-      const point = this.current();
+      const point = await this.current();
       point.at = Math.floor(point.at / this.stepMs) * this.stepMs;
-      this.meta.addHistoryPoint(point);
-      this.meta.pruneHistory(point.at - HISTORY_SPAN_MS);
+      await this.meta.addHistoryPoint(point);
+      await this.meta.pruneHistory(point.at - HISTORY_SPAN_MS);
     } catch {
       // A busy or full database loses one point of a chart, nothing more.
     }
   }
 
   /** The stored day, oldest first. */
-  points(): HistoryPoint[] {
+  points(): Promise<HistoryPoint[]> {
     return this.meta.history(this.now() - HISTORY_SPAN_MS);
   }
 
-  close(): void {
+  async close(): Promise<void> {
     clearInterval(this.timer);
+    await this.sampling;
   }
 }

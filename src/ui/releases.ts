@@ -61,12 +61,12 @@ export class ReleaseClassifier {
   private async walk(budgetMs: number): Promise<boolean> {
     const deadline = Date.now() + budgetMs;
     for (;;) {
-      const batch = this.meta.manifestsAfter(this.cursor, BATCH);
+      const batch = await this.meta.manifestsAfter(this.cursor, BATCH);
       if (batch.length === 0) return true;
       for (const m of batch) {
         const result = await this.classify(m);
         // Saved per manifest so an index sees its children, which arrive before it.
-        if (result) this.meta.saveImageKinds([{ repoId: m.repoId, digest: m.digest, ...result }]);
+        if (result) await this.meta.saveImageKinds([{ repoId: m.repoId, digest: m.digest, ...result }]);
         this.cursor = [m.createdAt, m.repoId, m.digest];
       }
       if (Date.now() > deadline) return false;
@@ -78,7 +78,7 @@ export class ReleaseClassifier {
    * what it shows, without waiting for the walk over everything); returns the release/catalog kinds.
    */
   async classifyRepository(repo: string, manifests: { digest: string; mediaType: string; content: Buffer }[], limit = 200): Promise<Map<string, Classification>> {
-    const known = this.meta.repositoryImageKinds(repo);
+    const known = await this.meta.repositoryImageKinds(repo);
     const out = new Map<string, Classification>();
     if (!known) return out;
     for (const [digest, k] of known.kinds) out.set(digest, { kind: k.kind as ImageKind, version: k.version });
@@ -87,7 +87,7 @@ export class ReleaseClassifier {
     for (const m of todo.slice(0, limit)) {
       const result = await this.classify({ repoId: known.repoId, repo, digest: m.digest, mediaType: m.mediaType, content: m.content, createdAt: 0 });
       if (!result) continue;
-      this.meta.saveImageKinds([{ repoId: known.repoId, digest: m.digest, ...result }]);
+      await this.meta.saveImageKinds([{ repoId: known.repoId, digest: m.digest, ...result }]);
       out.set(m.digest, result);
     }
     return out;
@@ -95,7 +95,7 @@ export class ReleaseClassifier {
 
   /** undefined: nothing to record (an index of unknown children, a config not stored here). */
   private async classify(m: UnclassifiedManifest): Promise<Classification | undefined> {
-    if (this.meta.imageKind(m.repoId, m.digest)) return undefined;
+    if (await this.meta.imageKind(m.repoId, m.digest)) return undefined;
     let doc: { config?: { digest?: unknown; size?: unknown }; manifests?: { digest?: unknown }[] };
     try {
       doc = JSON.parse(m.content.toString('utf8'));
@@ -105,7 +105,7 @@ export class ReleaseClassifier {
     if (isIndexMediaType(m.mediaType)) {
       // A multi-arch release or catalog: what its platform images are.
       for (const child of doc.manifests ?? []) {
-        const known = typeof child.digest === 'string' ? this.meta.imageKind(m.repoId, child.digest) : undefined;
+        const known = typeof child.digest === 'string' ? await this.meta.imageKind(m.repoId, child.digest) : undefined;
         if (known && known.kind !== '') return { kind: known.kind as ImageKind, version: known.version };
       }
       return { kind: '', version: null };

@@ -107,7 +107,7 @@ describe('import --to an airlock under auth:', () => {
     expect(res.status).toBe(200);
     expect(Buffer.from(await res.arrayBuffer()).equals(image.indexBytes)).toBe(true);
     await srv.server.close();
-    expect(originsOf(srv.storage)).toEqual({ 'team/app': 'registry.example.com/team/app' });
+    expect(await originsOf(srv.storage)).toEqual({ 'team/app': 'registry.example.com/team/app' });
     await srv.restart();
   });
 

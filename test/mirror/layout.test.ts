@@ -112,7 +112,7 @@ describe('export → import into a fresh airlock', () => {
     } finally {
       await srv.close();
     }
-    expect(originsOf(storage)).toEqual({
+    expect(await originsOf(storage)).toEqual({
       'ocp4/openshift/release': 'quay.io/openshift-release-dev/ocp-release',
       'ocp4/art-dev': 'quay.io/openshift-release-dev/ocp-v4.0-art-dev',
     });

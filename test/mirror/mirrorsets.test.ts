@@ -43,8 +43,8 @@ beforeAll(async () => {
   const storage = tmp.make('storage');
   // What sync / import --map record.
   const meta = new SqliteMetadataStore(join(storage, 'airlock.db'));
-  for (const o of origins) meta.setOrigin(o.repo, o.origin);
-  meta.close();
+  for (const o of origins) await meta.setOrigin(o.repo, o.origin);
+  await meta.close();
   srv = await startTestServer({ storage, upstreams });
   configFile = join(tmp.make('config'), 'airlock.yaml');
   writeFileSync(configFile, toYaml({ storage, upstreams }));

@@ -7,12 +7,12 @@ import { SqliteMetadataStore } from '../../src/storage/metadata.js';
 import { skopeoCopy, listBlobsOfOciLayout } from '../helpers/skopeo.js';
 
 /** Origins recorded in a storage directory (read after its server stopped). */
-export function originsOf(storage: string): Record<string, string> {
+export async function originsOf(storage: string): Promise<Record<string, string>> {
   const meta = new SqliteMetadataStore(join(storage, 'airlock.db'));
   try {
-    return Object.fromEntries(meta.listOrigins().map((o) => [o.repo, o.origin]));
+    return Object.fromEntries((await meta.listOrigins()).map((o) => [o.repo, o.origin]));
   } finally {
-    meta.close();
+    await meta.close();
   }
 }
 

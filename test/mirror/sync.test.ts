@@ -67,7 +67,7 @@ describe('sync into the store', () => {
     } finally {
       await srv.close();
     }
-    expect(originsOf(storage)).toEqual({
+    expect(await originsOf(storage)).toEqual({
       [`${local}/openshift-release-dev/ocp-release`]: `${upstream.host}/openshift-release-dev/ocp-release`,
       [`${local}/openshift-release-dev/ocp-v4.0-art-dev`]: `${upstream.host}/openshift-release-dev/ocp-v4.0-art-dev`,
     });
@@ -85,7 +85,7 @@ describe('sync into the store', () => {
       expect(run.code, run.stderr + run.stdout).toBe(0);
       await expectImageStored(srv.url, 'ocp4/openshift-release-dev/ocp-release', '4.15', release, ociLayoutBlobs(srcDir));
       await srv.server.close();
-      expect(originsOf(srv.storage)).toEqual({ 'ocp4/openshift-release-dev/ocp-release': `${upstream.host}/openshift-release-dev/ocp-release` });
+      expect(await originsOf(srv.storage)).toEqual({ 'ocp4/openshift-release-dev/ocp-release': `${upstream.host}/openshift-release-dev/ocp-release` });
     } finally {
       await srv.close();
     }
@@ -103,11 +103,11 @@ describe('sync into the store', () => {
       const meta = new SqliteMetadataStore(join(srv.storage, 'airlock.db'));
       try {
         const repo = `${local}/openshift-release-dev/ocp-release`;
-        expect(meta.getTag(repo, '4.15')).toMatchObject({ digest: release.indexDigest, cached: false });
-        for (const digest of release.blobDigests) expect(meta.linkedBlobSize(repo, digest)).toBeGreaterThan(0);
-        expect(meta.cachedOnlyBytes()).toBe(0);
+        expect(await meta.getTag(repo, '4.15')).toMatchObject({ digest: release.indexDigest, cached: false });
+        for (const digest of release.blobDigests) expect(await meta.linkedBlobSize(repo, digest)).toBeGreaterThan(0);
+        expect(await meta.cachedOnlyBytes()).toBe(0);
       } finally {
-        meta.close();
+        await meta.close();
       }
     } finally {
       await srv.close();
@@ -178,7 +178,7 @@ describe('sync into the store', () => {
     } finally {
       await srv.close();
     }
-    expect(originsOf(storage)['olm/art-dev']).toBe(`${upstream.host}/openshift-release-dev/ocp-v4.0-art-dev`);
+    expect((await originsOf(storage))['olm/art-dev']).toBe(`${upstream.host}/openshift-release-dev/ocp-v4.0-art-dev`);
   });
 
   it('uses --authfile credentials for the source, and names the refusal without them', async () => {
@@ -214,7 +214,7 @@ describe('sync --to-dir, carried across, import DIR', () => {
     } finally {
       await srv.close();
     }
-    expect(originsOf(storage)).toEqual({
+    expect(await originsOf(storage)).toEqual({
       [`${local}/openshift-release-dev/ocp-release`]: `${upstream.host}/openshift-release-dev/ocp-release`,
       [`${local}/openshift-release-dev/ocp-v4.0-art-dev`]: `${upstream.host}/openshift-release-dev/ocp-v4.0-art-dev`,
     });

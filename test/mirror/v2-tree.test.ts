@@ -130,6 +130,6 @@ describe("import of oc's v2/ tree", () => {
   it('records --map origins through the server', async () => {
     // Read from the database once the server stopped (afterAll's close is then a no-op).
     await srv.server.close();
-    expect(originsOf(srv.storage)).toEqual({ 'mirror/openshift/release': 'quay.io/openshift-release-dev/ocp-release' });
+    expect(await originsOf(srv.storage)).toEqual({ 'mirror/openshift/release': 'quay.io/openshift-release-dev/ocp-release' });
   });
 });

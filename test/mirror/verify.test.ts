@@ -86,9 +86,9 @@ beforeAll(async () => {
   // repository (what `import --map` and `sync` record): airlock's own mirror sets say so.
   const storage = tmp.make('storage');
   const meta = new SqliteMetadataStore(join(storage, 'airlock.db'));
-  meta.setOrigin(PAYLOAD_REPO, ART_DEV);
-  meta.setOrigin('ocp4/release', RELEASE_REPO);
-  meta.close();
+  await meta.setOrigin(PAYLOAD_REPO, ART_DEV);
+  await meta.setOrigin('ocp4/release', RELEASE_REPO);
+  await meta.close();
   srv = await startTestServer({ storage });
   configFile = writeFile('airlock.yaml', toYaml({ storage }));
   // Mirrored the way `oc adm release mirror` / `oc adm catalog mirror` do: by digest.

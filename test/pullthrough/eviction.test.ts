@@ -128,7 +128,7 @@ describe('cache eviction (cache.maxBytes)', () => {
     });
     expect(put.status).toBe(201);
     // However old its last use, it is no longer a candidate for eviction.
-    const candidates = mirror.server.registry.meta.evictionCandidates(10_000).map((c) => c.digest);
+    const candidates = (await mirror.server.registry.meta.evictionCandidates(10_000)).map((c) => c.digest);
     expect(candidates).not.toContain(layerDigest);
     await sleep(5);
     await mirror.server.evictCache();

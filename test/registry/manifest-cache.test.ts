@@ -71,19 +71,34 @@ describe('ManifestCache', () => {
     expect(cache.getTag('r', 't0')).toBeDefined();
     expect(cache.getTag('r', 't3')).toBeDefined();
   });
+
+  it('keeps out an answer read before a change landed (a store read awaited across a push)', () => {
+    const cache = new ManifestCache();
+    const asOf = cache.generation('a/b');
+    // While the read of v1 was in flight, a push moved the tag.
+    cache.invalidate('a/b');
+    cache.set('a/b', 'v1', manifest('sha256:old'), asOf);
+    cache.setTag('a/b', 'v1', { digest: 'sha256:old', cached: true, updatedAt: 1 }, asOf);
+    expect(cache.get('a/b', 'v1')).toBeUndefined();
+    expect(cache.getTag('a/b', 'v1')).toBeUndefined();
+    // Read after the change: kept.
+    const now = cache.generation('a/b');
+    cache.set('a/b', 'v1', manifest('sha256:new'), now);
+    expect(cache.get('a/b', 'v1')?.digest).toBe('sha256:new');
+  });
 });
 
 describe('ManifestCache across replicas (read stamps, clear)', () => {
   it('does not cache a read that a change overtook while it was in flight', () => {
     const cache = new ManifestCache();
-    const stamp = cache.stamp('a/b'); // taken before an asynchronous read of a/b
+    const stamp = cache.generation('a/b'); // taken before an asynchronous read of a/b
     cache.invalidate('a/b'); // another replica moved the tag meanwhile
     cache.set('a/b', 'v1', manifest('sha256:old'), stamp);
     cache.setTag('a/b', 'v1', { digest: 'sha256:old', cached: true, updatedAt: 1 }, stamp);
     expect(cache.get('a/b', 'v1')).toBeUndefined();
     expect(cache.getTag('a/b', 'v1')).toBeUndefined();
 
-    const fresh = cache.stamp('a/b');
+    const fresh = cache.generation('a/b');
     cache.invalidate('x/y'); // a change elsewhere does not matter
     cache.set('a/b', 'v1', manifest('sha256:new'), fresh);
     expect(cache.get('a/b', 'v1')?.digest).toBe('sha256:new');
@@ -93,13 +108,13 @@ describe('ManifestCache across replicas (read stamps, clear)', () => {
     const cache = new ManifestCache();
     cache.set('a/b', 'v1', manifest('sha256:1'));
     cache.setTag('a/b', 'v1', { digest: 'sha256:1', cached: true, updatedAt: 1 });
-    const stamp = cache.stamp('x/y');
+    const stamp = cache.generation('x/y');
     cache.clear();
     expect(cache.get('a/b', 'v1')).toBeUndefined();
     expect(cache.getTag('a/b', 'v1')).toBeUndefined();
     cache.set('x/y', 'v1', manifest('sha256:2'), stamp);
     expect(cache.get('x/y', 'v1')).toBeUndefined();
-    cache.set('x/y', 'v1', manifest('sha256:2'), cache.stamp('x/y'));
+    cache.set('x/y', 'v1', manifest('sha256:2'), cache.generation('x/y'));
     expect(cache.get('x/y', 'v1')?.digest).toBe('sha256:2');
   });
 });

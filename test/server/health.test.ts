@@ -6,7 +6,7 @@ describe('/healthz and /readyz', () => {
     const t = await startTestServer();
     try {
       expect((await fetch(`${t.url}/readyz`)).status).toBe(200);
-      t.server.registry.meta.close();
+      await t.server.registry.meta.close();
       const ready = await fetch(`${t.url}/readyz`);
       expect(ready.status).toBe(503);
       expect(((await ready.json()) as { reason: string }).reason).toMatch(/database/i);

@@ -43,38 +43,38 @@ describe('storage totals', () => {
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('equal the counted figures after pushes, shared digests, re-pushes, deletions and blob removal', () => {
+  it('equal the counted figures after pushes, shared digests, re-pushes, deletions and blob removal', async () => {
     const store = new SqliteMetadataStore(path);
-    const check = () => expect(store.totals()).toEqual(counted(path));
+    const check = async () => expect(await store.totals()).toEqual(counted(path));
     try {
-      check();
-      store.linkBlob('a/app', d('1'), 100);
-      store.linkBlob('b/app', d('1'), 100); // one blob, linked twice
-      store.linkBlob('a/app', d('2'), 50, true);
-      check();
-      store.putManifest('a/app', manifest(d('a'), [d('1')]), 'v1');
-      store.putManifest('b/app', manifest(d('a'), [d('1')]), 'v1'); // the same digest in another repository
-      store.putManifest('a/app', manifest(d('b')), 'v2');
-      store.putManifest('a/app', manifest(d('b')), 'v3'); // again: an upsert, nothing new
-      store.createUpload('upload-only', 'c/app'); // a repository row without a manifest
-      check();
-      expect(store.totals()).toEqual({ repositories: 2, manifests: 2, blobs: 2, bytes: 150 });
-      store.deleteManifest('a/app', d('a')); // still held by b/app
-      check();
-      store.deleteManifest('b/app', d('a')); // gone, and b/app with it
-      check();
-      store.deleteManifest('a/app', d('b'));
-      check();
-      expect(store.totals()).toEqual({ repositories: 0, manifests: 0, blobs: 2, bytes: 150 });
-      expect(store.forgetCachedBlob(d('2'), Date.now() + 1000)).toBe(true);
-      check();
-      expect(store.totals()).toEqual({ repositories: 0, manifests: 0, blobs: 1, bytes: 100 });
+      await check();
+      await store.linkBlob('a/app', d('1'), 100);
+      await store.linkBlob('b/app', d('1'), 100); // one blob, linked twice
+      await store.linkBlob('a/app', d('2'), 50, true);
+      await check();
+      await store.putManifest('a/app', manifest(d('a'), [d('1')]), 'v1');
+      await store.putManifest('b/app', manifest(d('a'), [d('1')]), 'v1'); // the same digest in another repository
+      await store.putManifest('a/app', manifest(d('b')), 'v2');
+      await store.putManifest('a/app', manifest(d('b')), 'v3'); // again: an upsert, nothing new
+      await store.createUpload('upload-only', 'c/app'); // a repository row without a manifest
+      await check();
+      expect(await store.totals()).toEqual({ repositories: 2, manifests: 2, blobs: 2, bytes: 150 });
+      await store.deleteManifest('a/app', d('a')); // still held by b/app
+      await check();
+      await store.deleteManifest('b/app', d('a')); // gone, and b/app with it
+      await check();
+      await store.deleteManifest('a/app', d('b'));
+      await check();
+      expect(await store.totals()).toEqual({ repositories: 0, manifests: 0, blobs: 2, bytes: 150 });
+      expect(await store.forgetCachedBlob(d('2'), Date.now() + 1000)).toBe(true);
+      await check();
+      expect(await store.totals()).toEqual({ repositories: 0, manifests: 0, blobs: 1, bytes: 100 });
     } finally {
-      store.close();
+      await store.close();
     }
   });
 
-  it('start from what a database already holds when the migration runs', () => {
+  it('start from what a database already holds when the migration runs', async () => {
     const step = MIGRATIONS.findIndex((m) => m.includes('CREATE TABLE storage_totals'));
     expect(step).toBeGreaterThan(0);
     // A database of the schema just before the totals, with content.
@@ -96,12 +96,12 @@ describe('storage totals', () => {
 
     const store = new SqliteMetadataStore(path);
     try {
-      expect(store.totals()).toEqual({ repositories: 2, manifests: 2, blobs: 1, bytes: 7 });
-      expect(store.totals()).toEqual(counted(path));
-      store.putManifest('empty/app', manifest(d('c')));
-      expect(store.totals()).toEqual({ repositories: 3, manifests: 3, blobs: 1, bytes: 7 });
+      expect(await store.totals()).toEqual({ repositories: 2, manifests: 2, blobs: 1, bytes: 7 });
+      expect(await store.totals()).toEqual(counted(path));
+      await store.putManifest('empty/app', manifest(d('c')));
+      expect(await store.totals()).toEqual({ repositories: 3, manifests: 3, blobs: 1, bytes: 7 });
     } finally {
-      store.close();
+      await store.close();
     }
   });
 });

@@ -61,7 +61,7 @@ function writeVersion1Store(storage: string) {
 }
 
 describe('schema upgrades', () => {
-  it('opens a database from the oldest schema, migrates it and keeps every row', () => {
+  it('opens a database from the oldest schema, migrates it and keeps every row', async () => {
     const storage = mkdtempSync(join(tmpdir(), 'airlock-v1-'));
     dirs.push(storage);
     const { layer, manifest } = writeVersion1Store(storage);
@@ -71,22 +71,22 @@ describe('schema upgrades', () => {
       const db = new Database(join(storage, 'airlock.db'), { readonly: true });
       expect(db.pragma('user_version', { simple: true })).toBe(MIGRATIONS.length);
       db.close();
-      const found = meta.getTaggedManifest('legacy/app', 'v1');
+      const found = await meta.getTaggedManifest('legacy/app', 'v1');
       expect(found?.digest).toBe(sha256(manifest));
       expect(found?.content.equals(manifest)).toBe(true);
-      expect(meta.linkedBlobSize('legacy/app', sha256(layer))).toBe(layer.length);
-      expect(meta.readCounters()['cache.hits']).toBe(42);
-      expect(meta.getUpload('0b9e6bb4-8e5a-4f0e-9a0e-4a4cbb0b0a01')?.repo).toBe('legacy/app');
+      expect(await meta.linkedBlobSize('legacy/app', sha256(layer))).toBe(layer.length);
+      expect((await meta.readCounters())['cache.hits']).toBe(42);
+      expect((await meta.getUpload('0b9e6bb4-8e5a-4f0e-9a0e-4a4cbb0b0a01'))?.repo).toBe('legacy/app');
       // Later features on old rows: upload owners (old sessions have none), origins, upstream notes, eviction.
-      expect(meta.countUploads('')).toBe(1);
-      meta.setOrigin('legacy/app', 'quay.io/legacy/app');
-      expect(meta.listOrigins()).toEqual([{ repo: 'legacy/app', origin: 'quay.io/legacy/app' }]);
-      meta.saveUpstreamErrors(new Map([['quay.io', 'timeout']]));
-      expect(meta.readUpstreamErrors().get('quay.io')).toBe('timeout');
-      expect(meta.evictionCandidates(10)).toEqual([]); // pushed content is never a candidate
-      expect(meta.totals()).toEqual({ repositories: 1, manifests: 1, blobs: 2, bytes: layer.length + 37 });
+      expect(await meta.countUploads('')).toBe(1);
+      await meta.setOrigin('legacy/app', 'quay.io/legacy/app');
+      expect(await meta.listOrigins()).toEqual([{ repo: 'legacy/app', origin: 'quay.io/legacy/app' }]);
+      await meta.saveUpstreamErrors(new Map([['quay.io', 'timeout']]));
+      expect((await meta.readUpstreamErrors()).get('quay.io')).toBe('timeout');
+      expect(await meta.evictionCandidates(10)).toEqual([]); // pushed content is never a candidate
+      expect(await meta.totals()).toEqual({ repositories: 1, manifests: 1, blobs: 2, bytes: layer.length + 37 });
     } finally {
-      meta.close();
+      await meta.close();
     }
   });
 
