@@ -26,9 +26,13 @@ export class Stats {
   private lastGc: GcRunRecord | undefined;
 
   /** Statistics continuing from what the store recorded (counters, upstream errors, last GC). */
-  static async open(meta: MetadataStore, upstreams: UpstreamConfig[], flushEveryMs = 5000): Promise<Stats> {
+  /**
+   * With `shared`, replicas count into one database: every flush also reads back the cluster-wide
+   * figures, and a snapshot flushes and reads them first, so every replica reports the same.
+   */
+  static async open(meta: MetadataStore, upstreams: UpstreamConfig[], flushEveryMs = 5000, options: { shared?: boolean } = {}): Promise<Stats> {
     const saved = { totals: await meta.readCounters(), lastErrors: await meta.readUpstreamErrors(), lastGc: await meta.lastGcRun() };
-    return new Stats(meta, upstreams, saved, flushEveryMs);
+    return new Stats(meta, upstreams, saved, flushEveryMs, options.shared ?? false);
   }
 
   private constructor(
@@ -36,12 +40,23 @@ export class Stats {
     private readonly upstreams: UpstreamConfig[],
     saved: { totals: Record<string, number>; lastErrors: Map<string, string>; lastGc: GcRunRecord | undefined },
     flushEveryMs: number,
+    private readonly shared: boolean,
   ) {
     this.totals = saved.totals;
     this.lastErrors = saved.lastErrors;
     this.lastGc = saved.lastGc;
-    this.timer = setInterval(() => void this.flush(), flushEveryMs);
+    this.timer = setInterval(() => void (shared ? this.flush().then(() => this.readShared()) : this.flush()).catch(() => undefined), flushEveryMs);
     this.timer.unref();
+  }
+
+  /** The cluster-wide figures, plus what this replica counted since it last flushed. */
+  private async readShared(): Promise<void> {
+    const [counters, errors, lastGc] = await Promise.all([this.meta.readCounters(), this.meta.readUpstreamErrors(), this.meta.lastGcRun()]);
+    for (const name of Object.keys(this.totals)) delete this.totals[name];
+    Object.assign(this.totals, counters);
+    for (const [name, value] of Object.entries(this.pending)) this.totals[name] = (this.totals[name] ?? 0) + value;
+    for (const [prefix, note] of errors) if (!this.pendingErrors.has(prefix)) this.lastErrors.set(prefix, note);
+    if (lastGc && (!this.lastGc || lastGc.startedAt >= this.lastGc.startedAt)) this.lastGc = lastGc;
   }
 
   private add(name: string, value = 1): void {
@@ -152,6 +167,10 @@ export class Stats {
 
   /** The /api/v1/stats document. */
   async snapshot() {
+    if (this.shared) {
+      await this.flush();
+      await this.readShared();
+    }
     return {
       ...this.counters(),
       storage: await this.meta.totals(),

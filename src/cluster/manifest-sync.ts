@@ -1,20 +1,28 @@
+import type { Logger } from '../log.js';
 import type { ManifestCache } from '../registry/manifest-cache.js';
 import type { ChangeFeed } from './notify.js';
 
 /**
- * Keeps a replica's in-memory manifests consistent with the cluster: what another replica changes
- * in a repository drops this replica's cached entries for it, and after a reconnect (when changes
- * may have been missed) the whole cache goes.
- *
- * The other half is the writer's: after each change it calls `announce(repo)` (the same places that
- * call ManifestCache.invalidate locally).
+ * Keeps a replica's in-memory manifests consistent with the cluster: every change made here is
+ * announced to the others, what another replica changes in a repository drops this replica's
+ * cached entries for it, and after a reconnect (when changes may have been missed) the whole cache
+ * goes. Tags are not cached at all with replicas (see ManifestCache.tagsCached), so what this keeps
+ * fresh is content by digest: a deleted manifest stops being served within a notification's delay.
  */
-export function syncManifestCache(feed: ChangeFeed, cache: ManifestCache): { announce(repo: string): Promise<void>; stop(): void } {
-  const offChange = feed.on('repo', (repo) => cache.invalidate(repo));
+export function syncManifestCache(feed: ChangeFeed, cache: ManifestCache, log?: Logger): { stop(): void } {
+  cache.tagsCached = false;
+  cache.onChange = (repo) => {
+    feed.publish('repo', repo).catch((err: Error) => {
+      // Unannounced, other replicas would keep a deleted manifest: they drop everything instead
+      // when their feed resyncs; until then say so.
+      log?.warn({ repo, err: err.message }, 'change not announced to other replicas');
+    });
+  };
+  const offChange = feed.on('repo', (repo) => cache.forget(repo));
   const offResync = feed.onResync(() => cache.clear());
   return {
-    announce: (repo) => feed.publish('repo', repo),
     stop() {
+      cache.onChange = undefined;
       offChange();
       offResync();
     },

@@ -7,7 +7,7 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
-import type { FsBlobStore } from '../storage/blobstore.js';
+import type { BlobStore, FsBlobStore } from '../storage/blobstore.js';
 import type { MetadataStore } from '../storage/metadata.js';
 import { LOCK_FILE, type LockHolder } from './storage-lock.js';
 
@@ -17,7 +17,7 @@ const DIGEST_FILE_RE = /^[a-f0-9]{32,}$/;
  * Removes temporaries no running work can own: called at start, before anything writes (no fill
  * runs yet, and the storage lock keeps other processes out).
  */
-export async function removeStaleTemporaries(storage: string, meta: MetadataStore, blobs: FsBlobStore, log: Logger): Promise<void> {
+export async function removeStaleTemporaries(storage: string, meta: MetadataStore, blobs: BlobStore, log: Logger): Promise<void> {
   let files = 0;
   let sessions = 0;
   for (const id of await blobs.listUploads()) {

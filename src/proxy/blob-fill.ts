@@ -18,7 +18,22 @@
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import type { FsBlobStore, UploadWriter } from '../storage/blobstore.js';
+import type { BlobStore, UploadWriter } from '../storage/blobstore.js';
+
+/**
+ * What a fill needs of the blob store: a local file to spool into and tail while it grows, then
+ * promoted under its digest. A store whose committed blobs are local files (FsBlobStore) lets late
+ * readers keep reading the same file; one that has none (S3BlobStore) answers openCommitted with
+ * undefined, and late readers read the stored blob instead.
+ */
+export interface FillStore extends BlobStore {
+  uploadWriter(id: string): Promise<UploadWriter>;
+  promoteUpload(id: string, digest: string): Promise<void>;
+  openUpload(id: string): Promise<FileHandle | undefined>;
+  openCommitted(digest: string): Promise<FileHandle | undefined>;
+  /** Bytes free where fills spool. */
+  freeBytes(): number;
+}
 import { readBatches } from '../storage/read-batches.js';
 import type { DigestAlgorithm } from '../registry/names.js';
 import type { BlobResult } from './client.js';
@@ -95,7 +110,7 @@ export class BlobFill {
     private readonly algorithm: DigestAlgorithm,
     /** From the upstream's Content-Length; undefined when it streams without one. */
     readonly size: number | undefined,
-    private readonly blobs: FsBlobStore,
+    private readonly blobs: FillStore,
     private readonly memory: FillMemory,
   ) {
     this.hash = createHash(algorithm);
@@ -108,7 +123,7 @@ export class BlobFill {
    * when part was fetched twice).
    */
   static async start(
-    blobs: FsBlobStore,
+    blobs: FillStore,
     digest: string,
     algorithm: DigestAlgorithm,
     response: BlobResult,
@@ -384,6 +399,11 @@ export class BlobFill {
    */
   async reader(range?: { start: number; end: number }): Promise<Readable> {
     const fh = await this.open();
+    if (!fh) {
+      const stored = await this.blobs.open(this.digest, range);
+      if (!stored) throw new Error(`blob ${this.digest} vanished right after it was cached`);
+      return stored;
+    }
     const reader: FillReader = new FillReader(this, fh, range?.start ?? 0, range?.end, () => {
       this.readers.delete(reader);
       this.readerProgressed();
@@ -392,17 +412,18 @@ export class BlobFill {
     return reader;
   }
 
-  /** The upload file while the fill runs; the committed blob (same bytes, renamed) once it is done. */
-  private async open(): Promise<FileHandle> {
+  /**
+   * The upload file while the fill runs; the committed blob (same bytes, renamed) once it is done;
+   * undefined once done when the store keeps no local file of it.
+   */
+  private async open(): Promise<FileHandle | undefined> {
     if (!this.over) {
       const fh = await this.blobs.openUpload(this.uploadId);
       if (fh) return fh;
     }
     await this.settled;
     if (this.failure) throw this.failure;
-    const fh = await this.blobs.openCommitted(this.digest);
-    if (!fh) throw new Error(`blob ${this.digest} vanished right after it was cached`);
-    return fh;
+    return this.blobs.openCommitted(this.digest);
   }
 }
 

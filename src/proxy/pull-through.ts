@@ -9,17 +9,22 @@ import type { CacheOutcome, Stats } from '../metrics.js';
 import { RegistryError } from '../registry/errors.js';
 import { manifestRecord, parseManifest } from '../registry/manifest.js';
 import type { DigestAlgorithm } from '../registry/names.js';
-import type { FsBlobStore } from '../storage/blobstore.js';
+import type { Lease, LeaseManager } from '../cluster/leases.js';
 import type { ManifestRecord, MetadataStore, TagRecord } from '../storage/metadata.js';
 import type { KeyedLock } from '../registry/keyed-lock.js';
 import { ManifestCache } from '../registry/manifest-cache.js';
-import { BlobFill, FillMemory } from './blob-fill.js';
+import { BlobFill, FillMemory, type FillStore } from './blob-fill.js';
 import { CircuitBreaker } from './circuit.js';
 import { UpstreamClient, type ManifestResult } from './client.js';
 import { UpstreamError, isUpstreamDown, upstreamReason } from './errors.js';
 import { NegativeCache } from './negative-cache.js';
 import { selectUpstream } from './routing.js';
 import { SingleFlight } from './singleflight.js';
+
+/** How long a dead replica's fill lease keeps the others waiting; renewed every third of it while alive. */
+const FILL_LEASE_TTL_MS = 15_000;
+/** The longest a client waits for another replica's transfer of a blob (a layer of several GiB). */
+const FILL_WAIT_MS = 30 * 60_000;
 
 const MAX_REMEMBERED_ROUTES = 10_000;
 
@@ -57,7 +62,8 @@ export class PullThroughCache {
   /** Routes by repository name, as computed from the configuration. */
   private readonly routes = new Map<string, ProxyRoute | undefined>();
   private readonly manifestFlights = new SingleFlight<string, ManifestRecord>();
-  private readonly fills = new Map<string, Promise<BlobFill>>();
+  /** Transfers under way here; undefined once another replica turned out to have stored the blob. */
+  private readonly fills = new Map<string, Promise<BlobFill | undefined>>();
   /** The memory budget all blob fills share. */
   private readonly fillMemory = new FillMemory();
   private readonly notFound = new NegativeCache();
@@ -67,13 +73,15 @@ export class PullThroughCache {
   constructor(
     private readonly configs: UpstreamConfig[],
     private readonly meta: MetadataStore,
-    private readonly blobs: FsBlobStore,
+    private readonly blobs: FillStore,
     private readonly stats: Stats,
     private readonly log: Logger,
     /** Per-digest lock shared with the registry, against eviction removing what is being linked. */
     private readonly blobLocks: KeyedLock,
     /** Hot manifests, shared with the registry (which invalidates them on every change). */
     private readonly manifests: ManifestCache = new ManifestCache(),
+    /** With replicas: one upstream transfer per blob across all of them (fill leases in PostgreSQL). */
+    private readonly leases?: LeaseManager,
   ) {
     this.upstreams = configs.map((config) => {
       const upstream = { config, client: new UpstreamClient(config, { userAgent: 'airlock', log }), circuit: new CircuitBreaker(config.url) };
@@ -261,6 +269,8 @@ export class PullThroughCache {
         return { size, outcome: 'miss' };
       }
       const fill = await this.fill(route, repo, digest, algorithm);
+      // Another replica stored it meanwhile: served from the shared store like any blob stored elsewhere.
+      if (!fill) return this.blob(route, repo, digest, algorithm, head);
       // Joining a transfer whose bytes are all here and verified (only being made durable) is
       // served locally: a hit, like the request right after it will be.
       const outcome = fill.verified ? 'hit' : 'miss';
@@ -277,15 +287,22 @@ export class PullThroughCache {
     return stream;
   }
 
-  /** Joins the transfer of this blob already under way, or starts one. */
-  private fill(route: ProxyRoute, repo: string, digest: string, algorithm: DigestAlgorithm): Promise<BlobFill> {
+  /**
+   * Joins the transfer of this blob already under way, or starts one. With replicas, only the one
+   * holding the blob's fill lease transfers it; undefined when another replica stored it instead.
+   */
+  private fill(route: ProxyRoute, repo: string, digest: string, algorithm: DigestAlgorithm): Promise<BlobFill | undefined> {
     const key = `${route.upstream.config.url}\0${route.remoteRepo}\0${digest}`;
     let pending = this.fills.get(key);
     if (!pending) {
       const prefix = route.upstream.config.prefix;
       const fetch = (from: number) => this.call(route, repo, digest, (c) => c.getBlob(route.remoteRepo, digest, from));
       let reserved = 0;
-      pending = fetch(0).then((response) => {
+      let lease: Lease | undefined;
+      pending = this.fillLease(digest).then(async (held) => {
+        if (held === 'stored elsewhere') return undefined;
+        lease = held;
+        const response = await fetch(0);
         reserved = this.reserveSpace(digest, response.size, route.upstream.config.url, () => response.abort());
         return BlobFill.start(
           this.blobs,
@@ -310,22 +327,51 @@ export class PullThroughCache {
       const release = () => {
         this.reservedBytes -= reserved;
         reserved = 0;
+        // The blob is recorded (or the transfer failed): waiters on other replicas look now.
+        lease?.release().catch((err: Error) => this.log.warn({ digest, err: err.message }, 'fill lease not released; it expires on its own'));
+        lease = undefined;
       };
-      pending.then((fill) => fill.settled.then(release), release);
+      pending.then((fill) => (fill ? fill.settled.then(release) : release()), release);
       this.fills.set(key, pending);
       pending.then(
-        (fill) =>
-          fill.settled.then(() => {
-            this.fills.delete(key);
-            if (fill.failure) {
-              this.stats.upstreamError(prefix, fill.failure.message);
-              this.log.warn({ digest, repo, upstream: route.upstream.config.url, err: fill.failure.message }, 'blob transfer from upstream failed; nothing was cached');
-            }
-          }),
+        async (fill) => {
+          if (fill) await fill.settled;
+          this.fills.delete(key);
+          if (fill?.failure) {
+            this.stats.upstreamError(prefix, fill.failure.message);
+            this.log.warn({ digest, repo, upstream: route.upstream.config.url, err: fill.failure.message }, 'blob transfer from upstream failed; nothing was cached');
+          }
+        },
         () => this.fills.delete(key),
       );
     }
     return pending;
+  }
+
+  /**
+   * Without replicas, nothing to wait for. With them: the blob's fill lease, or — when another
+   * replica holds it — waiting until that replica stored the blob (or gave up or died: its lease
+   * then expires, and this replica competes for it again).
+   */
+  private async fillLease(digest: string): Promise<Lease | undefined | 'stored elsewhere'> {
+    const leases = this.leases;
+    if (!leases) return undefined;
+    const stored = async () => (await this.meta.blobSize(digest)) !== undefined;
+    const deadline = Date.now() + FILL_WAIT_MS;
+    for (;;) {
+      const lease = await leases.tryAcquire(digest, FILL_LEASE_TTL_MS);
+      if (lease) {
+        // Stored between this request's look and the lease (its filler released just then).
+        if (!(await stored())) return lease;
+        await lease.release();
+        return 'stored elsewhere';
+      }
+      const outcome = await leases.waitFor(digest, { timeoutMs: Math.max(deadline - Date.now(), 0), isDone: stored });
+      if (outcome === 'done') return 'stored elsewhere';
+      if (outcome === 'timeout') {
+        throw new RegistryError('UNAVAILABLE', `another replica has been fetching blob ${digest} from the upstream for over ${FILL_WAIT_MS / 60_000} minutes; retry later`, { digest }, 503).withReason('blob being fetched by another replica');
+      }
+    }
   }
 
   // ---- tags ----------------------------------------------------------------------------------
@@ -441,7 +487,7 @@ export class PullThroughCache {
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled([...this.fills.values()].map((p) => p.then((f) => f.settled)));
+    await Promise.allSettled([...this.fills.values()].map((p) => p.then((f) => f?.settled)));
     await Promise.allSettled(this.upstreams.map((u) => u.client.close()));
   }
 }

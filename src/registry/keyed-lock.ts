@@ -2,6 +2,12 @@
 export class KeyedLock {
   private readonly tails = new Map<string, Promise<unknown>>();
 
+  /** Holds every key (given sorted and unique) while the task runs; see runAll. */
+  runMany<T>(sortedKeys: string[], task: () => Promise<T>): Promise<T> {
+    const take = (i: number): Promise<T> => (i === sortedKeys.length ? task() : this.run(sortedKeys[i]!, () => take(i + 1)));
+    return take(0);
+  }
+
   async run<T>(key: string, task: () => Promise<T>): Promise<T> {
     const previous = this.tails.get(key) ?? Promise.resolve();
     const current = previous.then(task, task);
@@ -20,7 +26,5 @@ export class KeyedLock {
  * callers of runAll never wait on each other in a cycle; single-key holders never wait on a second key.
  */
 export function runAll<T>(lock: KeyedLock, keys: Iterable<string>, task: () => Promise<T>): Promise<T> {
-  const sorted = [...new Set(keys)].sort();
-  const take = (i: number): Promise<T> => (i === sorted.length ? task() : lock.run(sorted[i]!, () => take(i + 1)));
-  return take(0);
+  return lock.runMany([...new Set(keys)].sort(), task);
 }

@@ -20,6 +20,15 @@ export class ManifestCache {
   private epoch = 0;
   private bytes = 0;
 
+  /**
+   * With replicas sharing one database, tags are not kept here: a tag another replica moved must
+   * be served moved at once, and a notification arrives only after that replica answered its
+   * client. Content by digest never changes, so it stays in memory.
+   */
+  tagsCached = true;
+  /** Called on every change made here (replicas announce it to the others). */
+  onChange: ((repo: string) => void) | undefined;
+
   constructor(
     private readonly maxBytes = 64 * 1024 * 1024,
     private readonly maxTags = 20_000,
@@ -39,11 +48,13 @@ export class ManifestCache {
   }
 
   get(repo: string, reference: string): ManifestRecord | undefined {
+    if (!this.tagsCached && !isDigest(reference)) return undefined;
     return touched(this.entries, this.key(repo, reference));
   }
 
   set(repo: string, reference: string, manifest: ManifestRecord, asOf?: number): void {
     if (manifest.size > this.maxBytes / 16) return;
+    if (!this.tagsCached && !isDigest(reference)) return;
     if (asOf !== undefined && asOf !== this.generation(repo)) return;
     const key = this.key(repo, reference);
     const previous = this.entries.get(key);
@@ -58,11 +69,13 @@ export class ManifestCache {
   }
 
   getTag(repo: string, tag: string): TagRecord | undefined {
+    if (!this.tagsCached) return undefined;
     return touched(this.tags, this.key(repo, tag));
   }
 
   /** Remembers a tag record; a later setTag of the same tag replaces it (a revalidation's new time). */
   setTag(repo: string, tag: string, record: TagRecord, asOf?: number): void {
+    if (!this.tagsCached) return;
     if (asOf !== undefined && asOf !== this.generation(repo)) return;
     const key = this.key(repo, tag);
     this.tags.delete(key);
@@ -72,6 +85,12 @@ export class ManifestCache {
 
   /** Called on every change to the repository's manifests or tags. */
   invalidate(repo: string): void {
+    this.forget(repo);
+    this.onChange?.(repo);
+  }
+
+  /** Drops the repository's entries without announcing it (a change another replica made). */
+  forget(repo: string): void {
     this.generations.set(repo, (this.generations.get(repo) ?? 0) + 1);
   }
 
@@ -82,6 +101,11 @@ export class ManifestCache {
     this.tags.clear();
     this.bytes = 0;
   }
+}
+
+/** Tags cannot hold ':', digests always do. */
+function isDigest(reference: string): boolean {
+  return reference.includes(':');
 }
 
 /** The entry under `key`, moved to the most recently used end of the map (insertion order). */

@@ -41,6 +41,10 @@ export interface AppDeps {
   maintenance?: Omit<MaintenanceDeps, 'access' | 'log'>;
   /** Serves POST /api/v1/gc. */
   gc?: GarbageCollector;
+  /** With shared backends: refuses writes (503) while the database or the bucket is unreachable. */
+  health?: { assertWritable(): void };
+  /** With `blobs.s3.redirect`: a pre-signed URL a stored blob's GET is redirected to. */
+  redirect?: (digest: string) => Promise<string>;
 }
 
 /** `{"origins":[{"repo":"quay.io/ocp/release","origin":"quay.io/ocp/release"}]}`, each name checked. */

@@ -18,12 +18,14 @@ import { KeyedLock } from '../registry/keyed-lock.js';
 import { ManifestCache } from '../registry/manifest-cache.js';
 import { Registry } from '../registry/registry.js';
 import { looksLikeDigest } from '../registry/names.js';
-import { FsBlobStore } from '../storage/blobstore.js';
-import { SqliteMetadataStore } from '../storage/metadata.js';
 import { airlockMirrorSetDocument } from '../mirror/mirror-set-documents.js';
 import { openAccess } from './access.js';
 import { createApp } from './app.js';
 import { AuditTrail } from './audit-trail.js';
+import { BackendHealth } from './backend-health.js';
+import { openBackends } from './backends.js';
+import { ClusterKeyedLock } from '../cluster/digest-lock.js';
+import { syncManifestCache } from '../cluster/manifest-sync.js';
 import { listen } from './listen.js';
 
 export interface RunningServer {
@@ -63,33 +65,48 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     // One owner per storage directory; released last, after the database has closed.
     const lock = acquireStorageLock(config.storage, 'serve');
     closers.push(() => lock.release());
-    const blobs = new FsBlobStore(config.storage);
-    await blobs.init();
-    const meta = new SqliteMetadataStore(join(config.storage, 'airlock.db'));
-    closers.push(() => meta.close());
+    const backends = await openBackends(config, log);
+    closers.push(() => backends.close());
+    const { meta, blobs, files, bucket, cluster } = backends;
     // Nothing writes yet: whatever a previous run left half-done can be told from what it finished.
-    await removeStaleTemporaries(config.storage, meta, blobs, log);
+    // With a shared database other replicas write all along, so what looks unfinished may be
+    // theirs: their upload sessions expire on the leader, orphan files are fsck's and gc's.
+    if (!cluster) await removeStaleTemporaries(config.storage, meta, blobs, log);
     const unclean = storageUnclean(config.storage);
     if (unclean) {
-      await recoverAfterCrash(config.storage, meta, blobs, log, unclean);
+      if (files && !cluster) await recoverAfterCrash(config.storage, meta, files, log, unclean);
       markStorageClean(config.storage);
     }
-    const stats = await Stats.open(meta, config.upstreams);
+    const stats = await Stats.open(meta, config.upstreams, undefined, { shared: cluster !== null });
     closers.push(() => stats.close());
+    // Probes of the shared backends: writes stop with a clear 503 while one does not answer.
+    const health = new BackendHealth(
+      [
+        ...(cluster ? [{ name: 'database', check: () => meta.ping() }] : []),
+        ...(bucket ? [{ name: 'object store', check: () => bucket.ping() }] : []),
+      ],
+      log,
+    );
+    closers.push(() => health.close());
     const tracker = new AccessTracker(meta);
     closers.push(() => tracker.close());
     const audit = new AuditTrail(meta);
     closers.push(() => audit.close());
 
-    const blobLocks = new KeyedLock();
-    blobs.onCorrupt = quarantineServedBlobs({ storage: config.storage, meta, blobs, blobLocks, log });
+    // With replicas, what one does under a blob's lock no other does at the same time.
+    const blobLocks = cluster ? new ClusterKeyedLock(cluster.pool) : new KeyedLock();
+    if (files) files.onCorrupt = quarantineServedBlobs({ storage: config.storage, meta, blobs: files, blobLocks, log });
     const manifests = new ManifestCache();
+    if (cluster) {
+      const synced = syncManifestCache(cluster.feed, manifests, log);
+      closers.push(() => synced.stop());
+    }
     let proxy: PullThroughCache | undefined;
     if (config.upstreams.length) {
       // Loaded only when used, like the auth modules below: a plain mirror carries neither.
       const { PullThroughCache } = await import('../proxy/pull-through.js');
       try {
-        proxy = new PullThroughCache(config.upstreams, meta, blobs, stats, log, blobLocks, manifests);
+        proxy = new PullThroughCache(config.upstreams, meta, blobs, stats, log, blobLocks, manifests, cluster?.leases);
       } catch (e) {
         throw new ConfigError(`invalid upstream configuration: ${(e as Error).message}`);
       }
@@ -186,17 +203,26 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
         }),
       mirrorSets: async (format, host) => airlockMirrorSetDocument(format, config.upstreams, await meta.listOrigins(), { host, insecure: !config.tls }),
       readiness: async () => {
-        await meta.ping();
+        await health.checkNow();
+        const problem = health.problem();
+        if (problem) throw new Error(problem);
+        if (!cluster) await meta.ping();
         checkFreeSpace(config.storage, config.storageMinFree);
       },
-      maintenance: {
-        storage: config.storage,
-        meta,
-        blobs,
-        blobLocks,
-        isFilling: (digest) => proxy?.isFilling(digest) ?? false,
-        invalidateManifests: (repo) => manifests.invalidate(repo),
-      },
+      // fsck and backup look at one node's own files and SQLite database.
+      maintenance:
+        files && !cluster
+          ? {
+              storage: config.storage,
+              meta,
+              blobs: files,
+              blobLocks,
+              isFilling: (digest) => proxy?.isFilling(digest) ?? false,
+              invalidateManifests: (repo) => manifests.invalidate(repo),
+            }
+          : undefined,
+      health: cluster || bucket ? health : undefined,
+      redirect: bucket?.redirect ? (digest) => bucket.presignedUrl(digest) : undefined,
     });
     const listening = await listen(app, config, log);
     closers.push(() => listening.close());
@@ -212,7 +238,18 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
 
     // Abandoned uploads are swept at start and then periodically.
     const sweepEvery = Math.min(Math.max(config.uploads.ttl / 4, 1000), 10 * 60_000);
-    const sweep = () => registry.expireUploads().catch((err) => log.error({ err }, 'upload expiry failed'));
+    // With replicas, the periodic jobs run on one of them at a time (the leader of each role).
+    const asLeader = async (role: string, job: () => Promise<unknown>): Promise<void> => {
+      if (cluster) await cluster.leader.runIfLeader(role, job);
+      else await job();
+    };
+    const sweep = () =>
+      asLeader('upload-expiry', async () => {
+        await registry.expireUploads();
+        // Multipart uploads a replica began and never completed or aborted (it died committing).
+        if (bucket) await bucket.abortStaleMultipartUploads(config.uploads.ttl);
+        if (cluster) await cluster.leases.sweepExpired();
+      }).catch((err) => log.error({ err }, 'upload expiry failed'));
     void sweep();
     const sweeper = setInterval(sweep, sweepEvery);
     sweeper.unref();
@@ -235,7 +272,8 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
             (repo) => selectUpstream(config.upstreams, repo)?.upstream.prefix,
           );
     const evict = async () => {
-      await evictor?.run().catch((err) => log.error({ err }, 'cache eviction failed'));
+      const run = evictor;
+      if (run) await asLeader('eviction', () => run.run()).catch((err) => log.error({ err }, 'cache eviction failed'));
     };
     if (evictor) {
       void evict();
@@ -248,13 +286,16 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     // Scheduled garbage collection: the first run one period after start, like every later one.
     if (config.gc) {
       const { schedule, untaggedOlderThan } = config.gc;
-      const collect = () => void gc.run({ untaggedOlderThan }).catch((err) => log.error({ err }, 'scheduled garbage collection failed'));
+      const collect = () => void asLeader('gc', () => gc.run({ untaggedOlderThan })).catch((err) => log.error({ err }, 'scheduled garbage collection failed'));
       const gcTimer = setInterval(collect, schedule);
       gcTimer.unref();
       closers.push(() => clearInterval(gcTimer));
     }
 
-    log.info({ url: listening.url, storage: config.storage, tls: Boolean(config.tls) }, 'airlock listening');
+    log.info(
+      { url: listening.url, storage: config.storage, tls: Boolean(config.tls), database: backends.describe.database, blobs: backends.describe.blobs },
+      'airlock listening',
+    );
 
     let closed: Promise<void> | undefined;
     return {

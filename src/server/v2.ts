@@ -9,6 +9,7 @@ import type { ChunkInfo, ManifestAnswer, Registry } from '../registry/registry.j
 import type { ManifestRecord } from '../storage/metadata.js';
 import { openAccess, type AccessControl, type AccessNeed } from './access.js';
 import type { AuditTrail } from './audit-trail.js';
+import { unavailableError } from './backend-health.js';
 import { parseContentRange, parseRangeHeader, type ByteRange } from './range.js';
 import { send, sendError, sendJson, sendStream, type Headers } from './respond.js';
 import { blobPath, manifestPath, matchV2Route, uploadPath, type V2Route } from './v2-routes.js';
@@ -24,6 +25,10 @@ export interface V2Deps {
   manifestLimit: number;
   stats?: Stats;
   audit?: AuditTrail;
+  /** With shared backends: refuses writes (503) while the database or the bucket is unreachable. */
+  health?: { assertWritable(): void };
+  /** With `blobs.s3.redirect`: a pre-signed URL a stored blob's GET is redirected to. */
+  redirect?: (digest: string) => Promise<string>;
 }
 
 interface Request {
@@ -59,8 +64,11 @@ export function createV2Handler(deps: V2Deps) {
         assertName(route.name);
         route.name = registry.localName(route.name, namespace(r));
       }
+      if (deps.health && r.method !== 'GET' && r.method !== 'HEAD') deps.health.assertWritable();
       await dispatch(route, r);
-    } catch (err) {
+    } catch (caught) {
+      // A backend that stopped answering is the client's "retry later", not an internal error.
+      const err = unavailableError(caught) ?? caught;
       if (isStorageFull(err)) deps.log.error({ err: (err as Error).message, method: r.method, path: r.path }, 'storage is full');
       else if (!(err instanceof RegistryError)) deps.log.error({ err, method: r.method, path: r.path }, 'request failed');
       if (!req.complete) {
@@ -181,6 +189,11 @@ export function createV2Handler(deps: V2Deps) {
       ...cacheHeader(blob.outcome),
     };
     const { size } = blob;
+    // A stored blob's bytes come straight from the object store; pull-through transfers still
+    // stream through here (the bucket does not have them yet).
+    if (deps.redirect && !r.isHead && size !== undefined && blob.outcome !== 'miss') {
+      return send(r.res, 307, { ...API_VERSION, 'Docker-Content-Digest': digest, Location: await deps.redirect(digest), 'Content-Length': 0 });
+    }
     if (size === undefined) {
       // An upstream streaming without a length: pass it on whole, chunked.
       if (r.isHead || !blob.open) return send(r.res, 200, headers, undefined);

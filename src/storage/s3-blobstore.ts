@@ -240,8 +240,9 @@ export class S3BlobStore implements BlobStore {
   }
 
   /** Committed blobs are read through open(); there is no file to hand out. */
+  /** Committed blobs have no local file here: a fill's late readers read them with open(). */
   openCommitted(): Promise<FileHandle | undefined> {
-    return Promise.reject(new Error(`blobs in ${this.where} have no local file: read them with open()`));
+    return Promise.resolve(undefined);
   }
 
   // ---- upload sessions (in the bucket) --------------------------------------------------------

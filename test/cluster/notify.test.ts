@@ -151,20 +151,24 @@ describe('syncManifestCache', () => {
     annotations: null,
   });
 
-  it('drops a repository another replica changed, and everything after a resync', async () => {
+  it('announces changes made here, drops a repository another replica changed, and everything after a resync', async () => {
     const a = await replica('i');
     const b = await replica('j', { backoffMs: 20 });
+    const cacheA = new ManifestCache();
     const cacheB = new ManifestCache();
-    const syncA = syncManifestCache(a, new ManifestCache());
+    syncManifestCache(a, cacheA);
     syncManifestCache(b, cacheB);
-
+    // Tags are never cached with replicas; content by digest is.
     cacheB.set('ocp4/release', '4.16.0', manifest('sha256:aa'));
-    cacheB.set('other/repo', 'latest', manifest('sha256:bb'));
-    await syncA.announce('ocp4/release');
-    await eventually(() => cacheB.get('ocp4/release', '4.16.0') === undefined, 20_000, 'the invalidation');
-    expect(cacheB.get('other/repo', 'latest')?.digest).toBe('sha256:bb');
+    expect(cacheB.get('ocp4/release', '4.16.0')).toBeUndefined();
+
+    cacheB.set('ocp4/release', 'sha256:aa', manifest('sha256:aa'));
+    cacheB.set('other/repo', 'sha256:bb', manifest('sha256:bb'));
+    cacheA.invalidate('ocp4/release'); // a push or delete on replica A
+    await eventually(() => cacheB.get('ocp4/release', 'sha256:aa') === undefined, 20_000, 'the invalidation');
+    expect(cacheB.get('other/repo', 'sha256:bb')?.digest).toBe('sha256:bb');
 
     await terminateBackends(url, 'application_name = $1', ['airlock j changes']);
-    await eventually(() => cacheB.get('other/repo', 'latest') === undefined, 20_000, 'the resync clearing the cache');
+    await eventually(() => cacheB.get('other/repo', 'sha256:bb') === undefined, 20_000, 'the resync clearing the cache');
   });
 });

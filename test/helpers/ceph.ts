@@ -8,6 +8,9 @@
 // asking for the cluster map twice a second; with Ceph's defaults a start takes 6–12 s.
 // A failed start prints the daemons' logs; AIRLOCK_KEEP_CEPH=1 keeps its directory for a closer look.
 
+// The SDK's notice that later releases need Node 22 is noise on the supported Node 20.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';

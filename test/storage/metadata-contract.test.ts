@@ -9,10 +9,9 @@ import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteMetadataStore, type MetadataStore, type NewManifest } from '../../src/storage/metadata.js';
 import { PostgresMetadataStore } from '../../src/storage/postgres/store.js';
-import type { AsyncMetadataStore } from '../../src/storage/postgres/types.js';
 import { startPostgres, type Postgres } from '../helpers/postgres.js';
 
-type Store = MetadataStore | AsyncMetadataStore;
+type Store = MetadataStore;
 
 /** Opens stores on one backend; `shared()` gives a database (or file) two stores can open. */
 interface Backend {
@@ -286,6 +285,24 @@ describe.each([sqlite, pgBackend])('MetadataStore contract on $name', (backend) 
       expect(await store.missingManifests('repo', [b.digest, a.digest, b.digest])).toEqual([b.digest, b.digest]);
       expect(await store.missingManifests('unknown', [a.digest])).toEqual([a.digest]);
       expect(await store.missingManifests('repo', [])).toEqual([]);
+    });
+
+    it('refuse a pushed manifest whose references are missing at the moment it is written, and write nothing', async () => {
+      const store = await open();
+      const child = manifest('child');
+      const present = sha('present layer');
+      const absent = sha('absent layer');
+      await store.linkBlob('repo', present, 10);
+      const image = manifest('image', { blobRefs: [present, absent] });
+      await expect(store.putManifest('repo', image, 'v1')).rejects.toMatchObject({ blobs: [absent], manifests: [] });
+      const index = manifest('index', { manifestRefs: [child.digest] });
+      await expect(store.putManifest('repo', index, 'v2')).rejects.toMatchObject({ blobs: [], manifests: [child.digest] });
+      expect(await store.getManifest('repo', image.digest)).toBeUndefined();
+      expect(await store.getTag('repo', 'v1')).toBeUndefined();
+      expect(await store.getTag('repo', 'v2')).toBeUndefined();
+      // Cached copies are stored as they come (an index's children arrive lazily).
+      await store.putManifest('repo', { ...index, cached: true }, 'v2');
+      expect((await store.getTaggedManifest('repo', 'v2'))?.digest).toBe(index.digest);
     });
 
     it('list referrers of a subject in arrival order, filtered by artifact type', async () => {

@@ -11,11 +11,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteMetadataStore, type MetadataStore, type NewManifest } from '../../src/storage/metadata.js';
 import { PostgresMetadataStore } from '../../src/storage/postgres/store.js';
-import type { AsyncMetadataStore } from '../../src/storage/postgres/types.js';
 import { startPostgres, type Postgres } from '../helpers/postgres.js';
 
 /** The store as the tests drive it: every method awaited, whichever engine is behind it. */
-type Api = Omit<AsyncMetadataStore, 'reposLinkingBlob'>;
+type Api = Omit<MetadataStore, 'reposLinkingBlob'>;
 
 interface Side {
   name: string;
@@ -247,8 +246,10 @@ describe('integrity checks on PostgreSQL', () => {
       await api.linkBlob('r', d('b'), 2);
       await api.linkBlob('s', d('c'), 3);
       await api.putManifest('r', manifest(d('1'), { blobRefs: [d('a'), d('b')] }), 'v1');
-      await api.putManifest('s', manifest(d('2'), { blobRefs: [d('c'), d('9')] }), 'v2');
-      await api.putManifest('s', manifest(d('3'), { mediaType: INDEX, manifestRefs: [d('2'), d('8')] }));
+      // References to content that is not there: a push is refused that (putManifest re-checks),
+      // a cached copy from an upstream is not (its children arrive lazily).
+      await api.putManifest('s', manifest(d('2'), { blobRefs: [d('c'), d('9')], cached: true }), 'v2');
+      await api.putManifest('s', manifest(d('3'), { mediaType: INDEX, manifestRefs: [d('2'), d('8')], cached: true }));
       await api.createUpload('u2', 's');
       await api.createUpload('u1', 'r');
       // Damage as a crash or a hand edit would leave it.

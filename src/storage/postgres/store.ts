@@ -15,6 +15,7 @@ import type {
   GcPolicy,
   GcRunRecord,
   HistoryPoint,
+  MetadataStore,
   ImageRecord,
   ManifestCursor,
   ManifestKey,
@@ -30,9 +31,9 @@ import type {
   UnclassifiedManifest,
   UploadRecord,
 } from '../metadata.js';
+import { MissingReferencesError } from '../metadata.js';
 import { applyMigrations } from './migrations.js';
 import { createPool, inTransaction, isRetryable, type Queryable } from './pool.js';
-import type { AsyncMetadataStore } from './types.js';
 import * as dashboard from './dashboard.js';
 import * as airgap from './airgap.js';
 import * as lifecycle from './lifecycle.js';
@@ -88,7 +89,7 @@ export interface PostgresStoreOptions {
   max?: number;
 }
 
-export class PostgresMetadataStore implements AsyncMetadataStore {
+export class PostgresMetadataStore implements MetadataStore {
   /** Repository rows are never deleted and their ids never change: cached for the process lifetime. */
   private readonly repoIds = new Map<string, number>();
   /** What a garbage collection's dry run remembers between its phases (this store's own run). */
@@ -248,30 +249,46 @@ export class PostgresMetadataStore implements AsyncMetadataStore {
     // several round trips. Pushed over a cached copy, a manifest becomes pushed content; pushed
     // again, its age for GC's untagged policy starts anew; two replicas storing it at once: the
     // second updates. Pushed content pins the cached blobs it uses (no longer evictable).
-    await retrying(() =>
+    // Pushed content must find every reference in the repository at the moment it is written (a
+    // blob evicted or collected since the registry's own check): the same statement checks, and
+    // writes nothing when one is missing.
+    const { rows: missing } = await retrying(() =>
       this.pool.query(
         stmt(
           'put_manifest',
-          `WITH manifest AS (
+          `WITH missing AS (
+             SELECT t.child, t.kind FROM unnest($11::text[], $12::text[]) AS t(child, kind)
+             WHERE $9 = 0 AND CASE WHEN t.kind = 'blob'
+               THEN NOT EXISTS (SELECT 1 FROM repo_blobs b WHERE b.repo_id = $1 AND b.digest = t.child)
+               ELSE NOT EXISTS (SELECT 1 FROM manifests c WHERE c.repo_id = $1 AND c.digest = t.child) END
+           ), manifest AS (
              INSERT INTO manifests (repo_id, digest, media_type, size, content, subject, artifact_type, annotations, cached, created_at, last_access)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10 WHERE NOT EXISTS (SELECT 1 FROM missing)
              ON CONFLICT (repo_id, digest) DO UPDATE SET cached = LEAST(manifests.cached, excluded.cached),
                created_at = CASE WHEN excluded.cached = 0 THEN excluded.created_at ELSE manifests.created_at END
            ), refs AS (
              INSERT INTO manifest_refs (repo_id, parent, child, kind)
-             SELECT $1, $2, t.child, t.kind FROM unnest($11::text[], $12::text[]) AS t(child, kind)
+             SELECT $1, $2, t.child, t.kind FROM unnest($11::text[], $12::text[]) AS t(child, kind) WHERE NOT EXISTS (SELECT 1 FROM missing)
              ON CONFLICT DO NOTHING
            ), pinned AS (
              UPDATE repo_blobs SET cached = 0 WHERE $9 = 0 AND repo_id = $1 AND digest = ANY($13::text[]) AND cached = 1
+               AND NOT EXISTS (SELECT 1 FROM missing)
            ), tagged AS (
-             INSERT INTO tags (repo_id, name, digest, cached, updated_at) SELECT $1, $14::text, $2, $9, $10 WHERE $14::text IS NOT NULL
+             INSERT INTO tags (repo_id, name, digest, cached, updated_at) SELECT $1, $14::text, $2, $9, $10
+             WHERE $14::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM missing)
              ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, cached = excluded.cached, updated_at = excluded.updated_at
            )
-           SELECT 1`,
+           SELECT child, kind FROM missing`,
           [repoId, m.digest, m.mediaType, m.size, m.content, m.subject, m.artifactType, m.annotations, cached, now, children, kinds, m.blobRefs, tag ?? null],
         ),
       ),
     );
+    if (missing.length > 0) {
+      throw new MissingReferencesError(
+        missing.filter((r) => r.kind === 'blob').map((r) => r.child as string),
+        missing.filter((r) => r.kind !== 'blob').map((r) => r.child as string),
+      );
+    }
   }
 
   async deleteManifest(repo: string, digest: string): Promise<boolean> {

@@ -1,0 +1,95 @@
+// Where the metadata and the blob bytes live: the embedded default (SQLite in <storage>/airlock.db,
+// blob files under <storage>), or the shared backends several replicas use (PostgreSQL from
+// `database.url`, an S3-compatible bucket from `blobs.s3`), with the cluster coordination that
+// sharing needs. Either may be shared alone (e.g. PostgreSQL with blobs on a shared filesystem).
+
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Cluster } from '../cluster/index.js';
+import { redactUrl } from '../config/redact-url.js';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../log.js';
+import { FsBlobStore } from '../storage/blobstore.js';
+import { SqliteMetadataStore, type MetadataStore } from '../storage/metadata.js';
+import type { S3BlobStore } from '../storage/s3-blobstore.js';
+import { ConfigError } from '../config/load.js';
+
+export interface Backends {
+  meta: MetadataStore;
+  /** Blob files under the storage directory, or null when blobs live in a bucket. */
+  files: FsBlobStore | null;
+  /** The bucket, when `blobs.s3` is set. */
+  bucket: S3BlobStore | null;
+  blobs: FsBlobStore | S3BlobStore;
+  /** Set when the metadata is shared (PostgreSQL): other replicas write too. */
+  cluster: Cluster | null;
+  /** One line for the start-up log, without secrets. */
+  describe: { database: string; blobs: string };
+  close(): Promise<void>;
+}
+
+export async function openBackends(config: Config, log: Logger): Promise<Backends> {
+  const closers: (() => unknown)[] = [];
+  const close = async () => {
+    for (const c of closers.reverse()) await c();
+  };
+  try {
+    let files: FsBlobStore | null = null;
+    let bucket: S3BlobStore | null = null;
+    if (config.blobs?.s3) {
+      const { S3BlobStore } = await import('../storage/s3-blobstore.js');
+      const s3 = config.blobs.s3;
+      // Fills spool on this replica only; whatever a previous run left there died with it.
+      await rm(join(config.storage, 'uploads'), { recursive: true, force: true });
+      bucket = new S3BlobStore({ ...s3, spoolDir: config.storage });
+      const opened = bucket;
+      closers.push(() => opened.close());
+      await bucket.init();
+      try {
+        await bucket.ping();
+      } catch (e) {
+        throw new ConfigError(`blobs.s3: ${(e as Error).message}`);
+      }
+    } else {
+      files = new FsBlobStore(config.storage);
+      await files.init();
+    }
+
+    let meta: MetadataStore;
+    let cluster: Cluster | null = null;
+    if (config.database) {
+      const [{ PostgresMetadataStore }, { Cluster }] = await Promise.all([import('../storage/postgres/store.js'), import('../cluster/index.js')]);
+      try {
+        const store = await PostgresMetadataStore.open(config.database.url);
+        closers.push(() => store.close());
+        meta = store;
+        cluster = await Cluster.connect(config.database.url, { log, pool: store.pool });
+        const opened = cluster;
+        closers.push(() => opened.close());
+      } catch (e) {
+        throw new ConfigError(`database: cannot use ${redactUrl(config.database.url)}: ${(e as Error).message}`);
+      }
+    } else {
+      const store = new SqliteMetadataStore(join(config.storage, 'airlock.db'));
+      closers.push(() => store.close());
+      meta = store;
+    }
+    return {
+      meta,
+      files,
+      bucket,
+      blobs: (bucket ?? files)!,
+      cluster,
+      describe: {
+        database: config.database ? redactUrl(config.database.url) : join(config.storage, 'airlock.db'),
+        blobs: config.blobs?.s3
+          ? `${config.blobs.s3.endpoint}/${config.blobs.s3.bucket}${config.blobs.s3.prefix ? `/${config.blobs.s3.prefix}` : ''}`
+          : join(config.storage, 'blobs'),
+      },
+      close,
+    };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
