@@ -17,7 +17,7 @@
 // a table with the ratios airlock-shared / distribution-s3 and airlock-shared / airlock-embedded.
 // The whole run goes to bench/results/scaleout-<ISO timestamp>.json.
 //
-//   npm run bench:scaleout                  about 4 minutes on 2 cores
+//   npm run bench:scaleout                  5-7 minutes on 2 cores (most of it the S3-backed pushes)
 //   node bench/scaleout.mjs --quick         smoke run
 //   node bench/scaleout.mjs --only airlock-embedded,distribution-s3
 import { createHash } from 'node:crypto';
@@ -355,8 +355,10 @@ async function downloads(ctx) {
 }
 
 /**
- * The floor under every S3-backed figure: the same 256 MiB straight to radosgw from the bench, one
- * PutObject of the whole buffer and one streamed GetObject (no registry in between).
+ * A reference for the S3-backed transfers: the same 256 MiB straight to radosgw from the bench,
+ * one PutObject of the whole buffer and one streamed GetObject, no registry in between. It is what
+ * one plain request through the AWS SDK for JavaScript gets, not a hard floor: a server that reads
+ * with parallel ranged GETs, or a Go client, can download faster than it.
  */
 const DIRECT = 's3-direct';
 const DIRECT_BUCKET = 'direct-bench';
