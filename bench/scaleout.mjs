@@ -200,17 +200,31 @@ async function splitLoad(contender, spec) {
   };
 }
 
-/** CPU seconds of a contender's server processes, and of the shared backends. */
-function cpuOf(pids) {
-  return pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+/**
+ * CPU seconds used from now on by a set of processes that may change (PostgreSQL forks a backend
+ * per connection): `since()` adds each current process's use since the start, or all of it for
+ * one that started since. A process that exits in between drops out (its share is small: the
+ * replicas keep their connections).
+ */
+function cpuMeter(pids) {
+  const start = new Map(pids().map((pid) => [pid, cpuSeconds(pid)]));
+  return { since: () => pids().reduce((sum, pid) => sum + cpuSeconds(pid) - (start.get(pid) ?? 0), 0) };
+}
+
+/** Server and backend CPU meters for one measured operation of a contender. */
+function meters(ctx, contender) {
+  const server = cpuMeter(contender.pids);
+  const backends = cpuMeter(ctx.backendPids);
+  return () => ({ server: server.since(), backends: backends.since() });
 }
 
 async function measuredLoad(ctx, contender, spec) {
   if (ctx.opts.warmup > 0) await splitLoad(contender, { ...spec, duration: ctx.opts.warmup, maxRequests: Math.ceil(ctx.opts.maxRequests / 10) });
-  const before = { server: cpuOf(contender.pids()), backends: cpuOf(ctx.backendPids()) };
+  const used = meters(ctx, contender);
   const r = await splitLoad(contender, { ...spec, duration: ctx.opts.duration, maxRequests: ctx.opts.maxRequests });
-  r.serverCpuSeconds = cpuOf(contender.pids()) - before.server;
-  r.backendCpuSeconds = cpuOf(ctx.backendPids()) - before.backends;
+  const cpu = used();
+  r.serverCpuSeconds = cpu.server;
+  r.backendCpuSeconds = cpu.backends;
   return r;
 }
 
@@ -296,11 +310,11 @@ async function pushes(ctx) {
     await eachContender(ctx, async (c) => {
       const n = c.servers.length;
       const [first, second] = [c.servers[run % n], c.servers[(run + 1) % n]];
-      const before = { server: cpuOf(c.pids()), backends: cpuOf(ctx.backendPids()) };
+      const used = meters(ctx, c);
       const started = performance.now();
       await pushAcross(first, second, data, digest);
       const seconds = (performance.now() - started) / 1000;
-      cpu.get(c.name).push({ server: cpuOf(c.pids()) - before.server, backends: cpuOf(ctx.backendPids()) - before.backends });
+      cpu.get(c.name).push(used());
       // Every replica must see the blob at once, with its size and digest.
       for (const s of c.servers) {
         const head = await s.client.fetch('HEAD', `/v2/${REPOS.push}/blobs/${digest}`);
@@ -332,11 +346,11 @@ async function downloads(ctx) {
     progress(`download 256 MiB, run ${run + 1} of ${ctx.opts.runs}`);
     await eachContender(ctx, async (c) => {
       const server = c.servers[run % c.servers.length];
-      const before = { server: cpuOf(c.pids()), backends: cpuOf(ctx.backendPids()) };
+      const used = meters(ctx, c);
       // Counted, not hashed: every replica's bytes were hashed before timing (verify).
       const r = await server.client.download(`/v2/${REPOS.oci}/blobs/${layer.digest}`);
       if (r.bytes !== layer.size) throw new BenchError(`${server.name}: 256 MiB download returned ${r.bytes} bytes`, { headers: r.headers });
-      cpu.get(c.name).push({ server: cpuOf(c.pids()) - before.server, backends: cpuOf(ctx.backendPids()) - before.backends });
+      cpu.get(c.name).push(used());
       times.get(c.name).push(r.seconds);
     });
     if (ctx.direct) {
