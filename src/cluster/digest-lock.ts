@@ -1,4 +1,5 @@
-import type pg from 'pg';
+import pg from 'pg';
+import type { Logger } from '../log.js';
 import { KeyedLock } from '../registry/keyed-lock.js';
 
 /** First key of the two-key advisory locks taken per digest ("blob" in ASCII). */
@@ -16,8 +17,23 @@ const DIGEST_LOCK_SPACE = 0x626c6f62;
  * the pool, and sorted order keeps two replicas from waiting on each other in a cycle.
  */
 export class ClusterKeyedLock extends KeyedLock {
-  constructor(private readonly pool: pg.Pool) {
+  /**
+   * Its own connections: a holder runs queries on the store's pool while it holds the lock, so
+   * holders drawing from that same pool could take every connection and then wait on each other.
+   */
+  private readonly pool: pg.Pool;
+
+  constructor(url: string, options: { max?: number; log?: Logger } = {}) {
     super();
+    const address = new URL(url);
+    address.searchParams.delete('max'); // the store's pool size, not this one's
+    this.pool = new pg.Pool({ connectionString: address.toString(), max: options.max ?? 32, keepAlive: true, application_name: 'airlock digest locks' });
+    // An idle connection the server ends emits 'error' on the pool; unhandled, it would end the process.
+    this.pool.on('error', (err) => options.log?.warn({ err: err.message }, 'digest lock: a pooled database connection failed'));
+  }
+
+  close(): Promise<void> {
+    return this.pool.end();
   }
 
   override run<T>(key: string, task: () => Promise<T>): Promise<T> {

@@ -27,6 +27,8 @@ import type { BlobStore, UploadWriter } from '../storage/blobstore.js';
  * undefined, and late readers read the stored blob instead.
  */
 export interface FillStore extends BlobStore {
+  /** Starts the local file a fill spools into. */
+  createFill(id: string): Promise<void>;
   uploadWriter(id: string): Promise<UploadWriter>;
   promoteUpload(id: string, digest: string): Promise<void>;
   openUpload(id: string): Promise<FileHandle | undefined>;
@@ -134,7 +136,7 @@ export class BlobFill {
     const fill = new BlobFill(digest, algorithm, response.size, blobs, memory);
     let writer: UploadWriter;
     try {
-      await blobs.createUpload(fill.uploadId);
+      await blobs.createFill(fill.uploadId);
       writer = await blobs.uploadWriter(fill.uploadId);
     } catch (e) {
       response.abort();

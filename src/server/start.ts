@@ -94,7 +94,12 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     closers.push(() => audit.close());
 
     // With replicas, what one does under a blob's lock no other does at the same time.
-    const blobLocks = cluster ? new ClusterKeyedLock(cluster.pool) : new KeyedLock();
+    let blobLocks = new KeyedLock();
+    if (config.database) {
+      const clusterLocks = new ClusterKeyedLock(config.database.url, { log });
+      closers.push(() => clusterLocks.close());
+      blobLocks = clusterLocks;
+    }
     if (files) files.onCorrupt = quarantineServedBlobs({ storage: config.storage, meta, blobs: files, blobLocks, log });
     const manifests = new ManifestCache();
     if (cluster) {

@@ -165,6 +165,11 @@ export class FsBlobStore implements BlobStore {
     this.hashes.set(id, { hash: createHash('sha256'), size: 0 });
   }
 
+  /** A pull-through fill's file: here just an upload like any other. */
+  createFill(id: string): Promise<void> {
+    return this.createUpload(id);
+  }
+
   async uploadSize(id: string): Promise<number | undefined> {
     try {
       return (await stat(this.uploadPath(id))).size;
@@ -280,7 +285,7 @@ export class FsBlobStore implements BlobStore {
 }
 
 /** writev until every byte is down: a full disk shows as a short write first, then as ENOSPC. */
-async function writeAll(fh: FileHandle, buffers: Buffer[], bytes: number): Promise<void> {
+export async function writeAll(fh: FileHandle, buffers: Buffer[], bytes: number): Promise<void> {
   let { bytesWritten } = await fh.writev(buffers);
   while (bytesWritten < bytes) {
     const rest = Buffer.concat(buffers).subarray(bytesWritten);

@@ -385,7 +385,8 @@ type Row = Record<string, unknown>;
 /** Repository names read per query by reposLinkingBlob. */
 const REPOS_LINKING_PAGE = 100;
 
-function toManifest(row: Row | undefined): ManifestRecord | undefined {
+/** A manifests row (snake_case columns, as both SQLite and PostgreSQL return them) as a record. */
+export function toManifest(row: Record<string, unknown> | undefined): ManifestRecord | undefined {
   if (!row) return undefined;
   return {
     digest: row.digest as string,

@@ -25,7 +25,7 @@ import {
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { DigestAlgorithm } from '../registry/names.js';
-import { DigestMismatchError, TooLargeError, type BlobStore, type UploadWriter } from './blobstore.js';
+import { DigestMismatchError, TooLargeError, writeAll, type BlobStore, type UploadWriter } from './blobstore.js';
 import { readBatches } from './read-batches.js';
 
 // Node 20 is airlock's runtime and the SDK is pinned to versions that support it: the SDK's notice
@@ -104,6 +104,8 @@ export class S3BlobStore implements BlobStore {
   private readonly partSize: number;
   private readonly partConcurrency: number;
   private readonly hashes = new Map<string, UploadHashState>();
+  /** Fills spooling here (createFill): they have no session in the bucket. */
+  private readonly spooledFills = new Set<string>();
 
   /** Present for parity with FsBlobStore; the object store keeps its own checksums, so it is never called. */
   onCorrupt: ((digest: string, actual: string) => void) | undefined;
@@ -571,7 +573,17 @@ export class S3BlobStore implements BlobStore {
   async removeUpload(id: string): Promise<void> {
     this.hashes.delete(id);
     await rm(this.spoolPath(id), { force: true });
-    await this.removeSession(id);
+    if (!this.spooledFills.delete(id)) await this.removeSession(id);
+  }
+
+  /**
+   * A pull-through fill: only a spool file on this replica (no session in the bucket, which would
+   * cost a PUT, a LIST and a DELETE per fill for a session no other replica ever continues).
+   */
+  async createFill(id: string): Promise<void> {
+    const fh = await open(this.spoolPath(id), 'wx', 0o644);
+    await fh.close();
+    this.spooledFills.add(id);
   }
 
   private async removeSession(id: string): Promise<void> {
@@ -660,7 +672,7 @@ export class S3BlobStore implements BlobStore {
       await rm(sending, { force: true });
     }
     this.hashes.delete(id);
-    await this.removeSession(id);
+    if (!this.spooledFills.delete(id)) await this.removeSession(id);
   }
 
   /** A verified local file to a multipart upload, partConcurrency parts at a time. */
@@ -769,15 +781,3 @@ async function readWhole(path: string, size: number): Promise<Buffer> {
   for await (const c of createReadStream(path)) chunks.push(c as Buffer);
   return Buffer.concat(chunks, size);
 }
-
-/** writev until every byte is down: a full disk shows as a short write first, then as ENOSPC. */
-async function writeAll(fh: FileHandle, buffers: Buffer[], bytes: number): Promise<void> {
-  let { bytesWritten } = await fh.writev(buffers);
-  while (bytesWritten < bytes) {
-    const rest = Buffer.concat(buffers).subarray(bytesWritten);
-    const { bytesWritten: more } = await fh.write(rest);
-    if (more === 0) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
-    bytesWritten += more;
-  }
-}
-

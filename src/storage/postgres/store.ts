@@ -31,7 +31,7 @@ import type {
   UnclassifiedManifest,
   UploadRecord,
 } from '../metadata.js';
-import { MissingReferencesError } from '../metadata.js';
+import { MissingReferencesError, toManifest } from '../metadata.js';
 import { applyMigrations } from './migrations.js';
 import { createPool, inTransaction, isRetryable, type Queryable } from './pool.js';
 import * as dashboard from './dashboard.js';
@@ -48,18 +48,6 @@ const LINKING_PAGE = 100;
 
 type Row = Record<string, unknown>;
 
-function toManifest(row: Row | undefined): ManifestRecord | undefined {
-  if (!row) return undefined;
-  return {
-    digest: row.digest as string,
-    mediaType: row.media_type as string,
-    size: row.size as number,
-    content: row.content as Buffer,
-    subject: (row.subject as string | null) ?? null,
-    artifactType: (row.artifact_type as string | null) ?? null,
-    annotations: (row.annotations as string | null) ?? null,
-  };
-}
 
 function toUpload(row: Row): UploadRecord {
   return { id: row.id as string, repo: row.repo as string, createdAt: row.created_at as number, updatedAt: row.updated_at as number };
