@@ -211,11 +211,18 @@ function cpuMeter(pids) {
   return { since: () => pids().reduce((sum, pid) => sum + cpuSeconds(pid) - (start.get(pid) ?? 0), 0) };
 }
 
-/** Server and backend CPU meters for one measured operation of a contender. */
+/**
+ * Server and backend CPU meters for one measured operation of a contender: `backends` is
+ * PostgreSQL and Ceph together, also kept apart (idle Ceph costs a few hundredths of a core).
+ */
 function meters(ctx, contender) {
   const server = cpuMeter(contender.pids);
-  const backends = cpuMeter(ctx.backendPids);
-  return () => ({ server: server.since(), backends: backends.since() });
+  const postgres = cpuMeter(ctx.postgresPids);
+  const ceph = cpuMeter(ctx.cephPids);
+  return () => {
+    const [pg, rados] = [postgres.since(), ceph.since()];
+    return { server: server.since(), backends: pg + rados, postgres: pg, ceph: rados };
+  };
 }
 
 async function measuredLoad(ctx, contender, spec) {
@@ -225,6 +232,8 @@ async function measuredLoad(ctx, contender, spec) {
   const cpu = used();
   r.serverCpuSeconds = cpu.server;
   r.backendCpuSeconds = cpu.backends;
+  r.postgresCpuSeconds = cpu.postgres;
+  r.cephCpuSeconds = cpu.ceph;
   return r;
 }
 
@@ -486,7 +495,9 @@ async function main() {
       postgres = await startPostgres();
       progress(`PostgreSQL pid ${postgres.pid}`);
     }
-    const backendPids = () => [...(ceph?.pids() ?? []), ...(postgres?.pids() ?? [])];
+    const postgresPids = () => postgres?.pids() ?? [];
+    const cephPids = () => ceph?.pids() ?? [];
+    const backendPids = () => [...cephPids(), ...postgresPids()];
 
     const contenders = [];
     const content = buildContent();
@@ -551,7 +562,7 @@ async function main() {
     progress('verifying what every server (every replica) serves');
     await Promise.all(servers.map((s) => verify(s, content, { big: false })));
 
-    const ctx = { contenders, content, opts, table, details, backendPids, direct };
+    const ctx = { contenders, content, opts, table, details, postgresPids, cephPids, direct };
     const pids = () => [...servers.map((s) => s.pid), ...backendPids()];
     const whole = cpuSnapshot(pids());
     for (const [id, run] of WORKLOADS) {
