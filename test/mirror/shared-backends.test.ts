@@ -1,8 +1,8 @@
 /**
  * The store commands on a scale-out config (database: PostgreSQL, blobs.s3: a bucket), against a
  * real PostgreSQL and a real Ceph radosgw, with a replica running on the same config (and on the
- * same storage directory, whose lock it holds): `import` writes into the shared store and the
- * replica serves it to skopeo byte-exact; `export` reads it back out and the export round-trips;
+ * same storage directory, whose lock it holds): `import` and `sync` write into the shared store
+ * and the replica serves it to skopeo byte-exact; `export` reads it back out and the export round-trips;
  * `verify` and `mirrorsets` read it; `gc` collects in it beside the replica; `fsck` and `backup`
  * refuse, saying what to do instead. No local SQLite database is ever created.
  */
@@ -123,6 +123,26 @@ describe('import into the shared store', () => {
     expect(again.stdout).toMatch(/0 manifest\(s\), 0 blob\(s\)/);
     expect(again.stdout).toMatch(/already present at the destination/);
   }, 60_000);
+});
+
+describe('sync into the shared store', () => {
+  it('copies an image from a registry into PostgreSQL and the bucket; the replica serves it byte-exact', async () => {
+    const upstream = await startTestServer();
+    try {
+      const image = buildOciLayoutImage(tmp.make('sync-src'), { tag: 'v1', layerBytes: 16 * 1024 });
+      await skopeoCopy(image.ociRef, `docker://${upstream.host}/team/app:v1`, { destInsecure: true });
+      const run = await cli(['sync', `${upstream.host}/team/app:v1`, '--insecure']);
+      expect(run.code, run.stderr).toBe(0);
+      expect(run.stdout).toMatch(/sync: 1 image\(s\); 3 manifest\(s\), 6 blob\(s\)/);
+      const local = `${upstream.host.replace(':', '_')}/team/app`;
+      const served = await fetch(`${replica.url}/v2/${local}/manifests/v1`, { headers: { accept: image.indexMediaType } });
+      expect(served.status).toBe(200);
+      expect(Buffer.from(await served.arrayBuffer())).toEqual(image.indexBytes);
+      for (const blob of image.blobDigests) expect(await inBucket(blob)).toBe(true);
+    } finally {
+      await upstream.close();
+    }
+  }, 90_000);
 });
 
 describe('reading the shared store', () => {
