@@ -81,9 +81,9 @@ export function commandLogger(config: Config): Logger {
  */
 export async function openStoreView(config: Config): Promise<StorageView> {
   if (!sharedBackends(config)) return openStorageView(config.storage);
-  if (!sharedMetadata(config)) {
-    // Blobs in a bucket, metadata in this directory's SQLite: it must exist (and is not created).
-    if (!existsSync(databasePath(config.storage))) openStorageView(config.storage);
+  // Blobs in a bucket, metadata in this directory's SQLite: it must exist (a view creates nothing).
+  if (!sharedMetadata(config) && !existsSync(databasePath(config.storage))) {
+    throw new StorageViewError(`no airlock storage at ${config.storage} (no airlock.db): pass --storage DIR or --config FILE naming the mirror's storage`);
   }
   let store: CommandStore;
   try {

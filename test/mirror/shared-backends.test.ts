@@ -41,10 +41,10 @@ const HOST = 'mirror.example.com:5000';
 const cli = (args: string[], env?: Record<string, string>) => runCli([...args, '--config', configFile], { timeoutMs: 90_000, env });
 
 /** Whether the bucket holds the blob's object (under <prefix>/blobs/sha256/<xx>/<hex>). */
-async function inBucket(digest: string): Promise<boolean> {
+async function inBucket(digest: string, prefix = 'mirror'): Promise<boolean> {
   const hex = digestHex(digest);
   try {
-    await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: `mirror/blobs/sha256/${hex.slice(0, 2)}/${hex}` }));
+    await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: `${prefix}/blobs/sha256/${hex.slice(0, 2)}/${hex}` }));
     return true;
   } catch (e) {
     if ((e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return false;
@@ -227,6 +227,31 @@ describe('gc in the shared store beside a running replica', () => {
     const pulled = await pullWithSkopeo(replica.host, RELEASE_REF, tmp.make('pull-after-gc'));
     expect(pulled.has(release.release.layerDigests[1]!)).toBe(true);
   }, 120_000);
+});
+
+describe('blobs in the bucket, metadata in a local SQLite (blobs.s3 alone)', () => {
+  it('import stores the blobs in the bucket under the storage lock; export reads them back', async () => {
+    const solo = tmp.make('solo');
+    const file = join(tmp.make('solo-config'), 'bucket-only.yaml');
+    const layout = tmp.make('solo-src');
+    const image = buildOciLayoutImage(layout, { tag: 'v2', layerBytes: 8 * 1024 });
+    // Credentials from the standard AWS_* variables this time.
+    const env = { AWS_ACCESS_KEY_ID: ceph.accessKeyId, AWS_SECRET_ACCESS_KEY: ceph.secretAccessKey };
+    writeFileSync(file, toYaml({ storage: solo, log: { level: 'silent' }, blobs: { s3: { endpoint: ceph.endpoint, bucket, region: ceph.region, prefix: 'solo', forcePathStyle: true } } }));
+    const imported = await runCli(['import', layout, '--prefix', 'solo/app', '--config', file], { timeoutMs: 60_000, env });
+    expect(imported.code, imported.stderr).toBe(0);
+    expect(existsSync(join(solo, 'airlock.db'))).toBe(true);
+    for (const blob of image.blobDigests) expect(await inBucket(blob, 'solo')).toBe(true);
+    expect(existsSync(join(solo, 'blobs', 'sha256', digestHex(image.blobDigests[0]!).slice(0, 2)))).toBe(false);
+
+    const out = join(tmp.make('solo-export'), 'out');
+    const exported = await runCli(['export', 'solo/app:v2', '--to', out, '--config', file], { timeoutMs: 60_000, env });
+    expect(exported.code, exported.stderr).toBe(0);
+    checkSums(out);
+    const written = new Map(listBlobsOfOciLayout(out).map((b) => [b.digest, readFileSync(b.path)]));
+    expect(written.get(image.indexDigest)).toEqual(image.indexBytes);
+    for (const blob of image.blobDigests) expect(written.has(blob), blob).toBe(true);
+  }, 90_000);
 });
 
 describe('single-node maintenance refuses shared backends', () => {
