@@ -37,7 +37,7 @@ Options:
 Example:
   airlock gc --storage /var/lib/airlock --dry-run
   airlock gc --config /etc/airlock/airlock.yaml --untagged-older-than 30d --authfile admin.json
-  airlock gc --config /etc/airlock/replica.yaml --dry-run     # PostgreSQL + S3: beside the replicas
+  airlock gc --config /etc/airlock/scale-out.yaml --dry-run  # PostgreSQL + S3: beside the replicas
 
 Exit codes: 0 done, 1 failed, 2 bad usage or configuration.
 `;

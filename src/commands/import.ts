@@ -40,7 +40,7 @@ and bucket directly, while the replicas run: every replica serves the images at 
 
 Example:
   airlock import /mnt/usb/ocp-4.15 --storage /var/lib/airlock
-  airlock import /mnt/usb/ocp-4.15 --config /etc/airlock/replica.yaml     # PostgreSQL + S3
+  airlock import /mnt/usb/ocp-4.15 --config /etc/airlock/scale-out.yaml   # PostgreSQL + S3
   airlock import ./mirror/v2 --prefix ocp4 --map ocp4/openshift/release=quay.io/openshift-release-dev/ocp-v4.0-art-dev
 `;
 
