@@ -3,7 +3,7 @@
 // shared backends the command sees and changes what the replicas serve — not an empty SQLite file
 // beside them. One place for every command, not one per command.
 
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ClusterKeyedLock } from '../cluster/digest-lock.js';
 import type { Cluster } from '../cluster/index.js';
@@ -14,6 +14,31 @@ import type { FsBlobStore } from '../storage/blobstore.js';
 import type { MetadataStore } from '../storage/metadata.js';
 import type { S3BlobStore } from '../storage/s3-blobstore.js';
 import { openBackends } from './backends.js';
+
+/** Commands' spool directories: `.spool-<pid>-<command>-<random>` under the storage directory. */
+const SPOOL_PREFIX = '.spool-';
+
+/**
+ * Removes the spools of commands that died without cleaning up (killed mid-import): those whose
+ * process no longer runs. A spool of a command still running, here or beside, is left alone.
+ */
+async function removeDeadSpools(storage: string): Promise<void> {
+  for (const name of await readdir(storage).catch(() => [] as string[])) {
+    if (!name.startsWith(SPOOL_PREFIX)) continue;
+    const pid = Number(name.slice(SPOOL_PREFIX.length).split('-', 1)[0]);
+    if (Number.isInteger(pid) && pid > 0 && !processRuns(pid)) await rm(join(storage, name), { recursive: true, force: true });
+  }
+}
+
+function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it runs, as another user.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 /** True when the metadata is shared (PostgreSQL): replicas write it all along, no lock guards it. */
 export function sharedMetadata(config: Config): boolean {
@@ -44,15 +69,17 @@ export interface CommandStore {
 
 /**
  * Opens the configured backends for a command. Blobs bound for a bucket spool in a directory of
- * this process alone (under the storage directory, removed on close): a replica may be running on
- * the same storage directory, and its own spool is not ours to touch. The caller decides about the
+ * this process alone (under the storage directory, removed on close, or by a later command once
+ * this process is gone): a replica may be running on the same storage directory, and its own
+ * spool is not ours to touch. The caller decides about the
  * storage lock (needed for a local SQLite database, not for PostgreSQL).
  */
 export async function openCommandStore(config: Config, log: Logger, command: string): Promise<CommandStore> {
   let spoolDir: string | undefined;
   if (config.blobs?.s3) {
     await mkdir(config.storage, { recursive: true });
-    spoolDir = await mkdtemp(join(config.storage, `.${command}-spool-`));
+    await removeDeadSpools(config.storage);
+    spoolDir = await mkdtemp(join(config.storage, `${SPOOL_PREFIX}${process.pid}-${command}-`));
   }
   const removeSpool = async () => {
     if (spoolDir) await rm(spoolDir, { recursive: true, force: true });

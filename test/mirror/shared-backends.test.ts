@@ -6,7 +6,7 @@
  * `verify` and `mirrorsets` read it; `gc` collects in it beside the replica; `fsck` and `backup`
  * refuse, saying what to do instead. No local SQLite database is ever created.
  */
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -90,6 +90,10 @@ afterAll(async () => {
 
 describe('import into the shared store', () => {
   it('imports a release payload and its components while a replica runs; the replica serves them at once', async () => {
+    // What a killed import left: its spool, named by a pid that no longer runs, goes; a running one's stays.
+    const dead = join(storage, '.spool-2147483646-import-x1y2z3');
+    const alive = join(storage, `.spool-${process.pid}-import-a1b2c3`);
+    for (const dir of [dead, alive]) mkdirSync(dir, { recursive: true });
     const components = await cli(['import', join(root, 'release', 'components'), '--prefix', PAYLOAD_REPO, '--map', `${PAYLOAD_REPO}=${ART_DEV}`]);
     expect(components.stderr).not.toMatch(/storage is served by|locked/);
     expect(components.code, components.stderr).toBe(0);
@@ -99,7 +103,8 @@ describe('import into the shared store', () => {
 
     // Nothing went to a local SQLite store beside the replica; the commands' spools are gone.
     expect(existsSync(join(storage, 'airlock.db'))).toBe(false);
-    expect(readdirSync(storage).filter((name) => name.includes('spool'))).toEqual([]);
+    expect(readdirSync(storage).filter((name) => name.includes('spool'))).toEqual([`.spool-${process.pid}-import-a1b2c3`]);
+    rmSync(alive, { recursive: true });
 
     // skopeo pulls through the replica, byte-exact: the release image and a multi-arch component.
     const pulled = await pullWithSkopeo(replica.host, RELEASE_REF, tmp.make('pull-release'));
