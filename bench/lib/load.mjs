@@ -31,6 +31,8 @@ function percentile(sorted, p) {
  * @param {number} o.maxRequests
  * @param {(status: number, headers: object) => string|undefined} [o.check] returns a problem or undefined
  * @param {number} [o.minBytes] smallest acceptable response size (headers + body) in bytes
+ * @param {boolean} [o.keepLatencies] also return every latency (sorted, ms), to merge runs that
+ *   went to several servers at once
  */
 export async function load(o) {
   const head = o.requests.every((r) => r.method === 'HEAD');
@@ -130,5 +132,9 @@ export async function load(o) {
       max: latencies[count - 1],
     },
     statusCodes: result.statusCodeStats,
+    ...(o.keepLatencies ? { latencies } : {}),
   };
 }
+
+/** The percentile `p` of sorted latencies (ms); for runs merged by the caller. */
+export { percentile };

@@ -116,10 +116,10 @@ export function machineInfo(projectRoot, distributionVersion) {
   };
 }
 
-/** Writes bench/results/<ISO timestamp>.json and returns its path. */
-export function writeResults(dir, startedAt, data) {
+/** Writes bench/results/<prefix><ISO timestamp>.json and returns its path. */
+export function writeResults(dir, startedAt, data, prefix = '') {
   mkdirSync(dir, { recursive: true });
-  const file = join(dir, `${startedAt.toISOString()}.json`);
+  const file = join(dir, `${prefix}${startedAt.toISOString()}.json`);
   writeFileSync(file, `${JSON.stringify(data, null, 2)}\n`);
   return file;
 }

@@ -205,21 +205,23 @@ function merge(base, extra) {
 
 /**
  * CNCF distribution with the filesystem driver; `proxy` ({ remoteurl }) turns on its
- * pull-through mode; `config` is merged into the file (e.g. { storage: { cache: ... } }).
+ * pull-through mode; `config` is merged into the file (e.g. { storage: { cache: ... } });
+ * `storage` replaces the whole storage section (another driver, e.g. { s3: {...} }); `env` replaces
+ * its environment.
  */
-export async function startDistribution({ root, name = 'distribution', proxy, config: extra = {} }) {
+export async function startDistribution({ root, name = 'distribution', proxy, config: extra = {}, storage, env }) {
   mkdirSync(root, { recursive: true });
   const port = await freePort();
   const file = join(root, 'config.yml');
   const config = {
     version: '0.1',
     log: { level: 'error', accesslog: { disabled: true } },
-    storage: { filesystem: { rootdirectory: join(root, 'storage') }, delete: { enabled: true } },
+    storage: storage ?? { filesystem: { rootdirectory: join(root, 'storage') }, delete: { enabled: true } },
     http: { addr: `127.0.0.1:${port}` },
     ...(proxy ? { proxy } : {}),
   };
   writeFileSync(file, JSON.stringify(merge(config, extra), null, 2));
-  return new ServerProcess({ name, kind: 'distribution', command: DISTRIBUTION_BIN, args: ['serve', file], port, root }).start();
+  return new ServerProcess({ name, kind: 'distribution', command: DISTRIBUTION_BIN, args: ['serve', file], port, root, env }).start();
 }
 
 export function distributionVersion() {

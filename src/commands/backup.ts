@@ -1,6 +1,7 @@
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
+import { singleNodeOnly } from '../server/command-store.js';
 import { backupStore, BackupTargetError, type BackupReport } from '../lifecycle/backup.js';
 import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
@@ -22,7 +23,9 @@ survive the loss of that disk.
                form), when its config has auth: (the user needs delete on **)
 
 When a server holds the storage, it makes the copy itself (POST /api/v1/backup) and this prints
-its report. Exit codes: 0 done, 1 failed, 2 bad usage.
+its report. A single-node store only: with database: or blobs.s3 in the config it refuses (exit 2);
+back PostgreSQL up with pg_dump and the bucket with the object store's own tools.
+Exit codes: 0 done, 1 failed, 2 bad usage or shared backends.
 
 Example:
   airlock backup /srv/backups/airlock-$(date +%F) --config /etc/airlock/airlock.yaml
@@ -51,6 +54,11 @@ export async function backupCommand(args: string[], io: { stdout: CommandOutput;
   const config = loadConfig({ config: values.config, storage: values.storage });
   if (resolve(config.storage) === dir) {
     io.stderr.write('airlock backup: the backup directory is the storage directory itself\n');
+    return EXIT_USAGE;
+  }
+  const shared = singleNodeOnly(config, 'backup');
+  if (shared) {
+    io.stderr.write(`airlock backup: ${shared}\n`);
     return EXIT_USAGE;
   }
   const noStore = missingStore(config.storage);

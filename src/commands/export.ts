@@ -5,11 +5,13 @@ import type { ContentSink } from '../mirror/content.js';
 import { blobsOfLayout, LayoutDirSink, LayoutError, LayoutTarSink } from '../mirror/oci-layout.js';
 import { parsePlatformFilter, type PlatformFilter } from '../mirror/platform.js';
 import { selectImages, SelectionError } from '../mirror/select.js';
-import { openStore, StoreSource } from '../mirror/store.js';
+import { StoreSource } from '../mirror/store.js';
+import type { Config } from '../config/schema.js';
+import { claimStore } from './store-claim.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
 import { UsageError, writeSummary } from './mirror-common.js';
 import { createProgress } from './progress.js';
-import { claimStorage, STORE_OPTIONS } from './storage-target.js';
+import { STORE_OPTIONS } from './storage-target.js';
 
 export const EXPORT_HELP = `Usage: airlock export REF_OR_GLOB... --to DIR|FILE.tar [--since PREVIOUS_EXPORT] [--filter-by-os OS/ARCH]
                       [--config FILE] [--storage DIR]
@@ -21,7 +23,8 @@ component). Each image is complete (all platforms of an index unless --filter-by
 names each image's repository, tag and origin (annotations io.airlock.repository, io.airlock.tag,
 io.airlock.origin; org.opencontainers.image.ref.name is REPO:TAG, so \`skopeo copy oci:DIR:REPO:TAG\`
 works too); airlock-export.json lists the repositories and origins; SHA256SUMS checks every file
-(\`sha256sum -c SHA256SUMS\`).
+(\`sha256sum -c SHA256SUMS\`). With database: and blobs.s3 in the config, the images are read from
+the shared PostgreSQL and bucket the replicas serve.
 
   --to DIR|FILE.tar         a directory (created or added to), or a tar when the name ends in .tar
   --since PREVIOUS_EXPORT   leave out the blobs an earlier export (its directory or tar) carried:
@@ -36,7 +39,8 @@ Example:
 export interface ExportOptions {
   selectors: string[];
   to: string;
-  storage: string;
+  /** The store read: a storage directory, or the shared backends replicas serve. */
+  config: Config;
   since?: string;
   filter?: PlatformFilter;
   stdout: CommandOutput & { isTTY?: boolean };
@@ -48,15 +52,18 @@ export async function runExport(options: ExportOptions): Promise<number> {
   const exclude = options.since ? await blobsOfLayout(options.since) : undefined;
   // Reading needs no lock when a server holds the storage: blobs never change once written and the
   // database allows readers next to its writer. Anything else holding it (gc, an import) is waited out.
-  const target = claimStorage(options.storage, 'export');
-  const store = await openStore(options.storage);
+  // Shared backends are read beside the replicas, like one more of them.
+  const claim = await claimStore(options.config, 'export', 'read');
+  if (claim.kind !== 'open') throw new Error('unreachable: export reads the store itself');
+  const { store } = claim;
+  const described = claim.shared ? store.description : `storage ${options.config.storage}`;
   let sink: ContentSink | undefined;
   try {
     const items = await selectImages(store.meta, options.selectors);
     sink = options.to.endsWith('.tar') ? new LayoutTarSink(options.to, options.since) : await LayoutDirSink.create(options.to, { since: options.since });
     const progress = createProgress({ label: 'export', output: options.stderr });
     // A tar is written front to back: one image at a time.
-    const copier = new Copier(new StoreSource(store, options.storage), sink, { progress, filter: options.filter, exclude, concurrency: 1, stopOnFailure: true });
+    const copier = new Copier(new StoreSource(store, described), sink, { progress, filter: options.filter, exclude, concurrency: 1, stopOnFailure: true });
     await copier.copyAll(items);
     // A tar with an image missing must not look finished: it stays .partial and is removed.
     if (!(copier.tally.failed.length && sink instanceof LayoutTarSink)) await sink.flush();
@@ -66,8 +73,7 @@ export async function runExport(options: ExportOptions): Promise<number> {
     return copier.tally.failed.length ? EXIT_FAILURE : EXIT_OK;
   } finally {
     await sink?.close();
-    await store.close();
-    if (target.kind === 'local') target.lock.release();
+    await claim.release();
   }
 }
 
@@ -97,7 +103,7 @@ export async function exportCommand(args: string[]): Promise<number> {
       throw new UsageError((e as Error).message);
     }
     const config = loadConfig({ config: values.config, storage: values.storage });
-    return await runExport({ selectors: positionals, to: values.to, storage: config.storage, since: values.since, filter, stdout: process.stdout, stderr: process.stderr });
+    return await runExport({ selectors: positionals, to: values.to, config, since: values.since, filter, stdout: process.stdout, stderr: process.stderr });
   } catch (e) {
     if (e instanceof UsageError || e instanceof SelectionError || e instanceof LayoutError) {
       process.stderr.write(`airlock export: ${e.message}\n${e instanceof UsageError ? `\n${EXPORT_HELP}` : ''}`);

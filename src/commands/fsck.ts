@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
+import { singleNodeOnly } from '../server/command-store.js';
 import { fsck, problemsRemaining, type FsckReport, type Problem } from '../lifecycle/fsck.js';
 import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
@@ -23,8 +24,9 @@ missing files, orphan files, rows that point at nothing and unfinished uploads, 
                form), when its config has auth: (the user needs delete on **)
 
 When a server holds the storage, it runs the check itself (POST /api/v1/fsck) and this prints its
-report. Exit codes: 0 nothing wrong (or everything found was repaired), 1 something is wrong,
-2 bad usage.
+report. A single-node store only: with database: or blobs.s3 in the config it refuses (exit 2);
+check the shared PostgreSQL and bucket with their own tools. Exit codes: 0 nothing wrong (or
+everything found was repaired), 1 something is wrong, 2 bad usage or shared backends.
 
 Example:
   airlock fsck --config /etc/airlock/airlock.yaml
@@ -58,6 +60,11 @@ export async function fsckCommand(args: string[], io: FsckCommandIo): Promise<nu
   }
   const config = loadConfig({ config: values.config, storage: values.storage });
   const repair = values.repair ?? false;
+  const shared = singleNodeOnly(config, 'fsck');
+  if (shared) {
+    io.stderr.write(`airlock fsck: ${shared}\n`);
+    return EXIT_USAGE;
+  }
   const noStore = missingStore(config.storage);
   if (noStore) {
     io.stderr.write(`airlock fsck: ${noStore}\n`);

@@ -1,16 +1,14 @@
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { destination } from 'pino';
 import { loadConfig } from '../config/load.js';
 import { parseDuration } from '../config/units.js';
 import { DEFAULT_GC_GRACE_MS, GarbageCollector, type GcResult } from '../lifecycle/gc.js';
 import { createLogger } from '../log.js';
-import { KeyedLock } from '../registry/keyed-lock.js';
-import { FsBlobStore } from '../storage/blobstore.js';
-import { SqliteMetadataStore } from '../storage/metadata.js';
+import { ManifestCache } from '../registry/manifest-cache.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
 import { createProgress, formatBytes } from './progress.js';
-import { claimStorage, delegateToServer, STORE_OPTIONS } from './storage-target.js';
+import { delegateToServer, STORE_OPTIONS } from './storage-target.js';
+import { claimStore } from './store-claim.js';
 
 export const GC_USAGE = `Usage: airlock gc [--dry-run] [--untagged-older-than DURATION] [--config FILE] [--storage DIR] [--authfile FILE]
 
@@ -25,6 +23,11 @@ When a server holds the storage directory, the collection runs inside that serve
 under auth: it needs a user allowed to delete on "**", given by --authfile (pull-secret form,
 {"auths":{"HOST:PORT":{"auth":"base64(user:password)"}}}).
 
+With shared backends (database: and blobs.s3 in the config) it collects in the shared PostgreSQL
+and bucket directly, safe while replicas serve and take pushes: each blob is removed under the
+cluster-wide per-digest lock their uploads, mounts and fills take, and the replicas are told which
+repositories lost manifests.
+
 Options:
   --dry-run                       report what would be removed; remove nothing
   --untagged-older-than DURATION  also remove untagged manifests older than DURATION (e.g. 720h, 30d)
@@ -34,6 +37,7 @@ Options:
 Example:
   airlock gc --storage /var/lib/airlock --dry-run
   airlock gc --config /etc/airlock/airlock.yaml --untagged-older-than 30d --authfile admin.json
+  airlock gc --config /etc/airlock/scale-out.yaml --dry-run  # PostgreSQL + S3: beside the replicas
 
 Exit codes: 0 done, 1 failed, 2 bad usage or configuration.
 `;
@@ -78,11 +82,11 @@ export async function runGcCommand({ args, stdout, stderr }: GcCommandOptions): 
   }
   const config = loadConfig({ config: values.config, storage: values.storage });
 
-  const target = claimStorage(config.storage, 'gc');
-  if (target.kind === 'server') {
+  const claim = await claimStore(config, 'gc', 'delegate');
+  if (claim.kind === 'server') {
     const result = await delegateToServer<GcResult>(
       'gc',
-      target,
+      claim,
       { path: '/api/v1/gc', body: { dryRun, untaggedOlderThan: untagged }, what: 'collect', authFile: values.authfile },
       stderr,
     );
@@ -91,19 +95,25 @@ export async function runGcCommand({ args, stdout, stderr }: GcCommandOptions): 
     return EXIT_OK;
   }
 
+  const { store } = claim;
   const log = createLogger(config.log.level, destination({ fd: 2, sync: true }));
-  const meta = new SqliteMetadataStore(join(config.storage, 'airlock.db'));
   const progress = createProgress({ label: dryRun ? 'gc (dry run)' : 'gc', output: stderr });
+  // Replicas keep manifests in memory: every repository that loses one is announced to them, as
+  // their own collector would, and the announcements are out before the database closes.
+  const feed = store.cluster?.feed;
+  const announced: Promise<unknown>[] = [];
+  const manifests = new ManifestCache();
+  if (feed) manifests.onChange = (repo) => announced.push(feed.publish('repo', repo));
   // The collection reports blobs checked so far out of the candidates it found.
   let grown = 0;
   let advanced = 0;
   try {
-    const blobs = new FsBlobStore(config.storage);
-    await blobs.init();
     const gc = new GarbageCollector({
-      meta,
-      blobs,
-      blobLocks: new KeyedLock(),
+      meta: store.meta,
+      blobs: store.blobs,
+      // With replicas, the cluster-wide per-digest lock their uploads, mounts and fills take.
+      blobLocks: store.blobLocks,
+      manifests,
       log,
       graceMs: config.gc?.grace ?? DEFAULT_GC_GRACE_MS,
       onProgress: (done, total) => {
@@ -115,6 +125,7 @@ export async function runGcCommand({ args, stdout, stderr }: GcCommandOptions): 
         advanced = done;
       },
     });
+    if (claim.shared) stderr.write(`airlock gc: collecting in the shared store (${store.description})\n`);
     const result = await gc.run({ dryRun, untaggedOlderThan });
     progress.stop();
     printResult(stdout, result);
@@ -124,9 +135,10 @@ export async function runGcCommand({ args, stdout, stderr }: GcCommandOptions): 
     stderr.write(`airlock gc: ${(e as Error).message}\n`);
     return EXIT_FAILURE;
   } finally {
-    await meta.close();
+    const failed = (await Promise.allSettled(announced)).filter((a) => a.status === 'rejected').length;
+    if (failed) stderr.write(`airlock gc: ${failed} change notification(s) did not reach the replicas; they drop removed manifests from memory when their connection to the database next resyncs\n`);
+    await claim.release();
     log.flush();
-    target.lock.release();
   }
 }
 

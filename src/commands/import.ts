@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { stat } from 'node:fs/promises';
 import { loadConfig } from '../config/load.js';
+import type { Config } from '../config/schema.js';
 import { Copier } from '../mirror/copy.js';
 import type { ContentSource, CopyItem } from '../mirror/content.js';
 import { LayoutError, OciLayoutSource } from '../mirror/oci-layout.js';
@@ -28,6 +29,8 @@ Every digest is verified before anything becomes visible; blobs are stored befor
 tags, so no image is ever half there; what is already present is skipped, so a rerun after an
 interruption resumes. Into a storage directory no server holds, import writes directly; when a
 server holds it (or with --to URL) it pushes through that server, with credentials from --authfile.
+With shared backends (database: and blobs.s3 in the config) it writes into the shared PostgreSQL
+and bucket directly, while the replicas run: every replica serves the images at once.
 
   --prefix P            put every repository below P (for a plain skopeo layout: the repository)
   --map LOCAL=ORIGIN    record that local repository LOCAL mirrors ORIGIN (for mirror sets)
@@ -37,12 +40,14 @@ server holds it (or with --to URL) it pushes through that server, with credentia
 
 Example:
   airlock import /mnt/usb/ocp-4.15 --storage /var/lib/airlock
+  airlock import /mnt/usb/ocp-4.15 --config /etc/airlock/scale-out.yaml   # PostgreSQL + S3
   airlock import ./mirror/v2 --prefix ocp4 --map ocp4/openshift/release=quay.io/openshift-release-dev/ocp-v4.0-art-dev
 `;
 
 export interface ImportOptions {
   source: string;
-  storage: string;
+  /** The store written unless --to / --to-dir names another destination. */
+  config: Config;
   prefix?: string;
   maps?: [string, string][];
   to?: string;
@@ -81,7 +86,7 @@ export async function runImport(options: ImportOptions): Promise<number> {
   }
   let destination: Awaited<ReturnType<typeof openDestination>>;
   try {
-    destination = await openDestination({ storage: options.storage, to: options.to, authFile: options.authFile, command: 'import', dryRun: options.dryRun });
+    destination = await openDestination({ config: options.config, to: options.to, authFile: options.authFile, command: 'import', dryRun: options.dryRun });
   } catch (e) {
     await source.close();
     throw e;
@@ -130,7 +135,7 @@ export async function importCommand(args: string[]): Promise<number> {
     const config = loadConfig({ config: values.config, storage: values.storage });
     return await runImport({
       source: positionals[0]!,
-      storage: config.storage,
+      config,
       prefix: values.prefix,
       maps,
       to: values.to,

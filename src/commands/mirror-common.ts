@@ -1,39 +1,38 @@
-import { claimStorage } from './storage-target.js';
-import { formatBytes, formatSeconds } from './progress.js';
+import type { Config } from '../config/schema.js';
 import type { CommandOutput } from './io.js';
+import { formatBytes, formatSeconds } from './progress.js';
+import { claimStore } from './store-claim.js';
 import type { ContentSink } from '../mirror/content.js';
 import type { CopyTally } from '../mirror/copy.js';
 import { HttpSink } from '../mirror/http-sink.js';
-import { openStore, removeOrphanUploads, StoreSink } from '../mirror/store.js';
+import { removeOrphanUploads, StoreSink } from '../mirror/store.js';
 
 /**
- * Where import and sync write: a server named by --to; else the storage directory — directly,
+ * Where import and sync write: a server named by --to; else the configured store — the shared
+ * backends (PostgreSQL, a bucket) directly, beside the replicas; or a storage directory directly,
  * under its lock, when nobody holds it, or through the server that holds it (which must see the
  * new content at once, not serve a stale view of a store changed behind its back).
  */
-export async function openDestination(options: { storage: string; to?: string; authFile?: string; command: string; dryRun?: boolean }): Promise<{ sink: ContentSink; close(): Promise<void> }> {
+export async function openDestination(options: { config: Config; to?: string; authFile?: string; command: string; dryRun?: boolean }): Promise<{ sink: ContentSink; close(): Promise<void> }> {
   if (options.to !== undefined) {
     const sink = new HttpSink(options.to, { authFile: options.authFile, dryRun: options.dryRun });
     return { sink, close: () => sink.close() };
   }
-  const target = claimStorage(options.storage, options.command);
-  if (target.kind === 'server') {
-    const sink = new HttpSink(target.url, { authFile: options.authFile, loopback: true, dryRun: options.dryRun });
+  const claim = await claimStore(options.config, options.command, 'delegate');
+  if (claim.kind === 'server') {
+    const sink = new HttpSink(claim.url, { authFile: options.authFile, loopback: true, dryRun: options.dryRun });
     return { sink, close: () => sink.close() };
   }
   try {
-    const store = await openStore(options.storage);
-    await removeOrphanUploads(store);
-    const sink = new StoreSink(store, options.storage);
-    return {
-      sink,
-      async close() {
-        await store.close();
-        target.lock.release();
-      },
-    };
+    const { store } = claim;
+    // Under the lock nothing else writes uploads; beside replicas their sessions are theirs.
+    if (!claim.shared) await removeOrphanUploads(store);
+    const feed = store.cluster?.feed;
+    // Replicas keep manifests in memory: tell them what changed, as a replica would.
+    const sink = new StoreSink(store, claim.shared ? store.description : `storage ${options.config.storage}`, feed ? (repo) => feed.publish('repo', repo) : undefined);
+    return { sink, close: () => claim.release() };
   } catch (e) {
-    target.lock.release();
+    await claim.release();
     throw e;
   }
 }

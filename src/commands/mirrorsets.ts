@@ -3,7 +3,8 @@
 import { renameSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
-import { readOrigins, StorageViewError } from '../mirror/local-content.js';
+import { StorageViewError } from '../mirror/local-content.js';
+import { readStoreOrigins } from './store-claim.js';
 import { airlockMirrorSetDocument, isMirrorSetFormat, MIRROR_SET_FORMATS } from '../mirror/mirror-set-documents.js';
 import { isValidMirrorHost } from '../mirror/mirror-sets.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
@@ -25,7 +26,8 @@ registry.redhat.io/…) to this airlock at HOST[:PORT]: one entry per configured
                             serves plain HTTP)
   --out FILE                write to FILE instead of standard output
 
-The storage is only read (no lock is taken; a running server may hold it). The same documents come
+The store is only read (no lock is taken; a running server may hold it; with database: and
+blobs.s3 in the config, the origins recorded in the shared PostgreSQL are read). The same documents come
 from a running server at GET /api/v1/mirrorsets?host=HOST&format=FORMAT.
 
 Example:
@@ -68,7 +70,7 @@ export async function mirrorsetsCommand(args: string[], io: MirrorsetsIo = { std
   const config = loadConfig({ config: values.config, storage: values.storage });
   let origins;
   try {
-    origins = await readOrigins(config.storage);
+    origins = await readStoreOrigins(config);
   } catch (e) {
     if (!(e instanceof StorageViewError)) throw e;
     io.stderr.write(`airlock mirrorsets: ${e.message}\n`);

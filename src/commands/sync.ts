@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
+import type { Config } from '../config/schema.js';
 import { Copier } from '../mirror/copy.js';
 import type { ContentSink, CopyItem } from '../mirror/content.js';
 import { LayoutDirSink } from '../mirror/oci-layout.js';
@@ -23,7 +24,8 @@ run \`airlock import DIR\` there). Digests are preserved; a SOURCE_REF named by 
 tagless; every platform of an index is copied unless --filter-by-os. Each image lands in its
 registry host + path (quay.io/openshift-release-dev/ocp-release stays that; host:port becomes
 host_port), or --dest-prefix P + the path. Each repository records its origin (for mirror sets).
-A rerun fetches only what is missing.
+A rerun fetches only what is missing. With database: and blobs.s3 in the config, the store is
+the shared PostgreSQL and bucket the replicas serve (written directly, beside them).
 
   --mapping FILE        SRC=DST lines as \`oc adm catalog mirror --manifests-only\` writes them;
                         DST's path is the local repository (and its tag, if any, the tag)
@@ -53,7 +55,8 @@ export interface SyncOptions {
   concurrency?: number;
   authFile?: string;
   insecure?: boolean;
-  storage: string;
+  /** The store written unless --to / --to-dir names another destination. */
+  config: Config;
   upstreams: UpstreamConfig[];
   stdout: CommandOutput & { isTTY?: boolean };
   stderr: CommandOutput & { isTTY?: boolean };
@@ -107,7 +110,7 @@ export async function runSync(options: SyncOptions): Promise<number> {
     sink = dir;
     closeSink = () => dir.close();
   } else {
-    const destination = await openDestination({ storage: options.storage, authFile: options.authFile, command: 'sync', dryRun: options.dryRun });
+    const destination = await openDestination({ config: options.config, authFile: options.authFile, command: 'sync', dryRun: options.dryRun });
     sink = destination.sink;
     closeSink = destination.close;
   }
@@ -180,7 +183,7 @@ export async function syncCommand(args: string[]): Promise<number> {
       concurrency,
       authFile: values.authfile,
       insecure: values.insecure,
-      storage: config.storage,
+      config,
       upstreams: config.upstreams,
       stdout: process.stdout,
       stderr: process.stderr,

@@ -3,7 +3,8 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
-import { openStorageView, StorageViewError } from '../mirror/local-content.js';
+import { StorageViewError } from '../mirror/local-content.js';
+import { openStoreView } from './store-claim.js';
 import { MirrorSetFileError, parseMirrorSetFile } from '../mirror/mirror-set-files.js';
 import { airlockRulesForHost, type MirrorRule } from '../mirror/mirror-sets.js';
 import { mergeRules, stripRegistryHost } from '../mirror/resolve.js';
@@ -30,7 +31,8 @@ REF's repository has a recorded origin (sync, import --map), REF itself is check
 too (origin@digest), as an upgrade pulls the release image through the same mirror sets.
 
 Each missing or unresolvable image is printed with the reason; --json prints one JSON document
-instead. The storage is only read (a running server may hold it).
+instead. The store is only read (a running server may hold it; with database: and blobs.s3 in
+the config, the shared PostgreSQL and bucket the replicas serve are read).
 
 Exit codes: 0 everything is there, 1 something is missing (or REF cannot be read), 2 bad usage.
 
@@ -92,7 +94,7 @@ export async function verifyCommand(args: string[], io: VerifyIo = { stdout: pro
   const started = Date.now();
   let view;
   try {
-    view = openStorageView(config.storage);
+    view = await openStoreView(config);
   } catch (e) {
     if (e instanceof StorageViewError) {
       io.stderr.write(`airlock verify: ${e.message}\n`);

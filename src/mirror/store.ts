@@ -1,24 +1,32 @@
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { FsBlobStore } from '../storage/blobstore.js';
+import { KeyedLock } from '../registry/keyed-lock.js';
+import { FsBlobStore, type BlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore, type MetadataStore } from '../storage/metadata.js';
 import { readBatches } from '../storage/read-batches.js';
 import { parseManifest, manifestRecord } from '../registry/manifest.js';
 import { MissingContentError, type ContentSink, type ContentSource, type ManifestPlacement, type SourceBlob, type SourceManifest } from './content.js';
 
-/** The local store's two halves, opened on a storage directory (the caller holds its lock). */
+/**
+ * A store's two halves: blob bytes (files or a bucket) and metadata (SQLite or PostgreSQL), with
+ * the per-digest lock every writer of blob links takes (across replicas when they share the store).
+ */
 export interface OpenedStore {
-  blobs: FsBlobStore;
+  blobs: BlobStore & { promoteUpload(id: string, digest: string): Promise<void> };
   meta: MetadataStore;
+  blobLocks: KeyedLock;
+  /** Where one blob is, for messages. */
+  where(digest: string): string;
   close(): Promise<void>;
 }
 
+/** The single-node store of a storage directory (the caller holds its lock). */
 export async function openStore(storage: string): Promise<OpenedStore> {
   const blobs = new FsBlobStore(storage);
   await blobs.init();
   const meta = new SqliteMetadataStore(join(storage, 'airlock.db'));
-  return { blobs, meta, close: () => meta.close() };
+  return { blobs, meta, blobLocks: new KeyedLock(), where: (digest) => blobs.blobPath(digest), close: () => meta.close() };
 }
 
 /**
@@ -39,36 +47,46 @@ export async function removeOrphanUploads(store: OpenedStore): Promise<number> {
 const WRITE_BATCH = 1024 * 1024;
 
 /**
- * Writes straight into a storage directory no server holds: blob bytes into an upload file, made
- * visible (fsync, rename) only once the stream ended verified, then linked; manifests and tags in
- * one metadata transaction each, after everything they reference.
+ * Writes straight into a store: a storage directory no server holds, or the shared backends
+ * replicas serve. Blob bytes go to an upload file (spooled locally for a bucket), made visible
+ * (fsync and rename, or the object PUT) only once the stream ended verified, then linked — under
+ * the blob's lock, so that no gc or eviction on any replica removes it in between; manifests and
+ * tags in one metadata transaction each, after everything they reference.
  */
 export class StoreSink implements ContentSink {
   readonly description: string;
 
+  /**
+   * `onChange` is told of every repository whose manifests or tags changed (replicas drop what
+   * they hold of it in memory).
+   */
   constructor(
     private readonly store: OpenedStore,
-    storage: string,
+    description: string,
+    private readonly onChange?: (repo: string) => Promise<void>,
   ) {
-    this.description = `storage ${storage}`;
+    this.description = description;
   }
 
   async hasBlob(repo: string, digest: string): Promise<boolean> {
-    const { meta, blobs } = this.store;
+    const { meta, blobs, blobLocks } = this.store;
     if ((await meta.linkedBlobSize(repo, digest)) !== undefined) return true;
     // Another repository has it: link it here instead of copying the bytes again.
-    const size = await meta.blobSize(digest);
-    if (size !== undefined && (await blobs.size(digest)) === size) {
-      await meta.linkBlob(repo, digest, size);
-      return true;
-    }
-    return false;
+    return blobLocks.run(digest, async () => {
+      const size = await meta.blobSize(digest);
+      if (size !== undefined && (await blobs.size(digest)) === size) {
+        await meta.linkBlob(repo, digest, size);
+        return true;
+      }
+      return false;
+    });
   }
 
   async putBlob(repo: string, digest: string, _size: number | undefined, stream: Readable): Promise<void> {
-    const { blobs, meta } = this.store;
+    const { blobs, meta, blobLocks } = this.store;
+    // No session is opened (uploadWriter creates the file): a bucket would otherwise hold a
+    // session marker for every blob, and one left behind by a killed import.
     const id = randomUUID();
-    await blobs.createUpload(id);
     let written = 0;
     try {
       // The stream verifies the digest itself and fails before its end on a mismatch; hashing again
@@ -84,12 +102,14 @@ export class StoreSink implements ContentSink {
       } finally {
         await writer.close();
       }
-      await blobs.promoteUpload(id, digest);
+      await blobLocks.run(digest, async () => {
+        await blobs.promoteUpload(id, digest);
+        await meta.linkBlob(repo, digest, written);
+      });
     } catch (e) {
-      await blobs.removeUpload(id);
+      await blobs.removeUpload(id).catch(() => {});
       throw e;
     }
-    await meta.linkBlob(repo, digest, written);
   }
 
   async hasManifest(repo: string, digest: string): Promise<boolean> {
@@ -102,6 +122,7 @@ export class StoreSink implements ContentSink {
     // The copier stores these first; this guards the invariant against any other caller.
     if (missing.length) throw new Error(`manifest ${digest} for ${repo} references content not stored: ${missing.join(', ')}`);
     await this.store.meta.putManifest(repo, { ...manifestRecord(digest, bytes, parsed), blobRefs: parsed.blobRefs, manifestRefs: parsed.manifestRefs }, placement.tag);
+    await this.onChange?.(repo);
   }
 
   async setOrigin(repo: string, origin: string): Promise<void> {
@@ -123,9 +144,9 @@ export class StoreSource implements ContentSource {
 
   constructor(
     private readonly store: OpenedStore,
-    storage: string,
+    description: string,
   ) {
-    this.description = `storage ${storage}`;
+    this.description = description;
   }
 
   async manifest(repo: string, reference: string): Promise<SourceManifest> {
@@ -142,9 +163,9 @@ export class StoreSource implements ContentSource {
     if (size === 0) {
       stream.destroy();
       const { Readable } = await import('node:stream');
-      return { size, stream: Readable.from([]), where: this.store.blobs.blobPath(digest) };
+      return { size, stream: Readable.from([]), where: this.store.where(digest) };
     }
-    return { size, stream, where: this.store.blobs.blobPath(digest) };
+    return { size, stream, where: this.store.where(digest) };
   }
 
   async close(): Promise<void> {}

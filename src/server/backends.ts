@@ -28,7 +28,16 @@ export interface Backends {
   close(): Promise<void>;
 }
 
-export async function openBackends(config: Config, log: Logger): Promise<Backends> {
+export interface OpenBackendsOptions {
+  /**
+   * Where blobs bound for the bucket spool (pull-through fills, imports) — a directory of this
+   * process alone. Default: the storage directory, whose spool a starting server empties (whatever
+   * a previous run left there died with it); a command running beside a server passes its own.
+   */
+  spoolDir?: string;
+}
+
+export async function openBackends(config: Config, log: Logger, options: OpenBackendsOptions = {}): Promise<Backends> {
   const closers: (() => unknown)[] = [];
   const close = async () => {
     for (const c of closers.reverse()) await c();
@@ -40,8 +49,9 @@ export async function openBackends(config: Config, log: Logger): Promise<Backend
       const { S3BlobStore } = await import('../storage/s3-blobstore.js');
       const s3 = config.blobs.s3;
       // Fills spool on this replica only; whatever a previous run left there died with it.
-      await rm(join(config.storage, 'uploads'), { recursive: true, force: true });
-      bucket = new S3BlobStore({ ...s3, spoolDir: config.storage });
+      const spoolDir = options.spoolDir ?? config.storage;
+      await rm(join(spoolDir, 'uploads'), { recursive: true, force: true });
+      bucket = new S3BlobStore({ ...s3, spoolDir });
       const opened = bucket;
       closers.push(() => opened.close());
       await bucket.init();

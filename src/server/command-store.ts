@@ -1,0 +1,127 @@
+// The store a maintenance command (import, sync, export, verify, mirrorsets, gc) works on, opened
+// from the same `database:` / `blobs.s3` keys as the server (through openBackends), so that with
+// shared backends the command sees and changes what the replicas serve — not an empty SQLite file
+// beside them. One place for every command, not one per command.
+
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ClusterKeyedLock } from '../cluster/digest-lock.js';
+import type { Cluster } from '../cluster/index.js';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../log.js';
+import { KeyedLock } from '../registry/keyed-lock.js';
+import type { FsBlobStore } from '../storage/blobstore.js';
+import type { MetadataStore } from '../storage/metadata.js';
+import type { S3BlobStore } from '../storage/s3-blobstore.js';
+import { openBackends } from './backends.js';
+
+/** Commands' spool directories: `.spool-<pid>-<command>-<random>` under the storage directory. */
+const SPOOL_PREFIX = '.spool-';
+
+/**
+ * Removes the spools of commands that died without cleaning up (killed mid-import): those whose
+ * process no longer runs. A spool of a command still running, here or beside, is left alone.
+ */
+async function removeDeadSpools(storage: string): Promise<void> {
+  for (const name of await readdir(storage).catch(() => [] as string[])) {
+    if (!name.startsWith(SPOOL_PREFIX)) continue;
+    const pid = Number(name.slice(SPOOL_PREFIX.length).split('-', 1)[0]);
+    if (Number.isInteger(pid) && pid > 0 && !processRuns(pid)) await rm(join(storage, name), { recursive: true, force: true });
+  }
+}
+
+function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it runs, as another user.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** True when the metadata is shared (PostgreSQL): replicas write it all along, no lock guards it. */
+export function sharedMetadata(config: Config): boolean {
+  return config.database !== undefined;
+}
+
+/** True when the config names any shared backend (PostgreSQL, a bucket, or both). */
+export function sharedBackends(config: Config): boolean {
+  return config.database !== undefined || config.blobs?.s3 !== undefined;
+}
+
+export interface CommandStore {
+  meta: MetadataStore;
+  blobs: FsBlobStore | S3BlobStore;
+  /**
+   * The per-digest lock that uploads, mounts, fills, eviction and gc take: across replicas when
+   * the metadata is shared (PostgreSQL advisory locks), else within this process.
+   */
+  blobLocks: KeyedLock;
+  /** Set with a shared database: change notifications for the replicas' in-memory caches. */
+  cluster: Cluster | null;
+  /** Where the store is, for messages (no secrets). */
+  description: string;
+  /** Where one blob is, for messages: its file or s3://bucket/key. */
+  where(digest: string): string;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the configured backends for a command. Blobs bound for a bucket spool in a directory of
+ * this process alone (under the storage directory, removed on close, or by a later command once
+ * this process is gone): a replica may be running on the same storage directory, and its own
+ * spool is not ours to touch. The caller decides about the
+ * storage lock (needed for a local SQLite database, not for PostgreSQL).
+ */
+export async function openCommandStore(config: Config, log: Logger, command: string): Promise<CommandStore> {
+  let spoolDir: string | undefined;
+  if (config.blobs?.s3) {
+    await mkdir(config.storage, { recursive: true });
+    await removeDeadSpools(config.storage);
+    spoolDir = await mkdtemp(join(config.storage, `${SPOOL_PREFIX}${process.pid}-${command}-`));
+  }
+  const removeSpool = async () => {
+    if (spoolDir) await rm(spoolDir, { recursive: true, force: true });
+  };
+  let backends;
+  try {
+    backends = await openBackends(config, log, { spoolDir });
+  } catch (e) {
+    await removeSpool();
+    throw e;
+  }
+  const { meta, blobs, files, bucket, cluster, describe } = backends;
+  return {
+    meta,
+    blobs,
+    blobLocks: cluster ? new ClusterKeyedLock(cluster.pool) : new KeyedLock(),
+    cluster,
+    description: `database ${describe.database}, blobs ${describe.blobs}`,
+    where: (digest) => (bucket ? bucket.describe(digest) : files!.blobPath(digest)),
+    async close() {
+      try {
+        await backends.close();
+      } finally {
+        await removeSpool();
+      }
+    },
+  };
+}
+
+/**
+ * Why fsck or backup refuses a config with shared backends (they look at one node's own files and
+ * SQLite database), and what to do instead; undefined for a single-node store.
+ */
+export function singleNodeOnly(config: Config, command: 'fsck' | 'backup'): string | undefined {
+  if (!sharedBackends(config)) return undefined;
+  const shared = [config.database ? 'database: (PostgreSQL)' : '', config.blobs?.s3 ? 'blobs.s3 (an S3 bucket)' : ''].filter(Boolean).join(' and ');
+  const instead =
+    command === 'fsck'
+      ? 'check the shared store with the database\'s and the object store\'s own tools (each replica\'s /readyz reports whether both answer)'
+      : 'back PostgreSQL up with pg_dump (or its continuous archiving) and the bucket with the object store\'s own tools (versioning, replication, rclone or aws s3 sync)';
+  return (
+    `the config names shared backends (${shared}); ${command} works on a single-node store (<storage>/airlock.db and blob files) only. ` +
+    `Instead, ${instead}. To ${command} a single-node store, give --storage DIR (or a --config) without database: and blobs.s3.`
+  );
+}
