@@ -92,15 +92,17 @@ export async function openCommandStore(config: Config, log: Logger, command: str
     throw e;
   }
   const { meta, blobs, files, bucket, cluster, describe } = backends;
+  const clusterLocks = config.database ? new ClusterKeyedLock(config.database.url, { log }) : undefined;
   return {
     meta,
     blobs,
-    blobLocks: cluster ? new ClusterKeyedLock(cluster.pool) : new KeyedLock(),
+    blobLocks: clusterLocks ?? new KeyedLock(),
     cluster,
     description: `database ${describe.database}, blobs ${describe.blobs}`,
     where: (digest) => (bucket ? bucket.describe(digest) : files!.blobPath(digest)),
     async close() {
       try {
+        await clusterLocks?.close();
         await backends.close();
       } finally {
         await removeSpool();
