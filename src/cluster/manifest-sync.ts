@@ -6,8 +6,8 @@ import type { ChangeFeed } from './notify.js';
  * Keeps a replica's in-memory manifests consistent with the cluster: every change made here is
  * announced to the others, what another replica changes in a repository drops this replica's
  * cached entries for it, and after a reconnect (when changes may have been missed) the whole cache
- * goes. Tags are not cached at all with replicas (see ManifestCache.tagsCached), so what this keeps
- * fresh is content by digest: a deleted manifest stops being served within a notification's delay.
+ * goes. Tags are not cached at all with replicas (see ManifestCache.tagsCached); the server keeps
+ * no manifests either (contentCached), so this is what keeps any cache that is on honest.
  */
 export function syncManifestCache(feed: ChangeFeed, cache: ManifestCache, log?: Logger): { stop(): void } {
   cache.tagsCached = false;

@@ -14,9 +14,8 @@ import { destination } from 'pino';
 import { ConfigError } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { createLogger, type Logger } from '../log.js';
-import { databasePath, openStorageView, readOrigins, StorageViewError, type StorageView } from '../mirror/local-content.js';
+import { databasePath, mirrorContent, openStorageView, readOrigins, StorageViewError, type StorageView } from '../mirror/local-content.js';
 import type { Origin } from '../mirror/mirror-sets.js';
-import { looksLikeDigest } from '../registry/names.js';
 import { openCommandStore, sharedBackends, sharedMetadata, type CommandStore } from '../server/command-store.js';
 import { claimStorage, type StorageTarget } from './storage-target.js';
 
@@ -93,16 +92,7 @@ export async function openStoreView(config: Config): Promise<StorageView> {
     throw e;
   }
   const { meta, blobs } = store;
-  return {
-    content: {
-      manifest: (repo, reference) => (looksLikeDigest(reference) ? meta.getManifest(repo, reference) : meta.getTaggedManifest(repo, reference)),
-      linkedBlobSize: (repo, digest) => meta.linkedBlobSize(repo, digest),
-      blobFileSize: (digest) => blobs.size(digest),
-      openBlob: (digest) => blobs.open(digest),
-    },
-    origins: () => meta.listOrigins(),
-    close: () => store.close(),
-  };
+  return { content: mirrorContent(meta, blobs), origins: () => meta.listOrigins(), close: () => store.close() };
 }
 
 /** Recorded origins of the configured store; none when a storage directory has no database yet. */

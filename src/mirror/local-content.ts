@@ -5,8 +5,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { looksLikeDigest } from '../registry/names.js';
-import { FsBlobStore } from '../storage/blobstore.js';
-import { SqliteMetadataStore } from '../storage/metadata.js';
+import { FsBlobStore, type BlobStore } from '../storage/blobstore.js';
+import { SqliteMetadataStore, type MetadataStore } from '../storage/metadata.js';
 import type { Origin } from './mirror-sets.js';
 import type { MirrorContent } from './verify.js';
 
@@ -14,6 +14,16 @@ export interface StorageView {
   content: MirrorContent;
   origins(): Promise<Origin[]>;
   close(): Promise<void>;
+}
+
+/** What verify and the dashboard's completeness checks read: manifests by tag or digest, blob links and bytes. */
+export function mirrorContent(meta: MetadataStore, blobs: BlobStore): MirrorContent {
+  return {
+    manifest: (repo, reference) => (looksLikeDigest(reference) ? meta.getManifest(repo, reference) : meta.getTaggedManifest(repo, reference)),
+    linkedBlobSize: (repo, digest) => meta.linkedBlobSize(repo, digest),
+    blobFileSize: (digest) => blobs.size(digest),
+    openBlob: (digest) => blobs.open(digest),
+  };
 }
 
 /** The storage cannot be read: none there, or a database this airlock cannot read. */
@@ -40,16 +50,7 @@ export function openStorageView(storage: string): StorageView {
     throw new StorageViewError(`cannot read ${path}: ${(e as Error).message}`);
   }
   const blobs = new FsBlobStore(storage);
-  return {
-    content: {
-      manifest: (repo, reference) => (looksLikeDigest(reference) ? meta.getManifest(repo, reference) : meta.getTaggedManifest(repo, reference)),
-      linkedBlobSize: (repo, digest) => meta.linkedBlobSize(repo, digest),
-      blobFileSize: (digest) => blobs.size(digest),
-      openBlob: (digest) => blobs.open(digest),
-    },
-    origins: () => meta.listOrigins(),
-    close: () => meta.close(),
-  };
+  return { content: mirrorContent(meta, blobs), origins: () => meta.listOrigins(), close: () => meta.close() };
 }
 
 /** Recorded origins, or none when the storage has no database yet (a fresh pull-through cache). */

@@ -23,9 +23,14 @@ export class ManifestCache {
   /**
    * With replicas sharing one database, tags are not kept here: a tag another replica moved must
    * be served moved at once, and a notification arrives only after that replica answered its
-   * client. Content by digest never changes, so it stays in memory.
+   * client. (Content by digest never changes, but see contentCached.)
    */
   tagsCached = true;
+  /**
+   * With replicas, manifests are not kept here either: one deleted on another replica must not be
+   * served from memory while the notification of its deletion is on its way.
+   */
+  contentCached = true;
   /** Called on every change made here (replicas announce it to the others). */
   onChange: ((repo: string) => void) | undefined;
 
@@ -48,13 +53,13 @@ export class ManifestCache {
   }
 
   get(repo: string, reference: string): ManifestRecord | undefined {
-    if (!this.tagsCached && !isDigest(reference)) return undefined;
+    if (!this.contentCached || (!this.tagsCached && !isDigest(reference))) return undefined;
     return touched(this.entries, this.key(repo, reference));
   }
 
   set(repo: string, reference: string, manifest: ManifestRecord, asOf?: number): void {
     if (manifest.size > this.maxBytes / 16) return;
-    if (!this.tagsCached && !isDigest(reference)) return;
+    if (!this.contentCached || (!this.tagsCached && !isDigest(reference))) return;
     if (asOf !== undefined && asOf !== this.generation(repo)) return;
     const key = this.key(repo, reference);
     const previous = this.entries.get(key);

@@ -17,7 +17,7 @@ import { selectUpstream } from '../proxy/routing.js';
 import { KeyedLock } from '../registry/keyed-lock.js';
 import { ManifestCache } from '../registry/manifest-cache.js';
 import { Registry } from '../registry/registry.js';
-import { looksLikeDigest } from '../registry/names.js';
+import { mirrorContent } from '../mirror/local-content.js';
 import { airlockMirrorSetDocument } from '../mirror/mirror-set-documents.js';
 import { openAccess } from './access.js';
 import { createApp } from './app.js';
@@ -103,6 +103,9 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     if (files) files.onCorrupt = quarantineServedBlobs({ storage: config.storage, meta, blobs: files, blobLocks, log });
     const manifests = new ManifestCache();
     if (cluster) {
+      // Every manifest read goes to PostgreSQL: what another replica pushed, moved or deleted is
+      // seen at once. The feed still tells the others about changes (and clears after a resync).
+      manifests.contentCached = false;
       const synced = syncManifestCache(cluster.feed, manifests, log);
       closers.push(() => synced.stop());
     }
@@ -165,12 +168,7 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     closers.push(() => classifier.close());
     const { CompletenessChecks } = await import('../ui/completeness.js');
     const completeness = new CompletenessChecks(
-      {
-        manifest: (repo, reference) => (looksLikeDigest(reference) ? meta.getManifest(repo, reference) : meta.getTaggedManifest(repo, reference)),
-        linkedBlobSize: (repo, digest) => meta.linkedBlobSize(repo, digest),
-        blobFileSize: (digest) => blobs.size(digest),
-        openBlob: (digest) => blobs.open(digest),
-      },
+      mirrorContent(meta, blobs),
       config.upstreams,
       () => meta.listOrigins(),
       log,
