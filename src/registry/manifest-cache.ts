@@ -27,8 +27,9 @@ export class ManifestCache {
    */
   tagsCached = true;
   /**
-   * With replicas, manifests are not kept here either: one deleted on another replica must not be
-   * served from memory while the notification of its deletion is on its way.
+   * With replicas, manifests are not answered from here either: one deleted on another replica must
+   * not be served from memory while the notification of its deletion is on its way. They are still
+   * kept, by digest, for lastKnown(): what a replica serves while the database does not answer.
    */
   contentCached = true;
   /** Called on every change made here (replicas announce it to the others). */
@@ -59,7 +60,7 @@ export class ManifestCache {
 
   set(repo: string, reference: string, manifest: ManifestRecord, asOf?: number): void {
     if (manifest.size > this.maxBytes / 16) return;
-    if (!this.contentCached || (!this.tagsCached && !isDigest(reference))) return;
+    if (!this.tagsCached && !isDigest(reference)) return;
     if (asOf !== undefined && asOf !== this.generation(repo)) return;
     const key = this.key(repo, reference);
     const previous = this.entries.get(key);
@@ -71,6 +72,12 @@ export class ManifestCache {
       this.entries.delete(oldest);
       this.bytes -= value.size;
     }
+  }
+
+  /** The manifest as last read, even where contentCached is off: for when the store cannot answer. */
+  lastKnown(repo: string, reference: string): ManifestRecord | undefined {
+    if (!this.tagsCached && !isDigest(reference)) return undefined;
+    return touched(this.entries, this.key(repo, reference));
   }
 
   getTag(repo: string, tag: string): TagRecord | undefined {

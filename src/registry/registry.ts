@@ -346,7 +346,15 @@ export class Registry {
     const ref = readReference(reference);
     if (!ref) throw unknownManifest(repo, reference);
     const generation = this.manifests.generation(repo);
-    const found = ref.kind === 'tag' ? await this.meta.getTaggedManifest(repo, ref.tag) : await this.meta.getManifest(repo, ref.digest);
+    let found: ManifestRecord | undefined;
+    try {
+      found = ref.kind === 'tag' ? await this.meta.getTaggedManifest(repo, ref.tag) : await this.meta.getManifest(repo, ref.digest);
+    } catch (e) {
+      // The database does not answer (a replica cut off from PostgreSQL): serve what was last read.
+      const known = this.manifests.lastKnown(repo, reference);
+      if (known) return known;
+      throw e;
+    }
     if (found) this.manifests.set(repo, reference, found, generation);
     if (!found) {
       throw new RegistryError('MANIFEST_UNKNOWN', `manifest ${reference} is not known to repository ${repo}`, {
