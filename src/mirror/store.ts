@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { KeyedLock } from '../registry/keyed-lock.js';
-import { FsBlobStore, type BlobStore } from '../storage/blobstore.js';
+import type { FillStore } from '../proxy/blob-fill.js';
+import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore, type MetadataStore } from '../storage/metadata.js';
 import { readBatches } from '../storage/read-batches.js';
 import { parseManifest, manifestRecord } from '../registry/manifest.js';
@@ -13,7 +14,7 @@ import { MissingContentError, type ContentSink, type ContentSource, type Manifes
  * the per-digest lock every writer of blob links takes (across replicas when they share the store).
  */
 export interface OpenedStore {
-  blobs: BlobStore & { promoteUpload(id: string, digest: string): Promise<void> };
+  blobs: FillStore;
   meta: MetadataStore;
   blobLocks: KeyedLock;
   /** Where one blob is, for messages. */
@@ -84,11 +85,12 @@ export class StoreSink implements ContentSink {
 
   async putBlob(repo: string, digest: string, _size: number | undefined, stream: Readable): Promise<void> {
     const { blobs, meta, blobLocks } = this.store;
-    // No session is opened (uploadWriter creates the file): a bucket would otherwise hold a
-    // session marker for every blob, and one left behind by a killed import.
+    // Spooled like a pull-through fill: a local file, no upload session (which in a bucket would
+    // cost a marker per blob, a listing on promotion, and a leftover after a killed import).
     const id = randomUUID();
     let written = 0;
     try {
+      await blobs.createFill(id);
       // The stream verifies the digest itself and fails before its end on a mismatch; hashing again
       // here would only double the CPU cost.
       const writer = await blobs.uploadWriter(id);

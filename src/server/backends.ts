@@ -3,7 +3,6 @@
 // `database.url`, an S3-compatible bucket from `blobs.s3`), with the cluster coordination that
 // sharing needs. Either may be shared alone (e.g. PostgreSQL with blobs on a shared filesystem).
 
-import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Cluster } from '../cluster/index.js';
 import { redactUrl } from '../config/redact-url.js';
@@ -31,8 +30,8 @@ export interface Backends {
 export interface OpenBackendsOptions {
   /**
    * Where blobs bound for the bucket spool (pull-through fills, imports) — a directory of this
-   * process alone. Default: the storage directory, whose spool a starting server empties (whatever
-   * a previous run left there died with it); a command running beside a server passes its own.
+   * process alone, which its owner empties (a starting server its storage directory's; a command
+   * running beside a server passes its own). Default: the storage directory.
    */
   spoolDir?: string;
 }
@@ -48,9 +47,7 @@ export async function openBackends(config: Config, log: Logger, options: OpenBac
     if (config.blobs?.s3) {
       const { S3BlobStore } = await import('../storage/s3-blobstore.js');
       const s3 = config.blobs.s3;
-      // Fills spool on this replica only; whatever a previous run left there died with it.
       const spoolDir = options.spoolDir ?? config.storage;
-      await rm(join(spoolDir, 'uploads'), { recursive: true, force: true });
       bucket = new S3BlobStore({ ...s3, spoolDir });
       const opened = bucket;
       closers.push(() => opened.close());

@@ -1,4 +1,5 @@
 import { mkdirSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Authorizer } from '../auth/authorizer.js';
 import { ConfigError, parseConfig } from '../config/load.js';
@@ -65,6 +66,9 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     // One owner per storage directory; released last, after the database has closed.
     const lock = acquireStorageLock(config.storage, 'serve');
     closers.push(() => lock.release());
+    // Pull-through fills bound for a bucket spool here, on this replica only: whatever a previous
+    // run left there died with it. (Upload sessions live in the bucket.)
+    if (config.blobs?.s3) await rm(join(config.storage, 'uploads'), { recursive: true, force: true });
     const backends = await openBackends(config, log);
     closers.push(() => backends.close());
     const { meta, blobs, files, bucket, cluster } = backends;
