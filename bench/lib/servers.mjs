@@ -180,9 +180,9 @@ export class ServerProcess {
 /**
  * airlock via `node dist/cli.js serve` with its own config file (so the checkout's
  * config/airlock.yaml cannot change what is measured). `config` is merged into the file: a
- * pull-through workload passes `{ upstreams: [...] }` here.
+ * pull-through workload passes `{ upstreams: [...] }` here; `env` replaces its environment.
  */
-export async function startAirlock({ root, name = 'airlock', config = {}, nodeArgs = [], cli = AIRLOCK_CLI, startTimeoutMs = 20_000 }) {
+export async function startAirlock({ root, name = 'airlock', config = {}, nodeArgs = [], cli = AIRLOCK_CLI, startTimeoutMs = 20_000, env }) {
   mkdirSync(root, { recursive: true });
   const port = await freePort();
   const storage = join(root, 'storage');
@@ -190,7 +190,7 @@ export async function startAirlock({ root, name = 'airlock', config = {}, nodeAr
   // YAML is a superset of JSON, so JSON text is a valid config file without a YAML writer.
   writeFileSync(file, JSON.stringify({ listen: `127.0.0.1:${port}`, storage, log: { level: 'warn' }, ...config }, null, 2));
   const args = [...nodeArgs, cli, 'serve', '--config', file, '--listen', `127.0.0.1:${port}`, '--storage', storage, '--log-level', 'warn'];
-  return new ServerProcess({ name, kind: 'airlock', command: process.execPath, args, port, root }).start(startTimeoutMs);
+  return new ServerProcess({ name, kind: 'airlock', command: process.execPath, args, port, root, env }).start(startTimeoutMs);
 }
 
 /** Merges plain objects key by key (config overrides); anything else replaces. */

@@ -15,7 +15,7 @@
 //   queueing for the disk (clients waiting) or waits for it (nobody waiting).
 // A client that goes away does not disturb the others, nor the fill, which completes the cache.
 
-import { createHash, randomUUID, type Hash } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import type { BlobStore, UploadWriter } from '../storage/blobstore.js';
@@ -37,6 +37,7 @@ export interface FillStore extends BlobStore {
   freeBytes(): number;
 }
 import { readBatches } from '../storage/read-batches.js';
+import { streamHash, type StreamHash } from '../storage/stream-hash.js';
 import type { DigestAlgorithm } from '../registry/names.js';
 import type { BlobResult } from './client.js';
 
@@ -85,7 +86,7 @@ export class BlobFill {
   /** Resolves when the transfer ends either way; never rejects. */
   settled: Promise<void> = Promise.resolve();
 
-  private readonly hash: Hash;
+  private readonly hash: StreamHash;
   /** The newest received bytes, in order, for clients keeping pace. */
   private pieces: Piece[] = [];
   /** Bytes in `pieces` and in the disk queue (a buffer in both counts twice), in the shared budget too. */
@@ -96,7 +97,7 @@ export class BlobFill {
   /** Where the disk stopped taking the stream's bytes; the rest comes from a range request. */
   private restFrom: number | undefined;
   /** The stream's hash state at restFrom, continued over the bytes fetched again. */
-  private restHash: Hash | undefined;
+  private restHash: StreamHash | undefined;
   private restVerified = false;
   /** Bytes taken from the upstream the second time, skipped ones included. */
   private refetched = 0;
@@ -115,7 +116,7 @@ export class BlobFill {
     private readonly blobs: FillStore,
     private readonly memory: FillMemory,
   ) {
-    this.hash = createHash(algorithm);
+    this.hash = streamHash(algorithm, size);
   }
 
   /**
@@ -180,7 +181,15 @@ export class BlobFill {
   private async receive(response: BlobResult): Promise<void> {
     for await (const batch of readBatches(response.body, BATCH)) {
       if (this.failure) throw this.failure;
-      for (const chunk of batch) this.take(chunk);
+      let hashFrom = 0;
+      for (let i = 0; i < batch.length; i++) {
+        if (!this.take(batch[i]!)) continue;
+        // The disk stops taking the stream here: the rest's hash continues from this byte's state.
+        await this.hash.update(batch.slice(hashFrom, i));
+        this.restHash = await this.hash.copy();
+        hashFrom = i;
+      }
+      await this.hash.update(hashFrom === 0 ? batch : batch.slice(hashFrom));
       this.trim();
       this.notify();
       // Nobody is waiting on the stream: the disk sets the pace rather than memory filling up.
@@ -192,7 +201,7 @@ export class BlobFill {
     if (this.size !== undefined && this.received !== this.size) {
       throw new Error(`upstream sent ${this.received} of ${this.size} bytes of blob ${this.digest}`);
     }
-    const actual = `${this.algorithm}:${this.hash.digest('hex')}`;
+    const actual = `${this.algorithm}:${await this.hash.digest()}`;
     if (actual !== this.digest) throw new Error(`upstream sent bytes for blob ${this.digest} that hash to ${actual}`);
     this.verified = true;
     this.notify();
@@ -237,12 +246,16 @@ export class BlobFill {
     return this.queuedBytes + more > DISK_LAG || (this.memory.tight && this.queuedBytes > 0);
   }
 
-  private take(chunk: Buffer): void {
+  /**
+   * Keeps a received chunk for the readers and queues it for the disk (the caller hashes it).
+   * Returns true when the disk stops taking the stream at this chunk.
+   */
+  private take(chunk: Buffer): boolean {
+    let diskStopsHere = false;
     if (this.restFrom === undefined && this.readers.size > 0 && this.diskTooFarBehind(chunk.length)) {
       this.restFrom = this.received;
-      this.restHash = this.hash.copy();
+      diskStopsHere = true;
     }
-    this.hash.update(chunk);
     this.pieces.push({ offset: this.received, buffer: chunk });
     this.hold(chunk.length);
     this.received += chunk.length;
@@ -251,6 +264,7 @@ export class BlobFill {
       this.queuedBytes += chunk.length;
       this.hold(chunk.length);
     }
+    return diskStopsHere;
   }
 
   /** Writes what the stream queued for the disk, in order, as it comes. */
@@ -299,9 +313,7 @@ export class BlobFill {
         for (const buffer of buffers) bytes += buffer.length;
         if (bytes === 0) continue;
         if (this.written + bytes > this.received) throw new Error(`upstream sent more than ${this.received} bytes of blob ${this.digest} the second time`);
-        const writing = writer.write(buffers, bytes);
-        for (const buffer of buffers) hash.update(buffer);
-        await writing;
+        await Promise.all([writer.write(buffers, bytes), hash.update(buffers)]);
         this.written += bytes;
         this.notify();
       }
@@ -310,7 +322,7 @@ export class BlobFill {
       throw e;
     }
     if (this.written !== this.received) throw new Error(`upstream sent ${this.written} of ${this.received} bytes of blob ${this.digest} the second time`);
-    const actual = `${this.algorithm}:${hash.digest('hex')}`;
+    const actual = `${this.algorithm}:${await hash.digest()}`;
     if (actual !== this.digest) throw new Error(`upstream sent the rest of blob ${this.digest} differently the second time (hashes to ${actual})`);
     this.restVerified = true;
     this.notify();
@@ -341,6 +353,9 @@ export class BlobFill {
 
   private finish(failure: Error | undefined): void {
     this.failure = failure;
+    // A failed transfer leaves its running digests unfinished (no-ops for finished ones).
+    this.hash.dispose();
+    this.restHash?.dispose();
     this.pieces = [];
     this.hold(-this.heldBytes);
     this.diskQueue = [];

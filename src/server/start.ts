@@ -24,6 +24,7 @@ import { openAccess } from './access.js';
 import { createApp } from './app.js';
 import { AuditTrail } from './audit-trail.js';
 import { BackendHealth } from './backend-health.js';
+import { startHashThreads } from '../storage/stream-hash.js';
 import { openBackends } from './backends.js';
 import { ClusterKeyedLock } from '../cluster/digest-lock.js';
 import { syncManifestCache } from '../cluster/manifest-sync.js';
@@ -71,6 +72,8 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     if (config.blobs?.s3) await rm(join(config.storage, 'uploads'), { recursive: true, force: true });
     const backends = await openBackends(config, log);
     closers.push(() => backends.close());
+    // Blob bodies are hashed on a thread of their own; started now, not by the first push.
+    startHashThreads();
     const { meta, blobs, files, bucket, cluster } = backends;
     // Nothing writes yet: whatever a previous run left half-done can be told from what it finished.
     // With a shared database other replicas write all along, so what looks unfinished may be

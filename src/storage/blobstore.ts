@@ -1,4 +1,4 @@
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createReadStream, statfsSync } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -6,6 +6,7 @@ import type { Readable } from 'node:stream';
 import type { DigestAlgorithm } from '../registry/names.js';
 import { BlobFileStream, READ_CHUNK } from './blob-file-stream.js';
 import { readBatches } from './read-batches.js';
+import { streamHash, type StreamHash } from './stream-hash.js';
 
 /**
  * Content-addressed blob files. A blob becomes visible at its final path only after its bytes
@@ -73,7 +74,7 @@ export class TooLargeError extends Error {}
  * the bytes on disk, which is what makes uploads resumable across restarts.
  */
 interface UploadHashState {
-  hash: Hash;
+  hash: StreamHash;
   size: number;
 }
 
@@ -162,7 +163,7 @@ export class FsBlobStore implements BlobStore {
   async createUpload(id: string): Promise<void> {
     const fh = await open(this.uploadPath(id), 'wx', 0o644);
     await fh.close();
-    this.hashes.set(id, { hash: createHash('sha256'), size: 0 });
+    this.hashes.set(id, { hash: streamHash('sha256'), size: 0 });
   }
 
   /** A pull-through fill's file: here just an upload like any other. */
@@ -187,7 +188,7 @@ export class FsBlobStore implements BlobStore {
     let state = this.hashes.get(id);
     // The running hash is only trustworthy if it covers exactly the bytes on disk.
     if (state && state.size !== size) {
-      this.hashes.delete(id);
+      this.forgetHash(id);
       state = undefined;
     }
     try {
@@ -198,17 +199,17 @@ export class FsBlobStore implements BlobStore {
         for (const chunk of batch) bytes += chunk.length;
         if (size - before + bytes > limit) throw new TooLargeError(`body exceeds ${limit} bytes`);
         // Hash while the write runs on the thread pool; if the write fails, the hash is dropped below.
-        const writing = writeAll(fh, batch, bytes);
-        for (const chunk of batch) state?.hash.update(chunk);
-        await writing;
+        await Promise.all([writeAll(fh, batch, bytes), state?.hash.update(batch)]);
         size += bytes;
         if (state) state.size = size;
       }
+      // Nothing of this request stays referenced while the session waits for the next one.
+      await state?.hash.flush();
     } catch (e) {
       // A failed write may have left part of a batch in the file without the hash knowing exactly
       // how much: re-hash from the file at commit time. The bytes written stay, so GET status
       // reports the truth and the client can resume.
-      this.hashes.delete(id);
+      this.forgetHash(id);
       throw e;
     } finally {
       await fh.close();
@@ -217,7 +218,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   async uploadWriter(id: string): Promise<UploadWriter> {
-    this.hashes.delete(id);
+    this.forgetHash(id);
     const fh = await open(this.uploadPath(id), 'a');
     return { write: (buffers, bytes) => writeAll(fh, buffers, bytes), close: () => fh.close() };
   }
@@ -241,11 +242,13 @@ export class FsBlobStore implements BlobStore {
     const path = this.uploadPath(id);
     const size = (await stat(path)).size;
     const state = this.hashes.get(id);
-    const actual =
-      algorithm === 'sha256' && state && state.size === size
-        ? `sha256:${state.hash.digest('hex')}`
-        : `${algorithm}:${await hashFile(path, algorithm)}`;
     this.hashes.delete(id);
+    let actual: string;
+    if (algorithm === 'sha256' && state && state.size === size) actual = `sha256:${await state.hash.digest()}`;
+    else {
+      state?.hash.dispose();
+      actual = `${algorithm}:${await hashFile(path, algorithm)}`;
+    }
     if (actual !== digest) throw new DigestMismatchError(digest, actual);
     return size;
   }
@@ -266,8 +269,14 @@ export class FsBlobStore implements BlobStore {
   }
 
   async removeUpload(id: string): Promise<void> {
-    this.hashes.delete(id);
+    this.forgetHash(id);
     await rm(this.uploadPath(id), { force: true });
+  }
+
+  /** Drops an upload's running hash (the thread's state with it). */
+  private forgetHash(id: string): void {
+    this.hashes.get(id)?.hash.dispose();
+    this.hashes.delete(id);
   }
 
   async listUploads(): Promise<string[]> {

@@ -1,4 +1,4 @@
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync, statfsSync } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { Agent as HttpAgent } from 'node:http';
@@ -27,6 +27,7 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { DigestAlgorithm } from '../registry/names.js';
 import { DigestMismatchError, TooLargeError, writeAll, type BlobStore, type UploadWriter } from './blobstore.js';
 import { readBatches } from './read-batches.js';
+import { streamHash, type StreamHash } from './stream-hash.js';
 
 // Node 20 is airlock's runtime and the SDK is pinned to versions that support it: the SDK's notice
 // that later releases will need Node 22 would only alarm operators on every start.
@@ -66,7 +67,7 @@ const OFFSET_DIGITS = 16;
 
 /** Running hash of an upload session, valid only while it covers exactly the stored bytes. */
 interface UploadHashState {
-  hash: Hash;
+  hash: StreamHash;
   size: number;
   /** ETag the store answered for each chunk this process wrote, by key: proves the chunks are still those bytes. */
   etags: Map<string, string>;
@@ -256,7 +257,7 @@ export class S3BlobStore implements BlobStore {
     } catch (e) {
       throw this.failure('PutObject', key, e);
     }
-    this.hashes.set(id, { hash: createHash('sha256'), size: 0, etags: new Map() });
+    this.hashes.set(id, { hash: streamHash('sha256'), size: 0, etags: new Map() });
   }
 
   /** The session's objects, in key order. */
@@ -317,7 +318,7 @@ export class S3BlobStore implements BlobStore {
     // The running hash is only trustworthy if it covers exactly the stored bytes (another replica
     // may have appended since).
     if (state && state.size !== before) {
-      this.hashes.delete(id);
+      this.forgetHash(id);
       state = undefined;
     }
     let offset = before; // where the next chunk goes
@@ -333,7 +334,7 @@ export class S3BlobStore implements BlobStore {
       // never has a gap whatever fails.
       await sending;
       const key = this.chunkKey(id, offset);
-      state?.hash.update(body);
+      await state?.hash.update([body]);
       offset += body.length;
       sending = this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length })).then(
         (put) => {
@@ -358,10 +359,12 @@ export class S3BlobStore implements BlobStore {
       }
       await flush();
       await sending;
+      // Nothing of this request stays referenced while the session waits for the next one.
+      await state?.hash.flush();
     } catch (e) {
       // Chunks already stored stay, so GET status reports the truth and the client can resume;
       // the running hash no longer matches what is stored.
-      this.hashes.delete(id);
+      this.forgetHash(id);
       await sending.catch(() => undefined);
       throw e;
     }
@@ -380,10 +383,11 @@ export class S3BlobStore implements BlobStore {
     const state = this.hashes.get(id);
     this.hashes.delete(id);
     if (algorithm === 'sha256' && state && state.size === size && this.copyable(chunks, state)) {
-      const actual = `sha256:${state.hash.digest('hex')}`;
+      const actual = `sha256:${await state.hash.digest()}`;
       if (actual !== digest) throw new DigestMismatchError(digest, actual);
       await this.copyChunks(chunks, digest);
     } else {
+      state?.hash.dispose();
       await this.writeVerified(this.readChunks(chunks), digest, algorithm);
     }
     await this.removeSession(id);
@@ -570,8 +574,14 @@ export class S3BlobStore implements BlobStore {
     return aborted;
   }
 
-  async removeUpload(id: string): Promise<void> {
+  /** Drops an upload's running hash (the thread's state with it). */
+  private forgetHash(id: string): void {
+    this.hashes.get(id)?.hash.dispose();
     this.hashes.delete(id);
+  }
+
+  async removeUpload(id: string): Promise<void> {
+    this.forgetHash(id);
     await rm(this.spoolPath(id), { force: true });
     if (!this.spooledFills.delete(id)) await this.removeSession(id);
   }
@@ -631,7 +641,7 @@ export class S3BlobStore implements BlobStore {
 
   /** A fill (or a mirror import) writes to a local spool file; the caller hashes and verifies. */
   async uploadWriter(id: string): Promise<UploadWriter> {
-    this.hashes.delete(id);
+    this.forgetHash(id);
     const fh = await open(this.spoolPath(id), 'a');
     return { write: (buffers, bytes) => writeAll(fh, buffers, bytes), close: () => fh.close() };
   }
@@ -671,7 +681,7 @@ export class S3BlobStore implements BlobStore {
     } finally {
       await rm(sending, { force: true });
     }
-    this.hashes.delete(id);
+    this.forgetHash(id);
     if (!this.spooledFills.delete(id)) await this.removeSession(id);
   }
 
