@@ -265,6 +265,7 @@ export class Registry {
     const algorithm = assertDigest(digest);
     return this.uploadLocks.run(id, async () => {
       const { size } = await this.session(repo, id);
+      if (chunk && size === 0 && this.blobs.storeWhole) return this.storeWhole(repo, id, digest, algorithm, chunk);
       if (chunk) {
         const limit = this.checkChunk(size, chunk);
         try {
@@ -283,9 +284,35 @@ export class Registry {
     });
   }
 
-  private async commit(id: string, digest: string, algorithm: DigestAlgorithm): Promise<number> {
+  /**
+   * A monolithic push to a store that takes a whole blob straight under its digest. The write is the
+   * commit, so it runs under the blob's lock, as commits do.
+   */
+  private async storeWhole(repo: string, id: string, digest: string, algorithm: DigestAlgorithm, chunk: ChunkInfo): Promise<number> {
+    const limit = this.checkChunk(0, chunk);
+    const stored = await this.blobLocks.run(digest, async () => {
+      const size = await this.discardOnMismatch(id, async () => {
+        try {
+          return await this.blobs.storeWhole!(id, chunk.body, limit, digest, algorithm);
+        } catch (e) {
+          throw this.uploadWriteError(e, id);
+        }
+      });
+      await this.meta.linkBlob(repo, digest, size);
+      return size;
+    });
+    await this.meta.deleteUpload(id);
+    return stored;
+  }
+
+  private commit(id: string, digest: string, algorithm: DigestAlgorithm): Promise<number> {
+    return this.discardOnMismatch(id, () => this.blobs.commitUpload(id, digest, algorithm));
+  }
+
+  /** Runs a commit; bytes that do not match the digest end the upload, with DIGEST_INVALID. */
+  private async discardOnMismatch(id: string, commit: () => Promise<number>): Promise<number> {
     try {
-      return await this.blobs.commitUpload(id, digest, algorithm);
+      return await commit();
     } catch (e) {
       if (e instanceof DigestMismatchError) {
         // The bytes are useless; the client must start over.

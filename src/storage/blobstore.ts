@@ -43,6 +43,13 @@ export interface BlobStore {
   openCommitted(digest: string): Promise<FileHandle | undefined>;
   /** Verifies the session's bytes against the digest and promotes them; returns the size. */
   commitUpload(id: string, digest: string, algorithm: DigestAlgorithm): Promise<number>;
+  /**
+   * Optional: a whole blob sent in one request to a session that holds nothing yet (a monolithic
+   * push), stored straight under its digest once verified, and the session's storage ended; returns
+   * the size. A store keeping sessions as objects (S3) saves writing, listing, copying and deleting
+   * them. Throws DigestMismatchError or TooLargeError (more than `limit` bytes) as the others do.
+   */
+  storeWhole?(id: string, source: Readable, limit: number, digest: string, algorithm: DigestAlgorithm): Promise<number>;
   removeUpload(id: string): Promise<void>;
   listUploads(): Promise<string[]>;
   /** When the upload's file was last written (ms since the epoch), or undefined when it has none. */

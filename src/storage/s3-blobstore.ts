@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync, statfsSync } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { Agent as HttpAgent } from 'node:http';
@@ -440,6 +439,38 @@ export class S3BlobStore implements BlobStore {
     });
   }
 
+  /**
+   * A monolithic push: the body goes straight into the blob's key (one PUT, or a multipart upload
+   * completed only if the digest matches) with no chunk objects to write, list, copy and delete;
+   * then the session's marker goes.
+   */
+  async storeWhole(id: string, source: Readable, limit: number, digest: string, algorithm: DigestAlgorithm): Promise<number> {
+    let size = 0;
+    const partSize = this.partSize;
+    async function* counted(): AsyncGenerator<Buffer> {
+      try {
+        for await (const batch of readBatches(source, partSize)) {
+          for (const chunk of batch) {
+            size += chunk.length;
+            if (size > limit) throw new TooLargeError(`body exceeds ${limit} bytes`);
+            yield chunk;
+          }
+        }
+      } catch (e) {
+        throw new SourceError(e);
+      }
+    }
+    try {
+      await this.writeVerified(counted(), digest, algorithm);
+    } catch (e) {
+      // The client's failures (too large, gone away) are the client's, not the object store's.
+      throw e instanceof SourceError ? e.original : e;
+    }
+    this.forgetHash(id);
+    await this.removeSession(id);
+    return size;
+  }
+
   /** Stores a blob from a stream (e.g. `airlock migrate` reading a local file): it appears only if the bytes hash to `digest`. */
   putVerified(source: AsyncIterable<Buffer>, digest: string, algorithm: DigestAlgorithm): Promise<void> {
     return this.writeVerified(source, digest, algorithm);
@@ -450,16 +481,24 @@ export class S3BlobStore implements BlobStore {
    * Memory: at most partConcurrency + 1 parts.
    */
   private async writeVerified(source: AsyncIterable<Buffer>, digest: string, algorithm: DigestAlgorithm): Promise<void> {
+    const hash = streamHash(algorithm);
+    try {
+      await this.writeHashed(source, digest, algorithm, hash);
+    } finally {
+      hash.dispose(); // a no-op once digested
+    }
+  }
+
+  private async writeHashed(source: AsyncIterable<Buffer>, digest: string, algorithm: DigestAlgorithm, hash: StreamHash): Promise<void> {
     const key = this.blobKey(digest);
-    const hash = createHash(algorithm);
     const iterator = rechunk(source, this.partSize)[Symbol.asyncIterator]();
     const first = await iterator.next();
     const firstPart = first.done ? Buffer.alloc(0) : first.value;
-    hash.update(firstPart);
+    await hash.update([firstPart]);
     const second = first.done ? { done: true as const, value: undefined } : await iterator.next();
     if (second.done) {
       // One part: verified in memory, then a single PUT.
-      const actual = `${algorithm}:${hash.digest('hex')}`;
+      const actual = `${algorithm}:${await hash.digest()}`;
       if (actual !== digest) throw new DigestMismatchError(digest, actual);
       try {
         await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: firstPart, ContentLength: firstPart.length }));
@@ -488,7 +527,7 @@ export class S3BlobStore implements BlobStore {
       };
       let number = 1;
       send(firstPart, number++);
-      hash.update(second.value);
+      await hash.update([second.value]);
       send(second.value, number++);
       for (;;) {
         while (inFlight.size >= this.partConcurrency) await Promise.race(inFlight);
@@ -496,13 +535,13 @@ export class S3BlobStore implements BlobStore {
         const next = await iterator.next();
         if (next.done) break;
         if (number > MAX_PARTS) throw new Error(`blob ${digest} needs more than ${MAX_PARTS} parts of ${this.partSize} bytes`);
-        hash.update(next.value);
+        await hash.update([next.value]);
         send(next.value, number++);
       }
       await Promise.all(inFlight);
       if (failed) throw failed;
       // Verified before Complete: a mismatch aborts the upload and no object appears.
-      const actual = `${algorithm}:${hash.digest('hex')}`;
+      const actual = `${algorithm}:${await hash.digest()}`;
       if (actual !== digest) throw new DigestMismatchError(digest, actual);
       return etags;
     });
@@ -525,7 +564,7 @@ export class S3BlobStore implements BlobStore {
       etags = await parts(uploadId);
     } catch (e) {
       await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId })).catch(() => undefined);
-      if (e instanceof DigestMismatchError || e instanceof S3StoreError) throw e;
+      if (e instanceof DigestMismatchError || e instanceof S3StoreError || e instanceof SourceError) throw e;
       throw this.failure('UploadPart', key, e);
     }
     try {
@@ -727,6 +766,13 @@ export class S3BlobStore implements BlobStore {
 }
 
 /** A failed request to the object store; the message names the endpoint, bucket and key. */
+/** A failure of the bytes' source (a client's body) rather than of the object store: passed on as is. */
+class SourceError extends Error {
+  constructor(readonly original: unknown) {
+    super(original instanceof Error ? original.message : String(original));
+  }
+}
+
 export class S3StoreError extends Error {}
 
 function isNotFound(e: unknown): boolean {

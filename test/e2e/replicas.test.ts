@@ -178,6 +178,45 @@ describe('a chunked upload alternating replicas', () => {
   });
 });
 
+describe('monolithic pushes to a replica', () => {
+  const REPO = 'uploads/monolithic';
+  // One below the part size (a single PUT into the bucket), one a multipart upload.
+  const blobs = [randomBytes(300 * 1024), randomBytes(20 * 1024 * 1024)];
+
+  it('POST ?digest= with the body, and POST then PUT ?digest= with the body: B serves each byte-exact', async () => {
+    for (const [i, blob] of blobs.entries()) {
+      const digest = sha256(blob);
+      const headers = { 'content-type': 'application/octet-stream', 'content-length': blob.length };
+      if (i === 0) {
+        const post = await http(a.url, `/v2/${REPO}/blobs/uploads/?digest=${encodeURIComponent(digest)}`, { method: 'POST', headers, body: blob });
+        expectStatus(post, 201);
+      } else {
+        const post = await http(a.url, `/v2/${REPO}/blobs/uploads/`, { method: 'POST' });
+        expectStatus(post, 202);
+        const location = uploadPath(post.header('location')!);
+        const put = await http(a.url, `${location}${location.includes('?') ? '&' : '?'}digest=${encodeURIComponent(digest)}`, { method: 'PUT', headers, body: blob });
+        expectStatus(put, 201);
+      }
+      const got = await http(b.url, `/v2/${REPO}/blobs/${digest}`);
+      expectStatus(got, 200);
+      expect(got.body.equals(blob)).toBe(true);
+    }
+  });
+
+  it('a wrong digest answers 400 DIGEST_INVALID and stores no blob on either replica', async () => {
+    for (const blob of blobs) {
+      const wrong = sha256(Buffer.concat([blob, Buffer.from('x')]));
+      const post = await http(a.url, `/v2/${REPO}/blobs/uploads/?digest=${encodeURIComponent(wrong)}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/octet-stream', 'content-length': blob.length },
+        body: blob,
+      });
+      expectError(post, 400, 'DIGEST_INVALID');
+      for (const side of [a, b]) expect((await http(side.url, `/v2/${REPO}/blobs/${wrong}`, { method: 'HEAD' })).status).toBe(404);
+    }
+  });
+});
+
 describe('a tag moved on A', () => {
   it('is served moved on B right after each 201, 50 moves in a row, never the old digest', async () => {
     const REPO = 'moving/tag';

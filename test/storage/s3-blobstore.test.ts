@@ -197,6 +197,47 @@ describe('S3BlobStore on radosgw', () => {
     expect((await readAll((await store.open(digest))!)).equals(whole)).toBe(true);
   });
 
+  it('stores a monolithic push straight under its digest: no chunk objects, the session gone, small or multipart', async () => {
+    for (const size of [1000, 20 * MiB]) {
+      const id = randomUUID();
+      await store.createUpload(id);
+      const { digest } = await digestOf(generated(size, size));
+      expect(await store.storeWhole(id, generated(size, size), Infinity, digest, 'sha256')).toBe(size);
+      expect(await store.size(digest)).toBe(size);
+      expect(await digestOf((await store.open(digest))!)).toEqual({ digest, size });
+      expect(await keys(store, `airlock/uploads/${id}/`)).toEqual([]);
+      expect(await store.uploadSize(id)).toBeUndefined();
+    }
+  });
+
+  it('a monolithic push that does not match its digest, or is over the limit, stores nothing', async () => {
+    for (const size of [1000, 20 * MiB]) {
+      const id = randomUUID();
+      await store.createUpload(id);
+      const claimed = sha256(randomBytes(16));
+      await expect(store.storeWhole(id, generated(size, 3), Infinity, claimed, 'sha256')).rejects.toBeInstanceOf(DigestMismatchError);
+      expect(await keys(store, store.blobKey(claimed))).toEqual([]);
+      const { digest } = await digestOf(generated(size, 3));
+      await expect(store.storeWhole(id, generated(size, 3), size - 1, digest, 'sha256')).rejects.toBeInstanceOf(TooLargeError);
+      expect(await keys(store, store.blobKey(digest))).toEqual([]);
+      // A client that goes away mid-body: its error, not an object store failure.
+      const broken = generated(size, 3);
+      let sent = 0;
+      broken.on('data', (c: Buffer) => {
+        sent += c.length;
+        if (sent >= size / 2) broken.destroy(Object.assign(new Error('client went away'), { code: 'ECONNRESET' }));
+      });
+      const gone = await store.storeWhole(id, broken, Infinity, digest, 'sha256').then(() => undefined, (e: unknown) => e);
+      expect(gone).not.toBeInstanceOf(S3StoreError);
+      expect((gone as NodeJS.ErrnoException).code).toBe('ECONNRESET');
+      expect(await keys(store, store.blobKey(digest))).toEqual([]);
+      // Nothing half-done is billed: no multipart upload stays open for either key.
+      const open = await store.client.send(new ListMultipartUploadsCommand({ Bucket: store.bucket, Prefix: 'airlock/blobs/' }));
+      expect((open.Uploads ?? []).filter((u) => u.Key === store.blobKey(digest) || u.Key === store.blobKey(claimed))).toEqual([]);
+      await store.removeUpload(id);
+    }
+  });
+
   it('refuses a body over the limit', async () => {
     const id = randomUUID();
     await store.createUpload(id);
