@@ -97,7 +97,14 @@ try {
   for (const c of contenders) {
     const xs = results[c.name];
     const rest = xs.slice(1);
-    console.log(`${c.name.padEnd(13)} first ${xs[0].seconds.toFixed(3)} s; warm-process median ${median(rest.map((x) => x.seconds)).toFixed(3)} s, cpu during ${median(rest.map((x) => x.user)).toFixed(2)}u+${median(rest.map((x) => x.sys)).toFixed(2)}s, settled ${median(rest.map((x) => x.totalCpu)).toFixed(2)} s`);
+    // airlock counts what it took from the upstream: above 1x, fills fetched part of a layer again
+    // (the disk fell too far behind the client: the rest comes by a range request).
+    let upstreamBytes = '';
+    if (c.name !== 'distribution') {
+      const stats = JSON.parse((await c.server.client.fetch('GET', '/api/v1/stats')).body.toString());
+      upstreamBytes = `, upstream bytes ${(stats.cache.bytesFromUpstream / (rounds * 256 * MiB)).toFixed(2)}x the layers`;
+    }
+    console.log(`${c.name.padEnd(13)} first ${xs[0].seconds.toFixed(3)} s; warm-process median ${median(rest.map((x) => x.seconds)).toFixed(3)} s, cpu during ${median(rest.map((x) => x.user)).toFixed(2)}u+${median(rest.map((x) => x.sys)).toFixed(2)}s, settled ${median(rest.map((x) => x.totalCpu)).toFixed(2)} s${upstreamBytes}`);
   }
   if (values.json) console.log(JSON.stringify(results));
 } finally {

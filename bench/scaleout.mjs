@@ -17,7 +17,7 @@
 // a table with the ratios airlock-shared / distribution-s3 and airlock-shared / airlock-embedded.
 // The whole run goes to bench/results/scaleout-<ISO timestamp>.json.
 //
-//   npm run bench:scaleout                  6-9 minutes on a loaded 2-core machine (most of it the S3-backed pushes)
+//   npm run bench:scaleout                  3 minutes on an idle 2-core machine, 6-9 on a loaded one
 //   node bench/scaleout.mjs --quick         smoke run
 //   node bench/scaleout.mjs --only airlock-embedded,distribution-s3
 import { createHash } from 'node:crypto';
