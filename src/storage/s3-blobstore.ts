@@ -19,6 +19,7 @@ import {
   S3Client,
   UploadPartCommand,
   UploadPartCopyCommand,
+  CopyObjectCommand,
   type _Object,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
@@ -418,9 +419,22 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
-  /** Builds the blob from stored chunks with UploadPartCopy: no byte goes through this process. */
+  /**
+   * Builds the blob from stored chunks inside the store: no byte goes through this process. One
+   * chunk (most pushes of a layer in one PATCH) is one CopyObject; more are a multipart upload of
+   * UploadPartCopy parts.
+   */
   private async copyChunks(chunks: Chunk[], digest: string): Promise<void> {
     const key = this.blobKey(digest);
+    const copySource = (chunk: Chunk) => `${this.bucket}/${chunk.key.split('/').map(encodeURIComponent).join('/')}`;
+    if (chunks.length === 1) {
+      try {
+        await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: key, CopySource: copySource(chunks[0]!), CopySourceIfMatch: chunks[0]!.etag }));
+      } catch (e) {
+        throw this.failure('CopyObject', key, e);
+      }
+      return;
+    }
     await this.multipart(key, async (uploadId) => {
       const etags: string[] = [];
       await runLimited(chunks.length, this.partConcurrency, async (i) => {
@@ -430,7 +444,9 @@ export class S3BlobStore implements BlobStore {
             Key: key,
             UploadId: uploadId,
             PartNumber: i + 1,
-            CopySource: `${this.bucket}/${chunks[i]!.key.split('/').map(encodeURIComponent).join('/')}`,
+            CopySource: copySource(chunks[i]!),
+            // The chunk whose ETag the running hash vouches for, not one rewritten since.
+            CopySourceIfMatch: chunks[i]!.etag,
           }),
         );
         etags[i] = copied.CopyPartResult?.ETag ?? '';

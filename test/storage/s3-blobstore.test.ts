@@ -197,6 +197,30 @@ describe('S3BlobStore on radosgw', () => {
     expect((await readAll((await store.open(digest))!)).equals(whole)).toBe(true);
   });
 
+  it('a session of one chunk becomes the blob with a single CopyObject (no multipart, no byte through the replica)', async () => {
+    const own = replica();
+    const commands: string[] = [];
+    own.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        commands.push(context.commandName ?? '?');
+        return next(args);
+      },
+      { step: 'initialize', name: 'recordCommands' },
+    );
+    for (const size of [300 * 1024, 6 * MiB]) {
+      const bytes = randomBytes(size);
+      const digest = sha256(bytes);
+      const id = randomUUID();
+      await own.createUpload(id);
+      await own.appendUpload(id, Readable.from([bytes]));
+      commands.length = 0;
+      expect(await own.commitUpload(id, digest, 'sha256')).toBe(size);
+      expect(commands.filter((c) => /Copy|Multipart|GetObject|PutObject/.test(c))).toEqual(['CopyObjectCommand']);
+      expect((await readAll((await store.open(digest))!)).equals(bytes)).toBe(true);
+      expect(await keys(store, `airlock/uploads/${id}/`)).toEqual([]);
+    }
+  });
+
   it('stores a monolithic push straight under its digest: no chunk objects, the session gone, small or multipart', async () => {
     for (const size of [1000, 20 * MiB]) {
       const id = randomUUID();
