@@ -84,6 +84,18 @@ describe('stream hash on a thread', () => {
     expect(await hash.digest()).toBe(sha('sha256', bytes));
   });
 
+  it('a thread that dies fails its hashes with an error, and the next hash gets a new thread', async () => {
+    // An algorithm the thread cannot create throws there and ends it: the way any fault in the
+    // thread would (callers only ask for sha256 and sha512).
+    const doomed = streamHash('no-such-algorithm');
+    await doomed.update([randomBytes(2 * MiB)]);
+    await expect(doomed.digest()).rejects.toThrow();
+    const bytes = randomBytes(3 * MiB);
+    const hash = streamHash('sha256');
+    await feed(hash, chunked(bytes, [65_536]));
+    expect(await hash.digest()).toBe(sha('sha256', bytes));
+  });
+
   it('flush lets go of the buffers without changing the digest', async () => {
     const bytes = randomBytes(3 * MiB);
     const hash = streamHash('sha256');
