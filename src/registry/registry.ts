@@ -227,7 +227,7 @@ export class Registry {
       const { size } = await this.session(repo, id);
       const limit = this.checkChunk(size, chunk);
       try {
-        return await this.blobs.appendUpload(id, chunk.body, limit);
+        return await this.blobs.appendUpload(id, chunk.body, limit, size);
       } catch (e) {
         throw this.uploadWriteError(e, id);
       } finally {
@@ -269,7 +269,7 @@ export class Registry {
       if (chunk) {
         const limit = this.checkChunk(size, chunk);
         try {
-          await this.blobs.appendUpload(id, chunk.body, limit);
+          await this.blobs.appendUpload(id, chunk.body, limit, size);
         } catch (e) {
           throw this.uploadWriteError(e, id);
         }

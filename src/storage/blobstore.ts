@@ -30,8 +30,12 @@ export interface BlobStore {
   createUpload(id: string): Promise<void>;
   /** Bytes received so far, or undefined when the session has no file. */
   uploadSize(id: string): Promise<number | undefined>;
-  /** Appends a stream to the session; returns the new size. */
-  appendUpload(id: string, source: Readable, limit?: number): Promise<number>;
+  /**
+   * Appends a stream to the session; returns the new size. `size` is the session's size as the
+   * caller has just read it (uploadSize), which spares a store where that costs a request reading
+   * it again.
+   */
+  appendUpload(id: string, source: Readable, limit?: number, size?: number): Promise<number>;
   /**
    * Appends to an upload whose bytes the caller hashes itself (a pull-through fill hashes what it
    * receives before the disk has it): no running hash is kept, so the caller verifies and then

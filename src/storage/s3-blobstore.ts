@@ -312,8 +312,8 @@ export class S3BlobStore implements BlobStore {
    * Stores the body as chunk objects of at most partSize bytes (each PUT needs its length, and
    * memory stays at about two chunks per request). The next chunk is read while the last is sent.
    */
-  async appendUpload(id: string, source: Readable, limit = Infinity): Promise<number> {
-    const before = (await this.uploadSize(id)) ?? 0;
+  async appendUpload(id: string, source: Readable, limit = Infinity, size?: number): Promise<number> {
+    const before = size ?? (await this.uploadSize(id)) ?? 0;
     let state = this.hashes.get(id);
     // The running hash is only trustworthy if it covers exactly the stored bytes (another replica
     // may have appended since).
