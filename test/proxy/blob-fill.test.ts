@@ -85,7 +85,7 @@ describe('BlobFill', () => {
   });
   afterEach(() => rmSync(root, { recursive: true, force: true }));
 
-  async function fill(store: FsBlobStore, resume: (from: number) => BlobResult = (from) => response(data, from), memory = new FillMemory()) {
+  async function fill(store: FsBlobStore, resume: (from: number) => BlobResult = (from) => response(data, from), memory = new FillMemory(64 * MiB, 16 * MiB) /* a 16 MiB lag: 48 MiB blobs on a slow disk reach it */) {
     await store.init();
     const committed: number[] = [];
     const transferred: number[] = [];
