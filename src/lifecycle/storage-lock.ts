@@ -56,7 +56,8 @@ export interface StorageLock {
   release(): void;
 }
 
-function pidRuns(pid: number): boolean {
+/** True while a process with this pid runs (as any user). */
+export function pidRuns(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

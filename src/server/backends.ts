@@ -12,6 +12,7 @@ import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore, type MetadataStore } from '../storage/metadata.js';
 import type { S3BlobStore } from '../storage/s3-blobstore.js';
 import { ConfigError } from '../config/load.js';
+import { KeyedLock } from '../registry/keyed-lock.js';
 
 export interface Backends {
   meta: MetadataStore;
@@ -22,6 +23,12 @@ export interface Backends {
   blobs: FsBlobStore | S3BlobStore;
   /** Set when the metadata is shared (PostgreSQL): other replicas write too. */
   cluster: Cluster | null;
+  /**
+   * The per-digest lock that uploads, mounts, fills, eviction and gc take around a blob's bytes and
+   * rows: across replicas with a shared database (PostgreSQL advisory locks on connections of
+   * their own), else within this process.
+   */
+  blobLocks: KeyedLock;
   /** One line for the start-up log, without secrets. */
   describe: { database: string; blobs: string };
   close(): Promise<void>;
@@ -81,12 +88,20 @@ export async function openBackends(config: Config, log: Logger, options: OpenBac
       closers.push(() => store.close());
       meta = store;
     }
+    let blobLocks = new KeyedLock();
+    if (config.database) {
+      const { ClusterKeyedLock } = await import('../cluster/digest-lock.js');
+      const clusterLocks = new ClusterKeyedLock(config.database.url, { log });
+      closers.push(() => clusterLocks.close());
+      blobLocks = clusterLocks;
+    }
     return {
       meta,
       files,
       bucket,
       blobs: (bucket ?? files)!,
       cluster,
+      blobLocks,
       describe: {
         database: config.database ? redactUrl(config.database.url) : join(config.storage, 'airlock.db'),
         blobs: config.blobs?.s3

@@ -5,11 +5,11 @@
 
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ClusterKeyedLock } from '../cluster/digest-lock.js';
 import type { Cluster } from '../cluster/index.js';
 import type { Config } from '../config/schema.js';
+import { pidRuns } from '../lifecycle/storage-lock.js';
 import type { Logger } from '../log.js';
-import { KeyedLock } from '../registry/keyed-lock.js';
+import type { KeyedLock } from '../registry/keyed-lock.js';
 import type { FsBlobStore } from '../storage/blobstore.js';
 import type { MetadataStore } from '../storage/metadata.js';
 import type { S3BlobStore } from '../storage/s3-blobstore.js';
@@ -26,17 +26,7 @@ async function removeDeadSpools(storage: string): Promise<void> {
   for (const name of await readdir(storage).catch(() => [] as string[])) {
     if (!name.startsWith(SPOOL_PREFIX)) continue;
     const pid = Number(name.slice(SPOOL_PREFIX.length).split('-', 1)[0]);
-    if (Number.isInteger(pid) && pid > 0 && !processRuns(pid)) await rm(join(storage, name), { recursive: true, force: true });
-  }
-}
-
-function processRuns(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    // EPERM: it runs, as another user.
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
+    if (Number.isInteger(pid) && pid > 0 && !pidRuns(pid)) await rm(join(storage, name), { recursive: true, force: true });
   }
 }
 
@@ -91,18 +81,16 @@ export async function openCommandStore(config: Config, log: Logger, command: str
     await removeSpool();
     throw e;
   }
-  const { meta, blobs, files, bucket, cluster, describe } = backends;
-  const clusterLocks = config.database ? new ClusterKeyedLock(config.database.url, { log }) : undefined;
+  const { meta, blobs, files, bucket, cluster, blobLocks, describe } = backends;
   return {
     meta,
     blobs,
-    blobLocks: clusterLocks ?? new KeyedLock(),
+    blobLocks,
     cluster,
     description: `database ${describe.database}, blobs ${describe.blobs}`,
     where: (digest) => (bucket ? bucket.describe(digest) : files!.blobPath(digest)),
     async close() {
       try {
-        await clusterLocks?.close();
         await backends.close();
       } finally {
         await removeSpool();

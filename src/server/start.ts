@@ -15,7 +15,6 @@ import { createLogger, type Logger } from '../log.js';
 import { createPrometheusRegistry, Stats } from '../metrics.js';
 import type { PullThroughCache } from '../proxy/pull-through.js';
 import { selectUpstream } from '../proxy/routing.js';
-import { KeyedLock } from '../registry/keyed-lock.js';
 import { ManifestCache } from '../registry/manifest-cache.js';
 import { Registry } from '../registry/registry.js';
 import { mirrorContent } from '../mirror/local-content.js';
@@ -26,7 +25,6 @@ import { AuditTrail } from './audit-trail.js';
 import { BackendHealth } from './backend-health.js';
 import { startHashThreads } from '../storage/stream-hash.js';
 import { openBackends } from './backends.js';
-import { ClusterKeyedLock } from '../cluster/digest-lock.js';
 import { syncManifestCache } from '../cluster/manifest-sync.js';
 import { listen } from './listen.js';
 
@@ -74,7 +72,7 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     closers.push(() => backends.close());
     // Blob bodies are hashed on a thread of their own; started now, not by the first push.
     startHashThreads();
-    const { meta, blobs, files, bucket, cluster } = backends;
+    const { meta, blobs, files, bucket, cluster, blobLocks } = backends;
     // Nothing writes yet: whatever a previous run left half-done can be told from what it finished.
     // With a shared database other replicas write all along, so what looks unfinished may be
     // theirs: their upload sessions expire on the leader, orphan files are fsck's and gc's.
@@ -100,13 +98,6 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
     const audit = new AuditTrail(meta);
     closers.push(() => audit.close());
 
-    // With replicas, what one does under a blob's lock no other does at the same time.
-    let blobLocks = new KeyedLock();
-    if (config.database) {
-      const clusterLocks = new ClusterKeyedLock(config.database.url, { log });
-      closers.push(() => clusterLocks.close());
-      blobLocks = clusterLocks;
-    }
     if (files) files.onCorrupt = quarantineServedBlobs({ storage: config.storage, meta, blobs: files, blobLocks, log });
     const manifests = new ManifestCache();
     if (cluster) {
