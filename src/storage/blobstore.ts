@@ -172,14 +172,14 @@ export class FsBlobStore implements BlobStore {
   }
 
   async createUpload(id: string): Promise<void> {
-    const fh = await open(this.uploadPath(id), 'wx', 0o644);
-    await fh.close();
+    await this.createFill(id);
     this.hashes.set(id, { hash: streamHash('sha256'), size: 0 });
   }
 
-  /** A pull-through fill's file: here just an upload like any other. */
-  createFill(id: string): Promise<void> {
-    return this.createUpload(id);
+  /** A pull-through fill's (or an import's) file: an upload file without a running hash, the caller hashes. */
+  async createFill(id: string): Promise<void> {
+    const fh = await open(this.uploadPath(id), 'wx', 0o644);
+    await fh.close();
   }
 
   async uploadSize(id: string): Promise<number | undefined> {
