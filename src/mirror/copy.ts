@@ -115,7 +115,7 @@ export class Copier {
       return;
     }
 
-    // A manifest the sink holds has everything it references there already (that is how it got there).
+    // A manifest the sink holds whole: everything it references is there already.
     if (await this.sink.hasManifest(item.destRepo, manifest.digest)) {
       this.tally.presentItems++;
       this.tally.presentBytes += manifest.bytes.length;

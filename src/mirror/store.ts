@@ -114,8 +114,16 @@ export class StoreSink implements ContentSink {
     }
   }
 
+  /**
+   * True when the repository holds the manifest and everything it references: content an fsck
+   * repair dropped (a corrupt or lost blob) is copied again by a rerun, not taken for present.
+   */
   async hasManifest(repo: string, digest: string): Promise<boolean> {
-    return (await this.store.meta.getManifest(repo, digest)) !== undefined;
+    const { meta } = this.store;
+    const held = await meta.getManifest(repo, digest);
+    if (!held) return false;
+    const parsed = parseManifest(held.content, held.mediaType);
+    return (await meta.missingBlobs(repo, parsed.blobRefs)).length === 0 && (await meta.missingManifests(repo, parsed.manifestRefs)).length === 0;
   }
 
   async putManifest(repo: string, digest: string, bytes: Buffer, mediaType: string, placement: ManifestPlacement): Promise<void> {
