@@ -1,12 +1,15 @@
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import type { Cluster } from '../cluster/index.js';
 import { loadConfig } from '../config/load.js';
-import { singleNodeOnly } from '../server/command-store.js';
-import { fsck, problemsRemaining, type FsckReport, type Problem } from '../lifecycle/fsck.js';
+import { sharedBackends, type CommandStore } from '../server/command-store.js';
+import { fsck, problemsRemaining, type FsckReport, type FsckStore, type Problem } from '../lifecycle/fsck.js';
+import { bucketBlobs, fileBlobs } from '../lifecycle/fsck-blobs.js';
 import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
 import { createProgress, formatBytes, formatSeconds } from './progress.js';
+import { claimStore } from './store-claim.js';
 import { claimStorage, delegateToServer, missingStore, STORE_OPTIONS } from './storage-target.js';
 
 export const FSCK_HELP = `Usage: airlock fsck [--repair] [--json] [--config FILE | --storage DIR] [--authfile FILE]
@@ -24,9 +27,11 @@ missing files, orphan files, rows that point at nothing and unfinished uploads, 
                form), when its config has auth: (the user needs delete on **)
 
 When a server holds the storage, it runs the check itself (POST /api/v1/fsck) and this prints its
-report. A single-node store only: with database: or blobs.s3 in the config it refuses (exit 2);
-check the shared PostgreSQL and bucket with their own tools. Exit codes: 0 nothing wrong (or
-everything found was repaired), 1 something is wrong, 2 bad usage or shared backends.
+report. With shared backends (database: and/or blobs.s3 in the config) it checks the shared store:
+blob objects in the bucket are read back and hashed, objects under blobs/ that no row records are
+orphans, and corrupt ones move to quarantine/ in the bucket. With a shared database it runs beside
+the replicas (no storage lock), under the cluster-wide per-digest lock and fill leases they take.
+Exit codes: 0 nothing wrong (or everything found was repaired), 1 something is wrong, 2 bad usage.
 
 Example:
   airlock fsck --config /etc/airlock/airlock.yaml
@@ -60,11 +65,7 @@ export async function fsckCommand(args: string[], io: FsckCommandIo): Promise<nu
   }
   const config = loadConfig({ config: values.config, storage: values.storage });
   const repair = values.repair ?? false;
-  const shared = singleNodeOnly(config, 'fsck');
-  if (shared) {
-    io.stderr.write(`airlock fsck: ${shared}\n`);
-    return EXIT_USAGE;
-  }
+  if (sharedBackends(config)) return fsckShared(config, repair, values.json ?? false, values.authfile, io);
   const noStore = missingStore(config.storage);
   if (noStore) {
     io.stderr.write(`airlock fsck: ${noStore}\n`);
@@ -93,6 +94,73 @@ export async function fsckCommand(args: string[], io: FsckCommandIo): Promise<nu
   return problemsRemaining(report) > 0 ? EXIT_FAILURE : EXIT_OK;
 }
 
+/**
+ * The check of a store on shared backends: opened like one more replica (PostgreSQL), or under the
+ * storage lock (a local SQLite database with a bucket), or asked of the server that holds it.
+ */
+async function fsckShared(config: ReturnType<typeof loadConfig>, repair: boolean, json: boolean, authFile: string | undefined, io: FsckCommandIo): Promise<number> {
+  let report: FsckReport;
+  const claim = await claimStore(config, 'fsck', 'delegate');
+  if (claim.kind === 'server') {
+    const answer = await delegateToServer<FsckReport>('fsck', claim, { path: '/api/v1/fsck', body: { repair }, what: 'run the check', authFile }, io.stderr);
+    if (!answer) return EXIT_FAILURE;
+    report = answer;
+  } else {
+    const progress = createProgress({ label: 'fsck', output: io.stderr });
+    try {
+      report = await fsck(sharedFsckStore(claim.store, config.storage, !claim.shared), { repair, progress });
+    } catch (e) {
+      io.stderr.write(`airlock fsck: ${(e as Error).message}\n`);
+      return EXIT_FAILURE;
+    } finally {
+      progress.stop();
+      await claim.release();
+    }
+  }
+  io.stdout.write(json ? `${JSON.stringify(report, null, 2)}\n` : formatFsckReport(report));
+  return problemsRemaining(report) > 0 ? EXIT_FAILURE : EXIT_OK;
+}
+
+/** The upstream fill lease is held this long at most by a check of one blob. */
+const CHECK_LEASE_TTL_MS = 60_000;
+
+/**
+ * What fsck needs, from a command's store on the storage directory `storage` (where blob files
+ * are, without a bucket); `locked` when this process holds that directory's lock.
+ */
+function sharedFsckStore(store: CommandStore, storage: string, locked: boolean): FsckStore {
+  const feed = store.cluster?.feed;
+  return {
+    name: store.description,
+    storage: locked ? storage : undefined,
+    meta: store.meta,
+    blobs: store.blobs instanceof FsBlobStore ? fileBlobs(storage, store.blobs) : bucketBlobs(store.blobs),
+    withBlobLock: (digest, fn) => store.blobLocks.run(digest, fn),
+    unlessFilling: store.cluster ? leaseGuard(store.cluster) : (_digest, fn) => fn(),
+    // With replicas running, a fresh session-less upload may be one of their fills.
+    live: store.cluster !== null,
+    // Replicas keep manifests in memory: a repair that removed one is announced to them.
+    manifestRemoved: feed ? (repo) => void feed.publish('repo', repo).catch(() => undefined) : undefined,
+  };
+}
+
+/**
+ * A replica filling a blob from its upstream holds the blob's fill lease from before its object is
+ * written until its row is: holding the lease keeps such a fill from starting, and failing to take
+ * it means one is under way.
+ */
+function leaseGuard(cluster: Cluster): FsckStore['unlessFilling'] {
+  return async (digest, fn) => {
+    const lease = await cluster.leases.tryAcquire(digest, CHECK_LEASE_TTL_MS);
+    if (!lease) return undefined;
+    try {
+      return await fn();
+    } finally {
+      await lease.release().catch(() => undefined);
+    }
+  };
+}
+
 /** Runs the check on a storage directory this process holds the lock of. */
 export async function fsckLocal(storage: string, repair: boolean, progressOut: CommandOutput & { isTTY?: boolean }): Promise<FsckReport> {
   const blobs = new FsBlobStore(storage);
@@ -101,7 +169,7 @@ export async function fsckLocal(storage: string, repair: boolean, progressOut: C
   const progress = createProgress({ label: 'fsck', output: progressOut });
   try {
     return await fsck(
-      { storage, meta, blobs, withBlobLock: (_digest, fn) => fn(), isFilling: () => false, live: false },
+      { name: storage, storage, meta, blobs: fileBlobs(storage, blobs), withBlobLock: (_digest, fn) => fn(), unlessFilling: (_digest, fn) => fn(), live: false },
       { repair, progress },
     );
   } finally {

@@ -4,17 +4,21 @@
 // lost blobs are dropped (a pull-through cache fetches them again; a push sends them again), orphan
 // files and stale temporaries are removed, blob sizes are corrected.
 //
-// It runs offline (under the storage lock) or inside the server that holds the storage, while
-// clients push and pull: whatever looks wrong is confirmed again under the blob's lock (which
-// pushes, fills and eviction take around their file and row changes) before it is reported or fixed.
+// It runs offline (under the storage lock), inside the server that holds the storage, or beside the
+// replicas of a shared store (PostgreSQL, a bucket), while clients push and pull: whatever looks
+// wrong is confirmed again under the blob's lock (which pushes, imports and eviction take around
+// their file and row changes; across replicas with a shared database) before it is reported or fixed.
+// The blobs are files or objects in a bucket (fsck-blobs.ts); the check is the same.
 
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { FsBlobStore } from '../storage/blobstore.js';
 import type { DanglingRow, MetadataStore } from '../storage/metadata.js';
-import { digestFileName, QUARANTINE_DIR, quarantineFile } from './quarantine.js';
+import { hashBlobFile, type BlobEntry, type FileState, type FsckBlobs } from './fsck-blobs.js';
+import { digestFileName, quarantineStamp } from './quarantine.js';
 import { LOCK_FILE } from './storage-lock.js';
+
+export { hashBlobFile, type FileState };
 
 export type ProblemKind =
   | 'corrupt-blob'
@@ -46,6 +50,7 @@ export interface UnfinishedUpload {
 }
 
 export interface FsckReport {
+  /** The store checked: its directory, or its database and bucket. */
   storage: string;
   repair: boolean;
   checked: { blobs: number; bytes: number; files: number; manifests: number; references: number };
@@ -58,13 +63,19 @@ export interface FsckReport {
 
 /** What fsck needs of a store; the server passes its own locks so checks and repairs do not race clients. */
 export interface FsckStore {
-  storage: string;
+  /** The store, for the report: its directory, or its database and bucket. */
+  name: string;
+  /** The storage directory whose lock record is looked at; undefined for a shared database's. */
+  storage: string | undefined;
   meta: MetadataStore;
-  blobs: FsBlobStore;
+  blobs: FsckBlobs;
   /** Runs `fn` while nothing else changes this digest's file or rows. */
   withBlobLock<T>(digest: string, fn: () => Promise<T>): Promise<T>;
-  /** True while a pull-through fill writes this digest (its file may land before its row). */
-  isFilling(digest: string): boolean;
+  /**
+   * Runs `fn` unless a pull-through fill writes this digest (its file lands before its row), and
+   * keeps fills of it from starting meanwhile where it can; undefined when one is running.
+   */
+  unlessFilling<T>(digest: string, fn: () => Promise<T>): Promise<T | undefined>;
   /** Set when a server is running: a session-less upload file may be a fill in progress. */
   live: boolean;
   /** Told when a manifest row was removed, so in-memory copies are dropped. */
@@ -87,7 +98,6 @@ const PAGE = 1000;
 const HASH_CHUNK = 1024 * 1024;
 /** With a server running, a session-less upload file this fresh may be a fill in progress. */
 const LIVE_TEMPORARY_GRACE_MS = 10 * 60_000;
-const DIGEST_FILE_RE = /^[a-f0-9]{32,}$/;
 
 export function problemsRemaining(report: FsckReport): number {
   return report.problems.filter((p) => p.repaired === undefined).length;
@@ -95,9 +105,9 @@ export function problemsRemaining(report: FsckReport): number {
 
 export async function fsck(store: FsckStore, options: FsckOptions): Promise<FsckReport> {
   const started = Date.now();
-  const { meta, storage } = store;
+  const { meta } = store;
   const report: FsckReport = {
-    storage,
+    storage: store.name,
     repair: options.repair,
     checked: { blobs: 0, bytes: 0, files: 0, manifests: 0, references: 0 },
     problems: [],
@@ -143,33 +153,10 @@ async function checkBlobRows(store: FsckStore, options: FsckOptions, report: Fsc
   }
 }
 
-export type FileState = { kind: 'missing' } | { kind: 'ok'; size: number } | { kind: 'wrong'; size: number; actual: string };
-
-/** Hashes the blob's file as it is now, streamed through one reused buffer. */
-export async function hashBlobFile(store: Pick<FsckStore, 'blobs'>, digest: string, buffer: Buffer = Buffer.allocUnsafe(HASH_CHUNK)): Promise<FileState> {
-  const fh = await store.blobs.openCommitted(digest);
-  if (!fh) return { kind: 'missing' };
-  try {
-    const algorithm = digest.slice(0, digest.indexOf(':'));
-    const hash = createHash(algorithm);
-    let size = 0;
-    for (;;) {
-      const { bytesRead } = await fh.read(buffer, 0, buffer.length, size);
-      if (bytesRead === 0) break;
-      hash.update(buffer.subarray(0, bytesRead));
-      size += bytesRead;
-    }
-    const actual = `${algorithm}:${hash.digest('hex')}`;
-    return actual === digest ? { kind: 'ok', size } : { kind: 'wrong', size, actual };
-  } finally {
-    await fh.close();
-  }
-}
-
 async function checkBlob(store: FsckStore, options: FsckOptions, report: FsckReport, digest: string, size: number, buffer: Buffer): Promise<void> {
   let state: FileState;
   try {
-    state = await hashBlobFile(store, digest, buffer);
+    state = await store.blobs.hash(digest, buffer);
   } catch (e) {
     // An unsupported algorithm or an unreadable file: the blob cannot be served either.
     state = { kind: 'wrong', size: -1, actual: `unreadable (${(e as Error).message})` };
@@ -183,10 +170,10 @@ async function checkBlob(store: FsckStore, options: FsckOptions, report: FsckRep
   await store.withBlobLock(digest, async () => {
     const rowSize = await store.meta.blobSize(digest);
     if (rowSize === undefined) return; // evicted or removed meanwhile: nothing left to check
-    const now = await hashBlobFile(store, digest).catch((e: Error) => ({ kind: 'wrong', size: -1, actual: `unreadable (${e.message})` }) as FileState);
+    const now = await store.blobs.hash(digest, buffer).catch((e: Error) => ({ kind: 'wrong', size: -1, actual: `unreadable (${e.message})` }) as FileState);
     if (now.kind === 'ok' && now.size === rowSize) return;
     if (now.kind === 'missing') {
-      const problem: Problem = { kind: 'missing-file', subject: digest, detail: `recorded (${rowSize} bytes) but its file ${relativeBlobPath(store, digest)} is missing` };
+      const problem: Problem = { kind: 'missing-file', subject: digest, detail: `recorded (${rowSize} bytes) but ${store.blobs.where(digest)} is missing` };
       if (options.repair) {
         await store.meta.forgetBlob(digest);
         problem.repaired = 'dropped its rows: a pull-through cache fetches it again when asked; pushed content must be pushed again';
@@ -203,9 +190,9 @@ async function checkBlob(store: FsckStore, options: FsckOptions, report: FsckRep
       report.problems.push(problem);
       return;
     }
-    const problem: Problem = { kind: 'corrupt-blob', subject: digest, detail: `file ${relativeBlobPath(store, digest)} hashes to ${now.actual}` };
+    const problem: Problem = { kind: 'corrupt-blob', subject: digest, detail: `${store.blobs.where(digest)} hashes to ${now.actual}` };
     if (options.repair) {
-      const moved = await quarantineFile(store.storage, store.blobs.blobPath(digest), digestFileName(digest));
+      const moved = await store.blobs.quarantineBlob(digest);
       await store.meta.forgetBlob(digest);
       problem.repaired = `moved to ${moved} and dropped its rows: a pull-through cache fetches it again when asked; pushed content must be pushed again`;
     }
@@ -213,54 +200,33 @@ async function checkBlob(store: FsckStore, options: FsckOptions, report: FsckRep
   });
 }
 
-function relativeBlobPath(store: FsckStore, digest: string): string {
-  const path = store.blobs.blobPath(digest);
-  return path.startsWith(store.storage) ? path.slice(store.storage.length).replace(/^\/+/, '') : path;
-}
-
 // ---- blob files → rows ---------------------------------------------------------------------
 
-async function listDir(dir: string): Promise<string[]> {
-  try {
-    return (await readdir(dir)).sort();
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return [];
-    throw e;
-  }
-}
-
-/** Every file under blobs/: each must be a recorded blob at its own place. */
+/** Everything kept where blobs are: each must be a recorded blob at its own place. */
 async function checkBlobFiles(store: FsckStore, options: FsckOptions, report: FsckReport): Promise<void> {
-  const root = join(store.storage, 'blobs');
-  for (const algorithm of await listDir(root)) {
-    for (const prefix of await listDir(join(root, algorithm))) {
-      const dir = join(root, algorithm, prefix);
-      for (const name of await listDir(dir)) {
-        report.checked.files++;
-        const digest = `${algorithm}:${name}`;
-        const wellPlaced = DIGEST_FILE_RE.test(name) && name.startsWith(prefix) && prefix.length === 2;
-        if (wellPlaced && (await store.meta.blobSize(digest)) !== undefined) continue;
-        const path = join(dir, name);
-        const relative = join('blobs', algorithm, prefix, name);
-        if (!wellPlaced) {
-          await orphan(store, options, report, relative, path, 'is not a blob file at its place (blobs/<algorithm>/<first two hex>/<hex>)');
-          continue;
-        }
-        await store.withBlobLock(digest, async () => {
-          // A file whose row is on its way (a push between rename and insert happens under this
-          // lock; a fill is known to be running) is not an orphan.
-          if ((await store.meta.blobSize(digest)) !== undefined || store.isFilling(digest)) return;
-          await orphan(store, options, report, relative, path, `holds ${digest} but no row records it`);
-        });
-      }
+  for await (const entry of store.blobs.entries()) {
+    report.checked.files++;
+    const digest = entry.digest;
+    if (digest !== undefined && (await store.meta.blobSize(digest)) !== undefined) continue;
+    if (digest === undefined) {
+      await orphan(store, options, report, entry, 'is not a blob at its place (blobs/<algorithm>/<first two hex>/<hex>)');
+      continue;
     }
+    await store.withBlobLock(digest, async () => {
+      // A blob whose row is on its way (a push or an import between storing and recording happens
+      // under this lock; a fill holds its digest otherwise) is not an orphan.
+      await store.unlessFilling(digest, async () => {
+        if ((await store.meta.blobSize(digest)) !== undefined) return;
+        await orphan(store, options, report, entry, `holds ${digest} but no row records it`);
+      });
+    });
   }
 }
 
-async function orphan(store: FsckStore, options: FsckOptions, report: FsckReport, relative: string, path: string, detail: string): Promise<void> {
-  const problem: Problem = { kind: 'orphan-file', subject: relative, detail };
+async function orphan(store: FsckStore, options: FsckOptions, report: FsckReport, entry: BlobEntry, detail: string): Promise<void> {
+  const problem: Problem = { kind: 'orphan-file', subject: entry.name, detail };
   if (options.repair) {
-    await rm(path, { force: true, recursive: true });
+    await store.blobs.removeEntry(entry);
     problem.repaired = 'removed';
   }
   report.problems.push(problem);
@@ -289,13 +255,11 @@ async function checkManifests(store: FsckStore, options: FsckOptions, report: Fs
       const subject = `${row.repo}@${row.digest}`;
       const problem: Problem = { kind: 'corrupt-manifest', subject, detail: `stored bytes hash to ${actual}` };
       if (options.repair) {
-        const dir = join(store.storage, QUARANTINE_DIR);
-        await mkdir(dir, { recursive: true });
-        const name = `manifest-${row.repo.replace(/\//g, '_')}-${digestFileName(row.digest)}.${new Date().toISOString().replace(/[:.]/g, '-')}`;
-        await writeFile(join(dir, name), row.content);
+        const name = `manifest-${row.repo.replace(/\//g, '_')}-${digestFileName(row.digest)}.${quarantineStamp()}`;
+        const saved = await store.blobs.quarantineBytes(name, row.content);
         await store.meta.deleteManifest(row.repo, row.digest);
         store.manifestRemoved?.(row.repo);
-        problem.repaired = `bytes saved to quarantine/${name}, manifest removed with its tags (a pull-through cache fetches it again; pushed content must be pushed again)`;
+        problem.repaired = `bytes saved to ${saved}, manifest removed with its tags (a pull-through cache fetches it again; pushed content must be pushed again)`;
       }
       report.problems.push(problem);
     }
@@ -376,7 +340,8 @@ async function checkUploads(store: FsckStore, options: FsckOptions, report: Fsck
     report.problems.push(problem);
   }
   // The lock file is rewritten beside itself and renamed: a crash in between leaves the copy.
-  for (const name of await listDir(store.storage)) {
+  if (store.storage === undefined) return;
+  for (const name of await readdir(store.storage).catch(() => [] as string[])) {
     if (!name.startsWith(`${LOCK_FILE}.`) || !name.endsWith('.tmp')) continue;
     const path = join(store.storage, name);
     const info = await stat(path).catch(() => undefined);

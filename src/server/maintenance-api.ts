@@ -9,6 +9,7 @@ import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { Context, Hono } from 'hono';
 import { backupStore, BackupTargetError } from '../lifecycle/backup.js';
 import { fsck, problemsRemaining } from '../lifecycle/fsck.js';
+import type { FsckBlobs } from '../lifecycle/fsck-blobs.js';
 import type { Logger } from '../log.js';
 import { RegistryError } from '../registry/errors.js';
 import type { KeyedLock } from '../registry/keyed-lock.js';
@@ -20,7 +21,10 @@ import { sendError } from './respond.js';
 export interface MaintenanceDeps {
   storage: string;
   meta: MetadataStore;
-  blobs: FsBlobStore;
+  /** The blob files, for backup; undefined when blobs are in a bucket (backup then refuses). */
+  files: FsBlobStore | undefined;
+  /** The blobs as fsck checks them: files or bucket objects. */
+  fsckBlobs: FsckBlobs;
   blobLocks: KeyedLock;
   isFilling: (digest: string) => boolean;
   /** Drops a repository's manifests from memory after a repair changed its rows. */
@@ -64,11 +68,12 @@ export function registerMaintenanceApi(app: Hono<{ Bindings: HttpBindings }>, de
       const repair = body.repair === true;
       const report = await fsck(
         {
+          name: deps.storage,
           storage: deps.storage,
           meta: deps.meta,
-          blobs: deps.blobs,
+          blobs: deps.fsckBlobs,
           withBlobLock,
-          isFilling: deps.isFilling,
+          unlessFilling: async (digest, fn) => (deps.isFilling(digest) ? undefined : fn()),
           live: true,
           manifestRemoved: deps.invalidateManifests,
         },
@@ -86,8 +91,12 @@ export function registerMaintenanceApi(app: Hono<{ Bindings: HttpBindings }>, de
       if (typeof dir !== 'string' || !isAbsolute(dir)) {
         throw new RegistryError('UNSUPPORTED', 'give {"dir": "/absolute/path"}: where to write the backup, on this machine', undefined, 400);
       }
+      const files = deps.files;
+      if (!files) {
+        throw new RegistryError('UNSUPPORTED', 'backup copies blob files; this server keeps its blobs in a bucket: back the bucket up with the object store\'s own tools (versioning, replication, rclone or aws s3 sync)', undefined, 400);
+      }
       try {
-        const report = await backupStore({ storage: deps.storage, meta: deps.meta, blobs: deps.blobs, withBlobLock }, dir);
+        const report = await backupStore({ storage: deps.storage, meta: deps.meta, blobs: files, withBlobLock }, dir);
         deps.log.info({ dir, blobs: report.blobs, bytes: report.bytes, seconds: report.seconds }, 'backup finished');
         return report;
       } catch (e) {

@@ -62,6 +62,10 @@ const MIN_PART_SIZE = 5 * 1024 * 1024;
 /** S3 allows at most 10,000 parts per multipart upload. */
 const MAX_PARTS = 10_000;
 /** Marks an upload session that has no bytes yet; sorts after the 16-digit chunk keys. */
+/** The largest object one CopyObject may copy (S3's limit); larger ones are copied in ranged parts. */
+const MAX_SINGLE_COPY = 5 * 1024 * 1024 * 1024;
+/** Part size for those ranged copies. */
+const COPY_PART_SIZE = 1024 * 1024 * 1024;
 const SESSION_MARKER = 'session';
 const OFFSET_DIGITS = 16;
 
@@ -226,6 +230,88 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
+  /**
+   * Every object where committed blobs are kept (under `blobs/`), in key order, a page at a time:
+   * `name` is the key below the prefix (blobs/<algorithm>/<xx>/<hex> when well placed).
+   */
+  async *listBlobObjects(): AsyncGenerator<{ key: string; name: string; size: number; modified: number }> {
+    const prefix = this.key('blobs/');
+    const strip = this.prefix ? this.prefix.length + 1 : 0;
+    let token: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }));
+      } catch (e) {
+        throw this.failure('ListObjectsV2', prefix, e);
+      }
+      for (const o of page.Contents ?? []) {
+        yield { key: o.Key!, name: o.Key!.slice(strip), size: o.Size ?? 0, modified: o.LastModified?.getTime() ?? 0 };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  /** Removes any object by its key (an object under blobs/ that is no blob's: fsck --repair). */
+  async removeKey(key: string): Promise<void> {
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+    } catch (e) {
+      if (!isNotFound(e)) throw this.failure('DeleteObject', key, e);
+    }
+  }
+
+  /**
+   * Moves a blob's object to `quarantine/<name>` in the bucket (copied inside the store, then the
+   * original removed): a corrupt blob is set aside, never deleted. Returns where it went.
+   */
+  async quarantineBlob(digest: string, name: string): Promise<string> {
+    const source = this.blobKey(digest);
+    const target = this.key(`quarantine/${name}`);
+    const size = await this.size(digest);
+    if (size === undefined) throw new S3StoreError(`${this.where}: ${source} is gone; nothing to quarantine`);
+    await this.copyKey(source, target, size);
+    await this.removeKey(source);
+    return `s3://${this.bucket}/${target}`;
+  }
+
+  /** Writes bytes to `quarantine/<name>` in the bucket (a corrupt manifest's). Returns where. */
+  async quarantineBytes(name: string, bytes: Buffer): Promise<string> {
+    const key = this.key(`quarantine/${name}`);
+    try {
+      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: bytes, ContentLength: bytes.length }));
+    } catch (e) {
+      throw this.failure('PutObject', key, e);
+    }
+    return `s3://${this.bucket}/${key}`;
+  }
+
+  /** Copies an object inside the store: one CopyObject up to its 5 GiB limit, ranged part copies above. */
+  private async copyKey(source: string, target: string, size: number): Promise<void> {
+    const copySource = `${this.bucket}/${source.split('/').map(encodeURIComponent).join('/')}`;
+    if (size <= MAX_SINGLE_COPY) {
+      try {
+        await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: target, CopySource: copySource }));
+      } catch (e) {
+        throw this.failure('CopyObject', target, e);
+      }
+      return;
+    }
+    const parts = Math.ceil(size / COPY_PART_SIZE);
+    await this.multipart(target, async (uploadId) => {
+      const etags: string[] = [];
+      await runLimited(parts, this.partConcurrency, async (i) => {
+        const start = i * COPY_PART_SIZE;
+        const end = Math.min(size, start + COPY_PART_SIZE) - 1;
+        const copied = await this.client.send(
+          new UploadPartCopyCommand({ Bucket: this.bucket, Key: target, UploadId: uploadId, PartNumber: i + 1, CopySource: copySource, CopySourceRange: `bytes=${start}-${end}` }),
+        );
+        etags[i] = copied.CopyPartResult?.ETag ?? '';
+      });
+      return etags;
+    });
+  }
+
   /** A URL that GETs the blob without credentials until it expires (for `redirect: true`). */
   presignedUrl(digest: string, expiresSeconds = 600): Promise<string> {
     return getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: this.blobKey(digest) }), {
@@ -242,7 +328,6 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
-  /** Committed blobs are read through open(); there is no file to hand out. */
   /** Committed blobs have no local file here: a fill's late readers read them with open(). */
   openCommitted(): Promise<FileHandle | undefined> {
     return Promise.resolve(undefined);

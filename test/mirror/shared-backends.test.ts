@@ -3,14 +3,17 @@
  * real PostgreSQL and a real Ceph radosgw, with a replica running on the same config (and on the
  * same storage directory, whose lock it holds): `import` and `sync` write into the shared store
  * and the replica serves it to skopeo byte-exact; `export` reads it back out and the export round-trips;
- * `verify` and `mirrorsets` read it; `gc` collects in it beside the replica; `fsck` and `backup`
- * refuse, saying what to do instead. No local SQLite database is ever created.
+ * `verify` and `mirrorsets` read it; `gc` collects in it beside the replica; `fsck` checks it and
+ * repairs it beside the replica; `backup` refuses, saying what to do instead. No local SQLite
+ * database is ever created.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { createHash } from 'node:crypto';
+import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify as toYaml } from 'yaml';
+import { Cluster } from '../../src/cluster/index.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { startCeph, type Ceph } from '../helpers/ceph.js';
 import { buildOciLayoutImage, digestHex, type BuiltOciImage } from '../helpers/images.js';
@@ -235,7 +238,7 @@ describe('gc in the shared store beside a running replica', () => {
 });
 
 describe('blobs in the bucket, metadata in a local SQLite (blobs.s3 alone)', () => {
-  it('import stores the blobs in the bucket under the storage lock; export reads them back', async () => {
+  it('import stores the blobs in the bucket under the storage lock; export reads them back; fsck asks the server holding it, which hashes the objects; backup refuses', async () => {
     const solo = tmp.make('solo');
     const file = join(tmp.make('solo-config'), 'bucket-only.yaml');
     const layout = tmp.make('solo-src');
@@ -256,17 +259,101 @@ describe('blobs in the bucket, metadata in a local SQLite (blobs.s3 alone)', () 
     const written = new Map(listBlobsOfOciLayout(out).map((b) => [b.digest, readFileSync(b.path)]));
     expect(written.get(image.indexDigest)).toEqual(image.indexBytes);
     for (const blob of image.blobDigests) expect(written.has(blob), blob).toBe(true);
+
+    // With a server holding the storage, fsck asks it: it reads the bucket's objects back.
+    const server = await startTestServer({ listen: '127.0.0.1:0', storage: solo, log: { level: 'silent' }, blobs: { s3: { endpoint: ceph.endpoint, bucket, region: ceph.region, prefix: 'solo', forcePathStyle: true, accessKeyId: ceph.accessKeyId, secretAccessKey: ceph.secretAccessKey } } });
+    try {
+      const layer = image.blobDigests[0]!;
+      const hex = digestHex(layer);
+      await s3.send(new PutObjectCommand({ Bucket: bucket, Key: `solo/blobs/sha256/${hex.slice(0, 2)}/${hex}`, Body: Buffer.from('bit rot'), ContentLength: 7 }));
+      const checked = await runCli(['fsck', '--config', file], { timeoutMs: 60_000, env });
+      expect(checked.code, checked.stdout + checked.stderr).toBe(1);
+      expect(checked.stdout).toMatch(new RegExp(`^fsck ${solo}: checked`, 'm'));
+      expect(checked.stdout).toMatch(new RegExp(`corrupt blob +${layer}: s3://${bucket}/solo/blobs/sha256/${hex.slice(0, 2)}/${hex} hashes to`));
+      // A backup asked of this server refuses: its blobs are in a bucket.
+      const backup = await fetch(`http://${server.host}/api/v1/backup`, { method: 'POST', body: JSON.stringify({ dir: tmp.make('solo-backup') }) });
+      expect(backup.status).toBe(400);
+      expect(await backup.text()).toMatch(/blobs in a bucket/);
+    } finally {
+      await server.close();
+    }
   }, 90_000);
 });
 
-describe('single-node maintenance refuses shared backends', () => {
-  it('fsck exits 2 and says how to check the shared store instead', async () => {
-    const run = await cli(['fsck']);
-    expect(run.code).toBe(2);
-    expect(run.stderr).toMatch(/airlock fsck: the config names shared backends \(database: \(PostgreSQL\) and blobs\.s3 \(an S3 bucket\)\)/);
-    expect(run.stderr).toMatch(/give --storage DIR/);
-  });
+describe('fsck of the shared store, beside the replica', () => {
+  const key = (digest: string, prefix = 'mirror') => `${prefix}/blobs/sha256/${digestHex(digest).slice(0, 2)}/${digestHex(digest)}`;
+  const put = (Key: string, Body: Buffer) => s3.send(new PutObjectCommand({ Bucket: bucket, Key, Body, ContentLength: Body.length }));
+  const keysUnder = async (Prefix: string) => ((await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix }))).Contents ?? []).map((o) => o.Key!);
 
+  it('finds a corrupt, a missing and an orphan blob object in the bucket; --repair quarantines, drops and removes them; the replica stops serving them until they are imported again', async () => {
+    const clean = await cli(['fsck']);
+    expect(clean.code, clean.stdout + clean.stderr).toBe(0);
+    expect(clean.stdout).toMatch(new RegExp(`^fsck database postgres://.*, blobs ${ceph.endpoint}/${bucket}/mirror: checked \\d+ blobs`, 'm'));
+    expect(clean.stdout).toMatch(/clean: no problems found/);
+    expect(existsSync(join(storage, 'airlock.db'))).toBe(false);
+
+    const [corrupt, missing] = release.release.layerDigests;
+    const orphanBytes = Buffer.from('an object no row records');
+    const orphan = `sha256:${createHash('sha256').update(orphanBytes).digest('hex')}`;
+    const garbage = Buffer.from('not a blob');
+    await put(key(corrupt!), garbage);
+    await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: key(missing!) }));
+    await put(key(orphan), orphanBytes);
+    await put('mirror/blobs/sha256/zz/misplaced', garbage);
+
+    // Another replica filling the orphan's digest from its upstream holds its fill lease: not an orphan yet.
+    const other = await Cluster.connect(config.database!.url);
+    const lease = await other.leases.tryAcquire(orphan, 60_000);
+    expect(lease).toBeDefined();
+    const whileFilling = await cli(['fsck', '--repair']);
+    await lease!.release();
+    await other.close();
+    expect(whileFilling.stdout).not.toContain(digestHex(orphan));
+    expect(await keysUnder(key(orphan))).toEqual([key(orphan)]);
+    expect(whileFilling.stdout).toMatch(new RegExp(`corrupt blob +${corrupt}: s3://${bucket}/${key(corrupt!)} hashes to sha256:${createHash('sha256').update(garbage).digest('hex')}`));
+    expect(whileFilling.stdout).toMatch(new RegExp(`missing file +${missing}: recorded \\(\\d+ bytes\\) but s3://${bucket}/${key(missing!)} is missing`));
+    expect(whileFilling.stdout).toMatch(/orphan file +blobs\/sha256\/zz\/misplaced: is not a blob at its place/);
+    // The release manifest still names the two dropped layers: that is for a person to settle.
+    expect(whileFilling.stdout).toMatch(new RegExp(`dangling reference ocp4/release@${release.release.digest}: references blob ${corrupt}`));
+    expect(whileFilling.stdout).toMatch(/5 problem\(s\) found, 3 repaired, 2 remaining/);
+    expect(whileFilling.code).toBe(1);
+
+    // The corrupt object went to quarantine/ in the bucket, byte for byte; the misplaced one is gone.
+    const quarantined = await keysUnder(`mirror/quarantine/sha256-${digestHex(corrupt!)}.`);
+    expect(quarantined).toHaveLength(1);
+    const kept = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: quarantined[0]! }));
+    expect(Buffer.from(await kept.Body!.transformToByteArray())).toEqual(garbage);
+    expect(await inBucket(corrupt!)).toBe(false);
+    expect(await keysUnder('mirror/blobs/sha256/zz/')).toEqual([]);
+    // Their rows were dropped: the replica answers 404 rather than serving bytes it does not have right.
+    for (const digest of [corrupt!, missing!]) {
+      const res = await fetch(`http://${replica.host}/v2/ocp4/release/blobs/${digest}`, { method: 'HEAD' });
+      expect(res.status, digest).toBe(404);
+    }
+
+    // Once the fill is over (its lease released), the object nobody recorded is an orphan.
+    const found = await cli(['fsck']);
+    expect(found.code).toBe(1);
+    expect(found.stdout).toMatch(new RegExp(`orphan file +blobs/sha256/${digestHex(orphan).slice(0, 2)}/${digestHex(orphan)}: holds ${orphan} but no row records it`));
+    expect(found.stdout).toMatch(/3 problem\(s\) found; run airlock fsck --repair/);
+    const repaired = await cli(['fsck', '--repair']);
+    expect(repaired.stdout).toMatch(/repaired: removed/);
+    expect(await inBucket(orphan)).toBe(false);
+
+    // Importing the release again brings the dropped layers back: the store is whole.
+    const again = await cli(['import', join(root, 'release', 'release'), '--prefix', 'ocp4/release', '--map', `ocp4/release=${RELEASE_REPO}`]);
+    expect(again.code, again.stderr).toBe(0);
+    const after = await cli(['fsck']);
+    expect(after.code, after.stdout).toBe(0);
+    expect(after.stdout).toMatch(/clean: no problems found/);
+    for (const digest of [corrupt!, missing!]) {
+      const res = await fetch(`http://${replica.host}/v2/ocp4/release/blobs/${digest}`, { method: 'HEAD' });
+      expect(res.status, digest).toBe(200);
+    }
+  }, 120_000);
+});
+
+describe('single-node backup refuses shared backends', () => {
   it('backup exits 2 and names pg_dump and the object store’s tools', async () => {
     const run = await cli(['backup', tmp.make('backup')]);
     expect(run.code).toBe(2);
