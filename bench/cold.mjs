@@ -7,6 +7,7 @@
 //   npm run build && node bench/cold.mjs [--rounds N] [--only airlock|distribution] [--compare DIR]
 //   --compare DIR adds the airlock built in DIR (another checkout, e.g. the parent commit) as a contender
 //   --compare-env 'K=V ...' runs the compared build with these variables added (DIR defaults to this checkout)
+//   --compare-node-args '--flag ...' runs the compared build with these node/V8 flags
 //   AIRLOCK_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" node bench/cold.mjs   (profile airlock)
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,7 +18,7 @@ import { bytesOf, MiB, sha256 } from './lib/data.mjs';
 import { startAirlock, startDistribution, stopAll } from './lib/servers.mjs';
 
 const { values } = parseArgs({
-  options: { rounds: { type: 'string', default: '6' }, only: { type: 'string' }, json: { type: 'boolean', default: false }, compare: { type: 'string' }, 'compare-env': { type: 'string' } },
+  options: { rounds: { type: 'string', default: '6' }, only: { type: 'string' }, json: { type: 'boolean', default: false }, compare: { type: 'string' }, 'compare-env': { type: 'string' }, 'compare-node-args': { type: 'string' } },
 });
 const rounds = Number(values.rounds);
 const root = mkdtempSync(join(tmpdir(), 'airlock-cold-'));
@@ -58,9 +59,9 @@ try {
     servers.push(a);
     contenders.push({ name: 'airlock', server: a, path: (d) => `/v2/up/cold/app/blobs/${d}` });
   }
-  if (values.compare || values['compare-env']) {
+  if (values.compare || values['compare-env'] || values['compare-node-args']) {
     // Another build of airlock (a checkout's root, built), e.g. the parent commit: A/B in one run.
-    const b = await startAirlock({ root: join(root, 'compare'), name: 'airlock-compare', cli: join(resolve(values.compare ?? '.'), 'dist', 'cli.js'), env: { ...process.env, ...Object.fromEntries((values['compare-env'] ?? '').split(' ').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) }, config: { upstreams: [{ prefix: 'up', url: upstream.url, insecure: true }] } });
+    const b = await startAirlock({ root: join(root, 'compare'), name: 'airlock-compare', cli: join(resolve(values.compare ?? '.'), 'dist', 'cli.js'), nodeArgs: (values['compare-node-args'] ?? '').split(' ').filter(Boolean), env: { ...process.env, ...Object.fromEntries((values['compare-env'] ?? '').split(' ').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) }, config: { upstreams: [{ prefix: 'up', url: upstream.url, insecure: true }] } });
     servers.push(b);
     contenders.push({ name: 'compared', server: b, path: (d) => `/v2/up/cold/app/blobs/${d}` });
   }
