@@ -14,11 +14,9 @@ import { createHash } from 'node:crypto';
 import { readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DanglingRow, MetadataStore } from '../storage/metadata.js';
-import { hashBlobFile, type BlobEntry, type FileState, type FsckBlobs } from './fsck-blobs.js';
+import type { BlobEntry, FileState, FsckBlobs } from './fsck-blobs.js';
 import { digestFileName, quarantineStamp } from './quarantine.js';
 import { LOCK_FILE } from './storage-lock.js';
-
-export { hashBlobFile, type FileState };
 
 export type ProblemKind =
   | 'corrupt-blob'

@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 import type { KeyedLock } from '../registry/keyed-lock.js';
 import type { FsBlobStore } from '../storage/blobstore.js';
 import type { MetadataStore } from '../storage/metadata.js';
-import { hashBlobFile } from './fsck.js';
+import { hashBlobFile } from './fsck-blobs.js';
 import { digestFileName, quarantineFile } from './quarantine.js';
 
 export interface ServedCorruptionDeps {
