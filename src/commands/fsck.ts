@@ -1,16 +1,13 @@
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Cluster } from '../cluster/index.js';
-import { loadConfig } from '../config/load.js';
-import { sharedBackends, type CommandStore } from '../server/command-store.js';
+import { loadConfig, parseConfig } from '../config/load.js';
+import { openCommandStore, sharedMetadata, type CommandStore } from '../server/command-store.js';
 import { fsck, problemsRemaining, type FsckReport, type FsckStore, type Problem } from '../lifecycle/fsck.js';
-import { bucketBlobs, fileBlobs } from '../lifecycle/fsck-blobs.js';
-import { FsBlobStore } from '../storage/blobstore.js';
-import { SqliteMetadataStore } from '../storage/metadata.js';
+import { fsckBlobs } from '../lifecycle/fsck-blobs.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
 import { createProgress, formatBytes, formatSeconds } from './progress.js';
-import { claimStore } from './store-claim.js';
-import { claimStorage, delegateToServer, missingStore, STORE_OPTIONS } from './storage-target.js';
+import { claimStore, commandLogger } from './store-claim.js';
+import { delegateToServer, missingStore, STORE_OPTIONS } from './storage-target.js';
 
 export const FSCK_HELP = `Usage: airlock fsck [--repair] [--json] [--config FILE | --storage DIR] [--authfile FILE]
 
@@ -65,84 +62,74 @@ export async function fsckCommand(args: string[], io: FsckCommandIo): Promise<nu
   }
   const config = loadConfig({ config: values.config, storage: values.storage });
   const repair = values.repair ?? false;
-  if (sharedBackends(config)) return fsckShared(config, repair, values.json ?? false, values.authfile, io);
-  const noStore = missingStore(config.storage);
+  // A local database must be there already: fsck never creates an empty store to check.
+  const noStore = sharedMetadata(config) ? undefined : missingStore(config.storage);
   if (noStore) {
     io.stderr.write(`airlock fsck: ${noStore}\n`);
     return EXIT_FAILURE;
   }
-  const target = claimStorage(config.storage, 'fsck');
 
   let report: FsckReport;
-  if (target.kind === 'server') {
-    const answer = await delegateToServer<FsckReport>(
-      'fsck',
-      target,
-      { path: '/api/v1/fsck', body: { repair }, what: 'run the check', authFile: values.authfile },
-      io.stderr,
-    );
+  const claim = await claimStore(config, 'fsck', 'delegate');
+  if (claim.kind === 'server') {
+    const answer = await delegateToServer<FsckReport>('fsck', claim, { path: '/api/v1/fsck', body: { repair }, what: 'run the check', authFile: values.authfile }, io.stderr);
     if (!answer) return EXIT_FAILURE;
     report = answer;
   } else {
     try {
-      report = await fsckLocal(config.storage, repair, io.stderr);
+      report = await checkStore(claim.store, config.storage, claim.shared, repair, io.stderr);
+    } catch (e) {
+      io.stderr.write(`airlock fsck: ${(e as Error).message}\n`);
+      return EXIT_FAILURE;
     } finally {
-      target.lock.release();
+      await claim.release();
     }
   }
   io.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : formatFsckReport(report));
   return problemsRemaining(report) > 0 ? EXIT_FAILURE : EXIT_OK;
 }
 
-/**
- * The check of a store on shared backends: opened like one more replica (PostgreSQL), or under the
- * storage lock (a local SQLite database with a bucket), or asked of the server that holds it.
- */
-async function fsckShared(config: ReturnType<typeof loadConfig>, repair: boolean, json: boolean, authFile: string | undefined, io: FsckCommandIo): Promise<number> {
-  let report: FsckReport;
-  const claim = await claimStore(config, 'fsck', 'delegate');
-  if (claim.kind === 'server') {
-    const answer = await delegateToServer<FsckReport>('fsck', claim, { path: '/api/v1/fsck', body: { repair }, what: 'run the check', authFile }, io.stderr);
-    if (!answer) return EXIT_FAILURE;
-    report = answer;
-  } else {
-    const progress = createProgress({ label: 'fsck', output: io.stderr });
-    try {
-      report = await fsck(sharedFsckStore(claim.store, config.storage, !claim.shared), { repair, progress });
-    } catch (e) {
-      io.stderr.write(`airlock fsck: ${(e as Error).message}\n`);
-      return EXIT_FAILURE;
-    } finally {
-      progress.stop();
-      await claim.release();
-    }
+/** Runs the check on a single-node storage directory this process holds the lock of. */
+export async function fsckLocal(storage: string, repair: boolean, progressOut: CommandOutput & { isTTY?: boolean }): Promise<FsckReport> {
+  const config = parseConfig({ storage });
+  const store = await openCommandStore(config, commandLogger(config), 'fsck');
+  try {
+    return await checkStore(store, storage, false, repair, progressOut);
+  } finally {
+    await store.close();
   }
-  io.stdout.write(json ? `${JSON.stringify(report, null, 2)}\n` : formatFsckReport(report));
-  return problemsRemaining(report) > 0 ? EXIT_FAILURE : EXIT_OK;
+}
+
+/**
+ * Checks a command's store, with a progress bar. `shared`: the database is shared (PostgreSQL), the
+ * replicas are running, and `storage` is not this store's (its lock is not held).
+ */
+async function checkStore(store: CommandStore, storage: string, shared: boolean, repair: boolean, progressOut: CommandOutput & { isTTY?: boolean }): Promise<FsckReport> {
+  const feed = store.cluster?.feed;
+  const progress = createProgress({ label: 'fsck', output: progressOut });
+  try {
+    return await fsck(
+      {
+        name: shared ? store.description : storage,
+        storage: shared ? undefined : storage,
+        meta: store.meta,
+        blobs: fsckBlobs(storage, store.blobs),
+        withBlobLock: (digest, fn) => store.blobLocks.run(digest, fn),
+        unlessFilling: store.cluster ? leaseGuard(store.cluster) : (_digest, fn) => fn(),
+        // With replicas running, a fresh session-less upload may be one of their fills.
+        live: shared,
+        // Replicas keep manifests in memory: a repair that removed one is announced to them.
+        manifestRemoved: feed ? (repo) => void feed.publish('repo', repo).catch(() => undefined) : undefined,
+      },
+      { repair, progress },
+    );
+  } finally {
+    progress.stop();
+  }
 }
 
 /** The upstream fill lease is held this long at most by a check of one blob. */
 const CHECK_LEASE_TTL_MS = 60_000;
-
-/**
- * What fsck needs, from a command's store on the storage directory `storage` (where blob files
- * are, without a bucket); `locked` when this process holds that directory's lock.
- */
-function sharedFsckStore(store: CommandStore, storage: string, locked: boolean): FsckStore {
-  const feed = store.cluster?.feed;
-  return {
-    name: store.description,
-    storage: locked ? storage : undefined,
-    meta: store.meta,
-    blobs: store.blobs instanceof FsBlobStore ? fileBlobs(storage, store.blobs) : bucketBlobs(store.blobs),
-    withBlobLock: (digest, fn) => store.blobLocks.run(digest, fn),
-    unlessFilling: store.cluster ? leaseGuard(store.cluster) : (_digest, fn) => fn(),
-    // With replicas running, a fresh session-less upload may be one of their fills.
-    live: store.cluster !== null,
-    // Replicas keep manifests in memory: a repair that removed one is announced to them.
-    manifestRemoved: feed ? (repo) => void feed.publish('repo', repo).catch(() => undefined) : undefined,
-  };
-}
 
 /**
  * A replica filling a blob from its upstream holds the blob's fill lease from before its object is
@@ -159,23 +146,6 @@ function leaseGuard(cluster: Cluster): FsckStore['unlessFilling'] {
       await lease.release().catch(() => undefined);
     }
   };
-}
-
-/** Runs the check on a storage directory this process holds the lock of. */
-export async function fsckLocal(storage: string, repair: boolean, progressOut: CommandOutput & { isTTY?: boolean }): Promise<FsckReport> {
-  const blobs = new FsBlobStore(storage);
-  await blobs.init();
-  const meta = new SqliteMetadataStore(join(storage, 'airlock.db'));
-  const progress = createProgress({ label: 'fsck', output: progressOut });
-  try {
-    return await fsck(
-      { name: storage, storage, meta, blobs: fileBlobs(storage, blobs), withBlobLock: (_digest, fn) => fn(), unlessFilling: (_digest, fn) => fn(), live: false },
-      { repair, progress },
-    );
-  } finally {
-    progress.stop();
-    await meta.close();
-  }
 }
 
 const LABELS: Record<Problem['kind'], string> = {

@@ -1,5 +1,5 @@
 // Which store a command works on, and how it may: the one decision import, sync, export, verify,
-// mirrorsets and gc share.
+// mirrorsets, gc and fsck share.
 //
 // - A shared database (PostgreSQL): the command opens the shared backends directly, like one more
 //   replica, while the replicas keep running elsewhere (or on this machine). No storage lock: the

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { readdir, rm } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import type { BlobStore, FsBlobStore } from '../storage/blobstore.js';
+import { FsBlobStore, type BlobStore } from '../storage/blobstore.js';
 import type { S3BlobStore } from '../storage/s3-blobstore.js';
 import { digestFileName, quarantineBytes, quarantineFile, quarantineStamp } from './quarantine.js';
 
@@ -80,7 +80,7 @@ async function listDir(dir: string): Promise<string[]> {
 }
 
 /** Blob files under <storage>/blobs; corrupt ones go to <storage>/quarantine. */
-export function fileBlobs(storage: string, files: FsBlobStore): FsckBlobs {
+function fileBlobs(storage: string, files: FsBlobStore): FsckBlobs {
   return {
     where: (digest) => relative(storage, files.blobPath(digest)),
     hash: (digest, buffer) => hashBlobFile({ blobs: files }, digest, buffer),
@@ -105,8 +105,13 @@ export function fileBlobs(storage: string, files: FsBlobStore): FsckBlobs {
   };
 }
 
+/** The blobs of a store as fsck checks them: its files (under `storage`) or its bucket's objects. */
+export function fsckBlobs(storage: string, blobs: FsBlobStore | S3BlobStore): FsckBlobs {
+  return blobs instanceof FsBlobStore ? fileBlobs(storage, blobs) : bucketBlobs(blobs);
+}
+
 /** Blob objects under blobs/ in a bucket; corrupt ones go to quarantine/ in the same bucket. */
-export function bucketBlobs(bucket: S3BlobStore): FsckBlobs {
+function bucketBlobs(bucket: S3BlobStore): FsckBlobs {
   return {
     where: (digest) => bucket.describe(digest),
     async hash(digest) {

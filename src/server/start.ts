@@ -9,7 +9,7 @@ import { CacheEvictor, type EvictionBudget } from '../lifecycle/eviction.js';
 import { checkFreeSpace } from '../lifecycle/free-space.js';
 import { DEFAULT_GC_GRACE_MS, GarbageCollector, type GcResult } from '../lifecycle/gc.js';
 import { recoverAfterCrash, removeStaleTemporaries } from '../lifecycle/recovery.js';
-import { bucketBlobs, fileBlobs } from '../lifecycle/fsck-blobs.js';
+import { fsckBlobs } from '../lifecycle/fsck-blobs.js';
 import { quarantineServedBlobs } from '../lifecycle/served-corruption.js';
 import { acquireStorageLock, markStorageClean, storageUnclean } from '../lifecycle/storage-lock.js';
 import { createLogger, type Logger } from '../log.js';
@@ -213,18 +213,17 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       },
       // fsck and backup of a store this server alone holds (a shared database's is checked by
       // airlock fsck beside the replicas); backup copies files only.
-      maintenance:
-        !cluster && (files || bucket)
-          ? {
-              storage: config.storage,
-              meta,
-              files: files ?? undefined,
-              fsckBlobs: files ? fileBlobs(config.storage, files) : bucketBlobs(bucket!),
-              blobLocks,
-              isFilling: (digest) => proxy?.isFilling(digest) ?? false,
-              invalidateManifests: (repo) => manifests.invalidate(repo),
-            }
-          : undefined,
+      maintenance: !cluster
+        ? {
+            storage: config.storage,
+            meta,
+            files: files ?? undefined,
+            fsckBlobs: fsckBlobs(config.storage, blobs),
+            blobLocks,
+            isFilling: (digest) => proxy?.isFilling(digest) ?? false,
+            invalidateManifests: (repo) => manifests.invalidate(repo),
+          }
+        : undefined,
       health: cluster || bucket ? health : undefined,
       redirect: bucket?.redirect ? (digest) => bucket.presignedUrl(digest) : undefined,
     });
