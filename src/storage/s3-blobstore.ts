@@ -61,11 +61,11 @@ const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
 const MIN_PART_SIZE = 5 * 1024 * 1024;
 /** S3 allows at most 10,000 parts per multipart upload. */
 const MAX_PARTS = 10_000;
-/** Marks an upload session that has no bytes yet; sorts after the 16-digit chunk keys. */
 /** The largest object one CopyObject may copy (S3's limit); larger ones are copied in ranged parts. */
 const MAX_SINGLE_COPY = 5 * 1024 * 1024 * 1024;
 /** Part size for those ranged copies. */
 const COPY_PART_SIZE = 1024 * 1024 * 1024;
+/** Marks an upload session that has no bytes yet; sorts after the 16-digit chunk keys. */
 const SESSION_MARKER = 'session';
 const OFFSET_DIGITS = 16;
 
@@ -234,7 +234,7 @@ export class S3BlobStore implements BlobStore {
    * Every object where committed blobs are kept (under `blobs/`), in key order, a page at a time:
    * `name` is the key below the prefix (blobs/<algorithm>/<xx>/<hex> when well placed).
    */
-  async *listBlobObjects(): AsyncGenerator<{ key: string; name: string; size: number; modified: number }> {
+  async *listBlobObjects(): AsyncGenerator<{ key: string; name: string }> {
     const prefix = this.key('blobs/');
     const strip = this.prefix ? this.prefix.length + 1 : 0;
     let token: string | undefined;
@@ -246,7 +246,7 @@ export class S3BlobStore implements BlobStore {
         throw this.failure('ListObjectsV2', prefix, e);
       }
       for (const o of page.Contents ?? []) {
-        yield { key: o.Key!, name: o.Key!.slice(strip), size: o.Size ?? 0, modified: o.LastModified?.getTime() ?? 0 };
+        yield { key: o.Key!, name: o.Key!.slice(strip) };
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
@@ -286,12 +286,15 @@ export class S3BlobStore implements BlobStore {
     return `s3://${this.bucket}/${key}`;
   }
 
-  /** Copies an object inside the store: one CopyObject up to its 5 GiB limit, ranged part copies above. */
-  private async copyKey(source: string, target: string, size: number): Promise<void> {
-    const copySource = `${this.bucket}/${source.split('/').map(encodeURIComponent).join('/')}`;
+  /**
+   * Copies an object inside the store: one CopyObject up to its 5 GiB limit, ranged part copies
+   * above. `ifMatch`: only the object with this ETag (not one rewritten since).
+   */
+  private async copyKey(source: string, target: string, size: number, ifMatch?: string): Promise<void> {
+    const copySource = this.copySource(source);
     if (size <= MAX_SINGLE_COPY) {
       try {
-        await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: target, CopySource: copySource }));
+        await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: target, CopySource: copySource, CopySourceIfMatch: ifMatch }));
       } catch (e) {
         throw this.failure('CopyObject', target, e);
       }
@@ -304,12 +307,17 @@ export class S3BlobStore implements BlobStore {
         const start = i * COPY_PART_SIZE;
         const end = Math.min(size, start + COPY_PART_SIZE) - 1;
         const copied = await this.client.send(
-          new UploadPartCopyCommand({ Bucket: this.bucket, Key: target, UploadId: uploadId, PartNumber: i + 1, CopySource: copySource, CopySourceRange: `bytes=${start}-${end}` }),
+          new UploadPartCopyCommand({ Bucket: this.bucket, Key: target, UploadId: uploadId, PartNumber: i + 1, CopySource: copySource, CopySourceRange: `bytes=${start}-${end}`, CopySourceIfMatch: ifMatch }),
         );
         etags[i] = copied.CopyPartResult?.ETag ?? '';
       });
       return etags;
     });
+  }
+
+  /** A key as CopyObject and UploadPartCopy name their source: bucket/key, URL-encoded. */
+  private copySource(key: string): string {
+    return `${this.bucket}/${key.split('/').map(encodeURIComponent).join('/')}`;
   }
 
   /** A URL that GETs the blob without credentials until it expires (for `redirect: true`). */
@@ -511,15 +519,7 @@ export class S3BlobStore implements BlobStore {
    */
   private async copyChunks(chunks: Chunk[], digest: string): Promise<void> {
     const key = this.blobKey(digest);
-    const copySource = (chunk: Chunk) => `${this.bucket}/${chunk.key.split('/').map(encodeURIComponent).join('/')}`;
-    if (chunks.length === 1) {
-      try {
-        await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: key, CopySource: copySource(chunks[0]!), CopySourceIfMatch: chunks[0]!.etag }));
-      } catch (e) {
-        throw this.failure('CopyObject', key, e);
-      }
-      return;
-    }
+    if (chunks.length === 1) return this.copyKey(chunks[0]!.key, key, chunks[0]!.size, chunks[0]!.etag);
     await this.multipart(key, async (uploadId) => {
       const etags: string[] = [];
       await runLimited(chunks.length, this.partConcurrency, async (i) => {
@@ -529,7 +529,7 @@ export class S3BlobStore implements BlobStore {
             Key: key,
             UploadId: uploadId,
             PartNumber: i + 1,
-            CopySource: copySource(chunks[i]!),
+            CopySource: this.copySource(chunks[i]!.key),
             // The chunk whose ETag the running hash vouches for, not one rewritten since.
             CopySourceIfMatch: chunks[i]!.etag,
           }),
@@ -866,7 +866,6 @@ export class S3BlobStore implements BlobStore {
   }
 }
 
-/** A failed request to the object store; the message names the endpoint, bucket and key. */
 /** A failure of the bytes' source (a client's body) rather than of the object store: passed on as is. */
 class SourceError extends Error {
   constructor(readonly original: unknown) {
@@ -874,6 +873,7 @@ class SourceError extends Error {
   }
 }
 
+/** A failed request to the object store; the message names the endpoint, bucket and key. */
 export class S3StoreError extends Error {}
 
 function isNotFound(e: unknown): boolean {
