@@ -29,16 +29,13 @@ export interface StreamHash {
 
 /** A digest computed on the calling thread: for small bodies, where a thread hop costs more than it saves. */
 export class InlineHash implements StreamHash {
-  private readonly hash: Hash;
-  constructor(algorithm: string, from?: Hash) {
-    this.hash = from ?? createHash(algorithm);
-  }
+  constructor(private readonly hash: Hash) {}
   update(chunks: readonly Buffer[]): void {
     for (const chunk of chunks) this.hash.update(chunk);
   }
   flush(): void {}
   copy(): Promise<InlineHash> {
-    return Promise.resolve(new InlineHash('', this.hash.copy()));
+    return Promise.resolve(new InlineHash(this.hash.copy()));
   }
   digest(): Promise<string> {
     return Promise.resolve(this.hash.digest('hex'));
@@ -119,9 +116,17 @@ class HashThread {
     this.worker.unref();
   }
 
-  create(algorithm: string, from?: number): number {
+  /** A new hash on this thread; returns its id. */
+  create(algorithm: string): number {
     const id = this.nextId++;
-    this.post(from === undefined ? { op: 'create', id, algorithm } : { op: 'copy', id, from });
+    this.post({ op: 'create', id, algorithm });
+    return id;
+  }
+
+  /** A new hash continuing from the state of hash `from` (after the updates posted so far). */
+  copyOf(from: number): number {
+    const id = this.nextId++;
+    this.post({ op: 'copy', id, from });
     return id;
   }
 
@@ -224,7 +229,7 @@ class ThreadHash implements StreamHash {
   }
   async copy(): Promise<ThreadHash> {
     await this.flush();
-    return new ThreadHash(this.thread, this.thread.create('', this.id));
+    return new ThreadHash(this.thread, this.thread.copyOf(this.id));
   }
   async digest(): Promise<string> {
     await this.flush();
@@ -264,7 +269,7 @@ export const OFF_THREAD_MIN_BYTES = 4 * 1024 * 1024;
  * unless the body is known to be small.
  */
 export function streamHash(algorithm: string, expectedBytes?: number): StreamHash {
-  if (expectedBytes !== undefined && expectedBytes < OFF_THREAD_MIN_BYTES) return new InlineHash(algorithm);
+  if (expectedBytes !== undefined && expectedBytes < OFF_THREAD_MIN_BYTES) return new InlineHash(createHash(algorithm));
   const thread = nextThread();
   return new ThreadHash(thread, thread.create(algorithm));
 }
