@@ -1,8 +1,9 @@
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
-import { singleNodeOnly } from '../server/command-store.js';
-import { backupStore, BackupTargetError, type BackupReport } from '../lifecycle/backup.js';
+import type { Config } from '../config/schema.js';
+import { sharedBackends } from '../server/command-store.js';
+import { backupStore, BackupTargetError, BUCKET_BACKUP_ADVICE, type BackupReport } from '../lifecycle/backup.js';
 import { FsBlobStore } from '../storage/blobstore.js';
 import { SqliteMetadataStore } from '../storage/metadata.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CommandOutput } from './io.js';
@@ -56,7 +57,7 @@ export async function backupCommand(args: string[], io: { stdout: CommandOutput;
     io.stderr.write('airlock backup: the backup directory is the storage directory itself\n');
     return EXIT_USAGE;
   }
-  const shared = singleNodeOnly(config, 'backup');
+  const shared = sharedRefusal(config);
   if (shared) {
     io.stderr.write(`airlock backup: ${shared}\n`);
     return EXIT_USAGE;
@@ -107,4 +108,17 @@ export function formatBackupReport(r: BackupReport): string {
   if (r.forgotten.length) lines.push(`${r.forgotten.length} cached blob(s) left the store while copying and are not in the backup (fetched again when asked for)`);
   lines.push(`serve it with: airlock serve --storage ${r.dir}`);
   return `${lines.join('\n')}\n`;
+}
+
+/**
+ * Why backup refuses a config with shared backends (it copies one node's SQLite database and blob
+ * files), and what to do instead; undefined for a single-node store.
+ */
+function sharedRefusal(config: Config): string | undefined {
+  if (!sharedBackends(config)) return undefined;
+  const shared = [config.database ? 'database: (PostgreSQL)' : '', config.blobs?.s3 ? 'blobs.s3 (an S3 bucket)' : ''].filter(Boolean).join(' and ');
+  return (
+    `the config names shared backends (${shared}); backup works on a single-node store (<storage>/airlock.db and blob files) only. ` +
+    `Instead, back PostgreSQL up with pg_dump (or its continuous archiving) and ${BUCKET_BACKUP_ADVICE}. To back up a single-node store, give --storage DIR (or a --config) without database: and blobs.s3.`
+  );
 }

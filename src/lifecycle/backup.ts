@@ -16,6 +16,9 @@ import { FsBlobStore as BlobFiles, syncDirectory } from '../storage/blobstore.js
 import { SqliteMetadataStore, type MetadataStore } from '../storage/metadata.js';
 import { acquireStorageLock } from './storage-lock.js';
 
+/** What to back a bucket's blobs up with instead: backup copies blob files. */
+export const BUCKET_BACKUP_ADVICE = "the bucket with the object store's own tools (versioning, replication, rclone or aws s3 sync)";
+
 export interface BackupSource {
   storage: string;
   meta: MetadataStore;

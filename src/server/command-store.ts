@@ -1,4 +1,4 @@
-// The store a maintenance command (import, sync, export, verify, mirrorsets, gc) works on, opened
+// The store a maintenance command (import, sync, export, verify, mirrorsets, gc, fsck) works on, opened
 // from the same `database:` / `blobs.s3` keys as the server (through openBackends), so that with
 // shared backends the command sees and changes what the replicas serve — not an empty SQLite file
 // beside them. One place for every command, not one per command.
@@ -97,21 +97,4 @@ export async function openCommandStore(config: Config, log: Logger, command: str
       }
     },
   };
-}
-
-/**
- * Why fsck or backup refuses a config with shared backends (they look at one node's own files and
- * SQLite database), and what to do instead; undefined for a single-node store.
- */
-export function singleNodeOnly(config: Config, command: 'fsck' | 'backup'): string | undefined {
-  if (!sharedBackends(config)) return undefined;
-  const shared = [config.database ? 'database: (PostgreSQL)' : '', config.blobs?.s3 ? 'blobs.s3 (an S3 bucket)' : ''].filter(Boolean).join(' and ');
-  const instead =
-    command === 'fsck'
-      ? 'check the shared store with the database\'s and the object store\'s own tools (each replica\'s /readyz reports whether both answer)'
-      : 'back PostgreSQL up with pg_dump (or its continuous archiving) and the bucket with the object store\'s own tools (versioning, replication, rclone or aws s3 sync)';
-  return (
-    `the config names shared backends (${shared}); ${command} works on a single-node store (<storage>/airlock.db and blob files) only. ` +
-    `Instead, ${instead}. To ${command} a single-node store, give --storage DIR (or a --config) without database: and blobs.s3.`
-  );
 }

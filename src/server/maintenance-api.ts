@@ -7,7 +7,7 @@ import { isAbsolute } from 'node:path';
 import type { HttpBindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { Context, Hono } from 'hono';
-import { backupStore, BackupTargetError } from '../lifecycle/backup.js';
+import { backupStore, BackupTargetError, BUCKET_BACKUP_ADVICE } from '../lifecycle/backup.js';
 import { fsck, problemsRemaining } from '../lifecycle/fsck.js';
 import type { FsckBlobs } from '../lifecycle/fsck-blobs.js';
 import type { Logger } from '../log.js';
@@ -93,7 +93,7 @@ export function registerMaintenanceApi(app: Hono<{ Bindings: HttpBindings }>, de
       }
       const files = deps.files;
       if (!files) {
-        throw new RegistryError('UNSUPPORTED', 'backup copies blob files; this server keeps its blobs in a bucket: back the bucket up with the object store\'s own tools (versioning, replication, rclone or aws s3 sync)', undefined, 400);
+        throw new RegistryError('UNSUPPORTED', `backup copies blob files; this server keeps its blobs in a bucket: back up ${BUCKET_BACKUP_ADVICE}`, undefined, 400);
       }
       try {
         const report = await backupStore({ storage: deps.storage, meta: deps.meta, blobs: files, withBlobLock }, dir);
