@@ -5,9 +5,6 @@
 // and are not compiled into dist/). Every daemon is a child of the bench and is killed by pid,
 // also when the bench dies (process 'exit').
 import { execFile, execFileSync, spawn } from 'node:child_process';
-// The SDK's notice that later releases need Node 22 is noise on the supported Node 20 (as in src/).
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-
 import { randomBytes, randomUUID } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,6 +13,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { freePort } from './servers.mjs';
+
+// The SDK's notice that later releases need Node 22 is noise on the supported Node 20 (as in src/).
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const running = new Set();
 process.on('exit', () => {
