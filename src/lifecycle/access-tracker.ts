@@ -29,14 +29,19 @@ export class AccessTracker {
     return false;
   }
 
-  /** Writes what was served since the last flush; resolves once the metadata has it. */
-  async flush(): Promise<void> {
-    if (this.served.size === 0) return;
+  /**
+   * Writes what was served since the last flush; resolves once the metadata has it, with the time
+   * written as those blobs' last access (undefined when there was nothing to write).
+   */
+  async flush(): Promise<number | undefined> {
+    if (this.served.size === 0) return undefined;
     const batch = this.served;
     this.served = new Set();
     this.writing.add(batch);
+    const at = Date.now();
     try {
-      await this.meta.touchBlobs(batch, Date.now());
+      await this.meta.touchBlobs(batch, at);
+      return at;
     } catch {
       // Tried again with the next batch (a busy or full database): a served blob must not look idle.
       for (const digest of batch) this.served.add(digest);

@@ -52,8 +52,11 @@ export class CacheEvictor {
 
   private async pass(): Promise<EvictionResult> {
     // Written before the pass starts: what was served until now then counts against eviction.
-    await this.tracker.flush();
-    const startedAt = Date.now();
+    const flushedAt = await this.tracker.flush();
+    // Blobs served before this instant may go; those served since are still pending in the tracker.
+    // It lies after the flush's stamp even within the same millisecond, or what was just written
+    // down would look served during the pass and be kept.
+    const startedAt = Math.max(Date.now(), (flushedAt ?? 0) + 1);
     const result: EvictionResult = { blobs: 0, bytes: 0, manifests: 0, remaining: 0 };
     for (const budget of this.budgets) await this.withinBudget(budget, startedAt, result);
     result.remaining = await this.meta.cachedOnlyBytes();

@@ -49,7 +49,7 @@ export interface GcDeps {
   /** True while a pull-through transfer of the blob is being written. */
   isFilling?: (digest: string) => boolean;
   /** Blob accesses noted in memory (served, asked about): written down before marking, and those since kept. */
-  access?: { flush(): Promise<void> | void; isPending(digest: string): boolean };
+  access?: { flush(): Promise<unknown> | void; isPending(digest: string): boolean };
   /** Called with every finished collection (stats). */
   onCollected?: (result: GcResult) => void;
   /** Called after each page of blobs examined (progress bars). */
