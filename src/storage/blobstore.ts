@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { DigestAlgorithm } from '../registry/names.js';
 import { BlobFileStream, READ_CHUNK } from './blob-file-stream.js';
+import { FileAppender } from './file-appender.js';
 import { readBatches } from './read-batches.js';
 import { streamHash, type StreamHash } from './stream-hash.js';
 
@@ -192,9 +193,8 @@ export class FsBlobStore implements BlobStore {
   }
 
   async appendUpload(id: string, source: Readable, limit = Infinity): Promise<number> {
-    const path = this.uploadPath(id);
-    const fh = await open(path, 'a');
-    let size = (await fh.stat()).size;
+    const file = await FileAppender.open(this.uploadPath(id));
+    let size = file.size;
     const before = size;
     let state = this.hashes.get(id);
     // The running hash is only trustworthy if it covers exactly the bytes on disk.
@@ -210,7 +210,7 @@ export class FsBlobStore implements BlobStore {
         for (const chunk of batch) bytes += chunk.length;
         if (size - before + bytes > limit) throw new TooLargeError(`body exceeds ${limit} bytes`);
         // Hash while the write runs on the thread pool; if the write fails, the hash is dropped below.
-        await Promise.all([writeAll(fh, batch, bytes), state?.hash.update(batch)]);
+        await Promise.all([file.write(batch, bytes), state?.hash.update(batch)]);
         size += bytes;
         if (state) state.size = size;
       }
@@ -223,15 +223,14 @@ export class FsBlobStore implements BlobStore {
       this.forgetHash(id);
       throw e;
     } finally {
-      await fh.close();
+      await file.close();
     }
     return size;
   }
 
   async uploadWriter(id: string): Promise<UploadWriter> {
     this.forgetHash(id);
-    const fh = await open(this.uploadPath(id), 'a');
-    return { write: (buffers, bytes) => writeAll(fh, buffers, bytes), close: () => fh.close() };
+    return FileAppender.open(this.uploadPath(id));
   }
 
   openUpload(id: string): Promise<FileHandle | undefined> {
@@ -301,17 +300,6 @@ export class FsBlobStore implements BlobStore {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw e;
     }
-  }
-}
-
-/** writev until every byte is down: a full disk shows as a short write first, then as ENOSPC. */
-export async function writeAll(fh: FileHandle, buffers: Buffer[], bytes: number): Promise<void> {
-  let { bytesWritten } = await fh.writev(buffers);
-  while (bytesWritten < bytes) {
-    const rest = Buffer.concat(buffers).subarray(bytesWritten);
-    const { bytesWritten: more } = await fh.write(rest);
-    if (more === 0) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
-    bytesWritten += more;
   }
 }
 

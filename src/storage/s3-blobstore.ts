@@ -25,7 +25,8 @@ import {
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { DigestAlgorithm } from '../registry/names.js';
-import { DigestMismatchError, TooLargeError, writeAll, type BlobStore, type UploadWriter } from './blobstore.js';
+import { FileAppender } from './file-appender.js';
+import { DigestMismatchError, TooLargeError, type BlobStore, type UploadWriter } from './blobstore.js';
 import { readBatches } from './read-batches.js';
 import { streamHash, type StreamHash } from './stream-hash.js';
 
@@ -782,8 +783,7 @@ export class S3BlobStore implements BlobStore {
   /** A fill (or a mirror import) writes to a local spool file; the caller hashes and verifies. */
   async uploadWriter(id: string): Promise<UploadWriter> {
     this.forgetHash(id);
-    const fh = await open(this.spoolPath(id), 'a');
-    return { write: (buffers, bytes) => writeAll(fh, buffers, bytes), close: () => fh.close() };
+    return FileAppender.open(this.spoolPath(id));
   }
 
   /** The spool file of a fill while it grows; undefined once promoted (read the blob with open()). */
