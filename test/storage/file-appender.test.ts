@@ -1,4 +1,5 @@
-import { constants } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { constants, mkdtempSync, rmSync } from 'node:fs';
 import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -78,6 +79,25 @@ describe('FileAppender', () => {
       expect((await readFile(path)).equals(bytes)).toBe(true);
     } finally {
       await file.close();
+    }
+  });
+
+  it('fails a write that does not fit with ENOSPC and keeps the bytes written before (a real full volume, as root)', async () => {
+    const mountPoint = mkdtempSync(join(tmpdir(), 'airlock-appender-full-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mountPoint]);
+    try {
+      const path = join(mountPoint, 'upload');
+      await writeFile(path, '');
+      const file = await FileAppender.open(path);
+      const fits = pattern(3 * 1024 * 1024 + 100, 1);
+      await file.write([fits], fits.length);
+      const tooMuch = pattern(2 * 1024 * 1024, 2);
+      await expect(file.write([tooMuch], tooMuch.length)).rejects.toMatchObject({ code: 'ENOSPC' });
+      await file.close();
+      expect((await readFile(path)).subarray(0, fits.length).equals(fits)).toBe(true);
+    } finally {
+      execFileSync('umount', ['-l', mountPoint]);
+      rmSync(mountPoint, { recursive: true, force: true });
     }
   });
 });
