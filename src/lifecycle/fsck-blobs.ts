@@ -37,7 +37,8 @@ export interface FsckBlobs extends Pick<BlobStore, 'listUploads' | 'uploadSize' 
   quarantineBytes(name: string, bytes: Buffer): Promise<string>;
 }
 
-const HASH_CHUNK = 1024 * 1024;
+/** Bytes read per step when a blob is hashed back (fsck's workers each keep one buffer of it). */
+export const HASH_CHUNK = 1024 * 1024;
 const DIGEST_HEX_RE = /^[a-f0-9]{32,}$/;
 
 /** The digest a place blobs/<algorithm>/<xx>/<hex> stands for, or undefined when it is none. */

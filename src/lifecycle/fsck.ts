@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import { readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DanglingRow, MetadataStore } from '../storage/metadata.js';
-import type { BlobEntry, FileState, FsckBlobs } from './fsck-blobs.js';
+import { HASH_CHUNK, type BlobEntry, type FileState, type FsckBlobs } from './fsck-blobs.js';
 import { digestFileName, quarantineStamp } from './quarantine.js';
 import { LOCK_FILE } from './storage-lock.js';
 
@@ -93,7 +93,6 @@ export interface FsckOptions {
 }
 
 const PAGE = 1000;
-const HASH_CHUNK = 1024 * 1024;
 /** With a server running, a session-less upload file this fresh may be a fill in progress. */
 const LIVE_TEMPORARY_GRACE_MS = 10 * 60_000;
 
