@@ -11,8 +11,9 @@ import { open, type FileHandle } from 'node:fs/promises';
  *
  * The head up to the first 4 KiB boundary and the tail after the last go through the page cache
  * (O_DIRECT needs aligned offsets and lengths), so every write is in the file when it resolves and
- * the next may start anywhere. A file system that refuses O_DIRECT (tmpfs, some network and overlay
- * file systems) gets buffered writes throughout, as does a write that finds no aligned buffer free.
+ * the next may start anywhere. A file system that refuses O_DIRECT (tmpfs before Linux 6.6, some
+ * network and overlay file systems) gets buffered writes throughout, as does a write that finds no
+ * aligned buffer free.
  */
 export class FileAppender {
   private constructor(
@@ -36,9 +37,10 @@ export class FileAppender {
 
   /** Appends the buffers (`bytes` in all) in order; resolves once they are all in the file. */
   async write(buffers: Buffer[], bytes: number): Promise<void> {
+    if (!this.direct) return this.writeBuffered(buffers);
     const source = new Gather(buffers);
     const head = Math.min(bytes, (ALIGN - (this.position % ALIGN)) % ALIGN);
-    const middle = this.direct ? Math.floor((bytes - head) / ALIGN) * ALIGN : 0;
+    const middle = Math.floor((bytes - head) / ALIGN) * ALIGN;
     await this.writeBuffered(source.take(head));
     if (middle > 0) await this.writeDirect(source, middle);
     await this.writeBuffered(source.take(bytes - head - middle));
