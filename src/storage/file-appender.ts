@@ -172,7 +172,13 @@ class AlignedSlabs {
   borrow(wanted: number): Buffer[] {
     clearTimeout(this.idle);
     if (!this.free) {
-      const memory = new WebAssembly.Memory({ initial: (SLAB * SLAB_COUNT) / WASM_PAGE, maximum: (SLAB * SLAB_COUNT) / WASM_PAGE });
+      let memory;
+      try {
+        memory = new WebAssembly.Memory({ initial: (SLAB * SLAB_COUNT) / WASM_PAGE, maximum: (SLAB * SLAB_COUNT) / WASM_PAGE });
+      } catch {
+        // No address space for it (a tight `ulimit -v`): writes go through the page cache instead.
+        return [];
+      }
       const all = Buffer.from(memory.buffer);
       this.free = Array.from({ length: SLAB_COUNT }, (_, i) => all.subarray(i * SLAB, (i + 1) * SLAB));
     }

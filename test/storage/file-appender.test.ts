@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { constants, mkdtempSync, rmSync } from 'node:fs';
 import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -117,5 +118,26 @@ describe('FileAppender', () => {
       execFileSync('umount', ['-l', mountPoint]);
       rmSync(mountPoint, { recursive: true, force: true });
     }
+  });
+
+  it('writes through the page cache where no aligned memory can be had (a process under a tight ulimit -v)', async () => {
+    // Node runs under 4 GB of address space, but a WebAssembly memory (which reserves far more) cannot
+    // be made there: the built appender must fall back, not fail.
+    const built = fileURLToPath(new URL('../../dist/storage/file-appender.js', import.meta.url));
+    const path = join(dir, 'upload');
+    const script = `
+      import { FileAppender } from ${JSON.stringify(built)};
+      import { writeFileSync } from 'node:fs';
+      writeFileSync(${JSON.stringify(path)}, '');
+      const file = await FileAppender.open(${JSON.stringify(path)});
+      const bytes = Buffer.alloc(3 * 1024 * 1024 + 5, 7);
+      await file.write([bytes], bytes.length);
+      await file.close();
+      let memory = 'made';
+      try { new WebAssembly.Memory({ initial: 256, maximum: 256 }); } catch { memory = 'refused'; }
+      console.log(memory);`;
+    const out = execFileSync('bash', ['-c', 'ulimit -v 4000000 && exec node --input-type=module -e "$0"', script], { encoding: 'utf8' });
+    expect(out.trim()).toBe('refused');
+    expect((await readFile(path)).equals(Buffer.alloc(3 * 1024 * 1024 + 5, 7))).toBe(true);
   });
 });
