@@ -143,7 +143,7 @@ const SLAB_COUNT = 16;
 /** At most this many slabs to one write, so two transfers at once both write directly. */
 const SLABS_PER_WRITE = 8;
 
-/** Set once the file system refused direct I/O: later files do not try again. */
+/** Set once the file system refused direct I/O, or no aligned memory could be had: later files do not try. */
 let directUnsupported = false;
 
 async function openDirect(path: string): Promise<FileHandle | undefined> {
@@ -168,15 +168,20 @@ async function openDirect(path: string): Promise<FileHandle | undefined> {
 class AlignedSlabs {
   private free: Buffer[] | undefined;
   private idle: NodeJS.Timeout | undefined;
+  private unavailable = false;
 
   borrow(wanted: number): Buffer[] {
     clearTimeout(this.idle);
+    if (this.unavailable) return [];
     if (!this.free) {
       let memory;
       try {
         memory = new WebAssembly.Memory({ initial: (SLAB * SLAB_COUNT) / WASM_PAGE, maximum: (SLAB * SLAB_COUNT) / WASM_PAGE });
       } catch {
-        // No address space for it (a tight `ulimit -v`): writes go through the page cache instead.
+        // No address space for it (a tight `ulimit -v`): writes go through the page cache instead,
+        // and files opened from now on do not try direct I/O.
+        this.unavailable = true;
+        directUnsupported = true;
         return [];
       }
       const all = Buffer.from(memory.buffer);
