@@ -115,15 +115,18 @@ export class StoreSink implements ContentSink {
   }
 
   /**
-   * True when the repository holds the manifest and everything it references: content an fsck
-   * repair dropped (a corrupt or lost blob) is copied again by a rerun, not taken for present.
+   * True when the repository holds the manifest and everything it references, an index's children
+   * whole included: content an fsck repair dropped (a corrupt or lost blob, say one layer of one
+   * platform) is copied again by a rerun, not taken for present.
    */
   async hasManifest(repo: string, digest: string): Promise<boolean> {
     const { meta } = this.store;
     const held = await meta.getManifest(repo, digest);
     if (!held) return false;
     const parsed = parseManifest(held.content, held.mediaType);
-    return (await meta.missingBlobs(repo, parsed.blobRefs)).length === 0 && (await meta.missingManifests(repo, parsed.manifestRefs)).length === 0;
+    if ((await meta.missingBlobs(repo, parsed.blobRefs)).length > 0) return false;
+    for (const child of parsed.manifestRefs) if (!(await this.hasManifest(repo, child))) return false;
+    return true;
   }
 
   async putManifest(repo: string, digest: string, bytes: Buffer, mediaType: string, placement: ManifestPlacement): Promise<void> {

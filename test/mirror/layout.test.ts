@@ -3,7 +3,7 @@
  * imports; export → import into a fresh airlock restores every tag, tagless image and origin
  * byte-exact (directory and tar); a second export --since carries only new blobs.
  */
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildOciLayoutImage, type BuiltOciImage } from '../helpers/images.js';
@@ -79,6 +79,35 @@ describe('import of a layout skopeo wrote', () => {
     const run = await cli(['import', skopeoDir, '--storage', tmp.make('store-noprefix')]);
     expect(run.code).toBe(2);
     expect(run.stderr).toMatch(/names no repository: pass --prefix/);
+  });
+
+  it('a rerun copies again the layer of one platform that fsck --repair set aside, the index and its children being held', async () => {
+    const skopeoDir = tmp.make('skopeo-repair');
+    await skopeoCopy(release.ociRef, `oci:${skopeoDir}:v1`);
+    const storage = tmp.make('store-repair');
+    expect((await cli(['import', skopeoDir, '--prefix', 'library/app', '--storage', storage])).code).toBe(0);
+    // One layer of one platform goes bad on disk; the repair quarantines it and drops its rows.
+    const layer = release.blobDigests[0]!;
+    const hex = layer.slice('sha256:'.length);
+    const file = join(storage, 'blobs', 'sha256', hex.slice(0, 2), hex);
+    const bytes = readFileSync(file);
+    bytes[0]! ^= 0xff;
+    writeFileSync(file, bytes);
+    const repaired = await cli(['fsck', '--repair', '--storage', storage]);
+    expect(repaired.stdout).toContain(`corrupt blob       ${layer}`);
+    expect(existsSync(file)).toBe(false);
+
+    const again = await cli(['import', skopeoDir, '--prefix', 'library/app', '--storage', storage]);
+    expect(again.code, again.stderr + again.stdout).toBe(0);
+    expect(again.stdout).toMatch(/1 blob\(s\)/);
+    expect((await cli(['fsck', '--storage', storage])).code).toBe(0);
+    const srv = await startTestServer({ storage });
+    try {
+      const pulled = await pullWithSkopeo(srv.host, 'library/app:v1', tmp.make('pulled-repaired'));
+      expect(pulled.get(layer)?.equals(ociLayoutBlobs(srcDir)(layer))).toBe(true);
+    } finally {
+      await srv.close();
+    }
   });
 
   it('--dry-run lists what would be imported and writes nothing', async () => {
