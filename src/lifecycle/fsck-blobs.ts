@@ -3,7 +3,7 @@
 // differs: how a blob is read back, how what is kept there is listed, and where a corrupt one is
 // set aside.
 
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { readdir, rm } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join, relative } from 'node:path';
@@ -55,8 +55,7 @@ export async function hashBlobFile(
   const fh = await store.blobs.openCommitted(digest);
   if (!fh) return { kind: 'missing' };
   try {
-    const algorithm = digest.slice(0, digest.indexOf(':'));
-    const hash = createHash(algorithm);
+    const hash = createHash(digest.slice(0, digest.indexOf(':')));
     let size = 0;
     for (;;) {
       const { bytesRead } = await fh.read(buffer, 0, buffer.length, size);
@@ -64,11 +63,16 @@ export async function hashBlobFile(
       hash.update(buffer.subarray(0, bytesRead));
       size += bytesRead;
     }
-    const actual = `${algorithm}:${hash.digest('hex')}`;
-    return actual === digest ? { kind: 'ok', size } : { kind: 'wrong', size, actual };
+    return verdict(digest, hash, size);
   } finally {
     await fh.close();
   }
+}
+
+/** What `size` bytes hashed into `hash` say of the blob `digest`. */
+function verdict(digest: string, hash: Hash, size: number): FileState {
+  const actual = `${digest.slice(0, digest.indexOf(':'))}:${hash.digest('hex')}`;
+  return actual === digest ? { kind: 'ok', size } : { kind: 'wrong', size, actual };
 }
 
 async function listDir(dir: string): Promise<string[]> {
@@ -118,15 +122,13 @@ function bucketBlobs(bucket: S3BlobStore): FsckBlobs {
     async hash(digest) {
       const body = await bucket.open(digest);
       if (!body) return { kind: 'missing' };
-      const algorithm = digest.slice(0, digest.indexOf(':'));
-      const hash = createHash(algorithm);
+      const hash = createHash(digest.slice(0, digest.indexOf(':')));
       let size = 0;
       for await (const chunk of body) {
         hash.update(chunk as Buffer);
         size += (chunk as Buffer).length;
       }
-      const actual = `${algorithm}:${hash.digest('hex')}`;
-      return actual === digest ? { kind: 'ok', size } : { kind: 'wrong', size, actual };
+      return verdict(digest, hash, size);
     },
     async *entries() {
       for await (const o of bucket.listBlobObjects()) {

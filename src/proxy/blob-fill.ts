@@ -60,9 +60,10 @@ interface Piece {
 /**
  * What the fills of one cache hold in memory, against one budget (many cold layers at once), and
  * how far one fill's disk writes may lag behind what it received before it stops queueing them.
- * The default lag leaves one fill (with its window) under the budget: a page cache that stalls for
- * a moment (measured: 2–4 MiB writes taking up to 95 ms on a VM whose memory is faulted in again)
- * then costs no second upstream transfer; 16 MiB cost a range request in most cold layers there.
+ * The default lag leaves one fill (with its window) under the budget: a disk that stalls for a
+ * moment (measured before files were written with O_DIRECT: 2–4 MiB page-cache writes taking up
+ * to 95 ms on a VM whose memory is faulted in again) then costs no second upstream transfer;
+ * 16 MiB cost a range request in most cold layers there.
  */
 export class FillMemory {
   held = 0;
