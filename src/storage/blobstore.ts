@@ -203,8 +203,9 @@ export class FsBlobStore implements BlobStore {
       state = undefined;
     }
     try {
-      // Socket reads arrive in ~64 KiB chunks; writing what is buffered in one writev saves most
-      // of the syscalls without holding anything back from the disk.
+      // Socket reads arrive in ~64 KiB chunks; writing what is buffered in one call (a direct write
+      // of its aligned middle, see FileAppender) saves most of the syscalls without holding
+      // anything back from the disk.
       for await (const batch of readBatches(source, WRITE_BATCH)) {
         let bytes = 0;
         for (const chunk of batch) bytes += chunk.length;
