@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ageStore, gcOverHttp, hasBlobFile, writeDownAccess } from '../gc/support.js';
 import { MEDIA, pushBlob, pushImage, pushManifest, type Pushed } from '../helpers/http.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
-import { eventually, getBlob, getManifest, sleep, startAirlock, uploadFiles } from './support.js';
+import { eventually, getBlob, getManifest, sleep, startAirlock } from './support.js';
 
 const MiB = 1024 * 1024;
 
@@ -134,8 +134,6 @@ describe('eviction of a cached multi-arch image', () => {
       expect((await getManifest(mirror.url, 'up/team/multi', 'v1')).status).toBe(200);
       for (const child of children) await pullThrough(mirror.url, 'up/team/multi', child.digest, child);
       expect(manifestRows(mirror.storage, index.digest)).toBe(1);
-      // A client has every byte a moment before its fill is committed: evict what is cached.
-      await eventually(() => expect(uploadFiles(mirror.storage)).toEqual([]));
       await sleep(5);
       await mirror.server.evictCache();
       for (const child of children) {
