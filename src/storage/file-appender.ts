@@ -23,12 +23,16 @@ export class FileAppender {
     private position: number,
   ) {}
 
-  static async open(path: string): Promise<FileAppender> {
+  /**
+   * `direct: false` for a file read back at once and then removed (a bucket store's spool): its
+   * bytes are best left in the page cache, which may drop them before they ever reach the disk.
+   */
+  static async open(path: string, { direct = true }: { direct?: boolean } = {}): Promise<FileAppender> {
     // Created if missing: a bucket store's fill spools into a file its upload session did not make.
     const buffered = await open(path, constants.O_WRONLY | constants.O_CREAT, 0o644);
     try {
       const { size } = await buffered.stat();
-      return new FileAppender(buffered, await openDirect(path), size);
+      return new FileAppender(buffered, direct ? await openDirect(path) : undefined, size);
     } catch (e) {
       await buffered.close();
       throw e;

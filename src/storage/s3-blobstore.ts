@@ -780,10 +780,13 @@ export class S3BlobStore implements BlobStore {
 
   // ---- pull-through fills (spooled on this replica) ------------------------------------------
 
-  /** A fill (or a mirror import) writes to a local spool file; the caller hashes and verifies. */
+  /**
+   * A fill (or a mirror import) writes to a local spool file; the caller hashes and verifies. The
+   * spool goes to the bucket right after and is removed: it is written through the page cache.
+   */
   async uploadWriter(id: string): Promise<UploadWriter> {
     this.forgetHash(id);
-    return FileAppender.open(this.spoolPath(id));
+    return FileAppender.open(this.spoolPath(id), { direct: false });
   }
 
   /** The spool file of a fill while it grows; undefined once promoted (read the blob with open()). */

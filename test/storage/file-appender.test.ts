@@ -87,7 +87,7 @@ describe('FileAppender', () => {
     for (const [i, writes] of contents.entries()) expect((await readFile(join(dir, `upload-${i}`))).equals(Buffer.concat(writes))).toBe(true);
   });
 
-  it('sends the aligned middle of a write straight to the device where the file system allows it', async () => {
+  it('sends the aligned middle of a write straight to the device where the file system allows it, unless told not to', async () => {
     const path = join(dir, 'upload');
     await writeFile(path, '');
     const file = await FileAppender.open(path);
@@ -98,6 +98,16 @@ describe('FileAppender', () => {
       expect((await readFile(path)).equals(bytes)).toBe(true);
     } finally {
       await file.close();
+    }
+    // A spool read back at once stays in the page cache.
+    const spool = await FileAppender.open(join(dir, 'spool'), { direct: false });
+    try {
+      const bytes = pattern(2 * 1024 * 1024, 8);
+      await spool.write([bytes], bytes.length);
+      expect(spool.writesDirect).toBe(false);
+      expect((await readFile(join(dir, 'spool'))).equals(bytes)).toBe(true);
+    } finally {
+      await spool.close();
     }
   });
 
