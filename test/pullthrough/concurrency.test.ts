@@ -46,8 +46,10 @@ describe('single flight on a cold blob', () => {
     await eventually(() => expect(existsSync(blobFile(airlock.storage, layer))).toBe(true));
     expect(statSync(blobFile(airlock.storage, layer)).size).toBe(SIZE);
     expect(uploadFiles(airlock.storage)).toEqual([]);
+    // The file is in place (renamed, its directory being synced) a moment before the fill is
+    // recorded and counted.
+    await eventually(async () => expect((await stats(airlock.url)).cache.bytesFromUpstream).toBe(SIZE));
     const s = await stats(airlock.url);
-    expect(s.cache.bytesFromUpstream).toBe(SIZE);
     expect(s.upstreams[0]!.bytesFromUpstream).toBe(SIZE);
     expect(s.cache.misses).toBe(CLIENTS);
 
