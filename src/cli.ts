@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config/load.js';
 import { StorageLockedError } from './lifecycle/storage-lock.js';
+import { paceHeapForStreaming } from './heap-pace.js';
 // Each command's module is loaded only when that command runs: `serve` need not carry the X.509
 // library `cert` uses (about 20 MiB of memory), nor the server the other commands.
 
@@ -225,6 +226,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`airlock: unknown command "${name}"\n\n${USAGE}`);
     return 2;
   }
+  // Every command may stream large blobs (serve, import, export, sync, migrate, fsck).
+  paceHeapForStreaming();
   try {
     return await command(rest);
   } catch (e) {

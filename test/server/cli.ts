@@ -40,8 +40,8 @@ function childEnv(env: Record<string, string> = {}): NodeJS.ProcessEnv {
   return { ...clean, ...env };
 }
 
-function spawnCli(args: string[], env?: Record<string, string>, cwd?: string) {
-  const child = spawn(process.execPath, [CLI, ...args], { env: childEnv(env), cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+function spawnCli(args: string[], env?: Record<string, string>, cwd?: string, nodeArgs: string[] = []) {
+  const child = spawn(process.execPath, [...nodeArgs, CLI, ...args], { env: childEnv(env), cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   running.add(child);
   let stdout = '';
   let stderr = '';
@@ -85,8 +85,11 @@ function parseLines(text: string): LogLine[] {
  * Starts `airlock serve ...` and waits for its "airlock listening" log line, or, with `url`, until
  * that URL answers (for log levels that do not write the line).
  */
-export async function startCli(args: string[], options: { env?: Record<string, string>; cwd?: string; url?: string } = {}): Promise<CliProcess> {
-  const p = spawnCli(['serve', ...args], options.env, options.cwd);
+export async function startCli(
+  args: string[],
+  options: { env?: Record<string, string>; cwd?: string; url?: string; /** Flags for node itself, before the script. */ nodeArgs?: string[] } = {},
+): Promise<CliProcess> {
+  const p = spawnCli(['serve', ...args], options.env, options.cwd, options.nodeArgs);
   const deadline = Date.now() + 15_000;
   let listening: LogLine | undefined;
   for (;;) {
