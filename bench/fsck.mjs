@@ -3,22 +3,28 @@
 // (default 100k, 1–8 KiB each) and --manifests manifests (default 20k, each referencing 5 blobs of
 // its repository; 200 repositories), written straight through the storage layer, then runs the
 // check the way `airlock fsck` does on a stopped store, and prints items/s (blobs re-hashed +
-// manifests re-hashed) and bytes/s. A second pass runs on a warm page cache.
+// manifests re-hashed) and bytes/s. A second pass runs on a warm page cache. --large N adds N blobs
+// of 64 MiB (a layer-sized store: MiB/s is then the figure). Each pass also prints how busy the
+// event loop was (fsck runs inside a serving process: what it leaves of the loop, its clients get).
 //
-//   npm run build && node bench/fsck.mjs [--blobs N] [--manifests N] [--keep DIR]
+//   npm run build && node bench/fsck.mjs [--blobs N] [--manifests N] [--large N] [--keep DIR]
 //   (defaults take about a minute to build and a few seconds per pass)
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { fsck } from '../dist/lifecycle/fsck.js';
+import { fsckBlobs } from '../dist/lifecycle/fsck-blobs.js';
 import { FsBlobStore } from '../dist/storage/blobstore.js';
 import { SqliteMetadataStore } from '../dist/storage/metadata.js';
 
 const { values } = parseArgs({
-  options: { blobs: { type: 'string', default: '100000' }, manifests: { type: 'string', default: '20000' }, keep: { type: 'string' } },
+  options: { blobs: { type: 'string', default: '100000' }, manifests: { type: 'string', default: '20000' }, large: { type: 'string', default: '0' }, keep: { type: 'string' } },
 });
+const largeCount = Number(values.large);
+const LARGE = 64 * 1024 * 1024;
 const blobCount = Number(values.blobs);
 const manifestCount = Number(values.manifests);
 const REPOS = 200;
@@ -91,6 +97,16 @@ function build() {
       `v${i}`,
     );
   } });
+  // Layer-sized blobs: one random 64 MiB buffer, its first bytes made unique per blob.
+  const large = largeCount > 0 ? randomBytes(LARGE) : undefined;
+  for (let i = 0; i < largeCount; i++) {
+    large.write(`large blob ${i}\n`, 0);
+    const digest = digestOf(large);
+    mkdirSync(join(blobs.blobPath(digest), '..'), { recursive: true });
+    writeFileSync(blobs.blobPath(digest), large);
+    meta.linkBlob('bench/large', digest, LARGE);
+    bytes += LARGE;
+  }
   meta.close();
   return { bytes, seconds: (Date.now() - started) / 1000 };
 }
@@ -101,7 +117,9 @@ async function pass(label) {
   const meta = new SqliteMetadataStore(join(storage, 'airlock.db'));
   const started = process.hrtime.bigint();
   const cpu = process.cpuUsage();
-  const report = await fsck({ storage, meta, blobs, withBlobLock: (_d, fn) => fn(), isFilling: () => false, live: false }, { repair: false });
+  const loop = performance.eventLoopUtilization();
+  const report = await fsck({ storage, meta, blobs: fsckBlobs(storage, blobs), withBlobLock: (_d, fn) => fn(), isFilling: () => false, live: false }, { repair: false });
+  const busy = performance.eventLoopUtilization(loop).utilization;
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   const used = process.cpuUsage(cpu);
   const cpuSeconds = (used.user + used.system) / 1e6;
@@ -111,13 +129,14 @@ async function pass(label) {
     `${label.padEnd(6)} ${seconds.toFixed(2)}s  ${rate(items, seconds)} items (${report.checked.blobs} blobs + ${report.checked.manifests} manifests), ` +
       `${(report.checked.bytes / seconds / 2 ** 20).toFixed(1)} MiB/s hashed, ${report.checked.files} files walked, ` +
       `${report.checked.references} references followed, ${report.problems.length} problems; ` +
-      `CPU ${cpuSeconds.toFixed(2)}s (${rate(items, cpuSeconds)} items per CPU second)`,
+      `CPU ${cpuSeconds.toFixed(2)}s (${rate(items, cpuSeconds)} items per CPU second); ` +
+      `event loop busy ${Math.round(busy * 100)} % of the pass`,
   );
   if (report.problems.length > 0) throw new Error(`fsck found problems in a store built clean: ${JSON.stringify(report.problems.slice(0, 3))}`);
 }
 
 try {
-  console.log(`fsck bench: ${blobCount} blobs, ${manifestCount} manifests in ${REPOS} repositories (${storage})`);
+  console.log(`fsck bench: ${blobCount} blobs, ${manifestCount} manifests in ${REPOS} repositories, ${largeCount} blobs of 64 MiB (${storage})`);
   const built = build();
   console.log(`built in ${built.seconds.toFixed(1)}s (${(built.bytes / 2 ** 20).toFixed(1)} MiB of blobs)`);
   await pass('first');

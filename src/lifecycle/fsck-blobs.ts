@@ -3,12 +3,12 @@
 // differs: how a blob is read back, how what is kept there is listed, and where a corrupt one is
 // set aside.
 
-import { createHash, type Hash } from 'node:crypto';
 import { readdir, rm } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { FsBlobStore, type BlobStore } from '../storage/blobstore.js';
 import type { S3BlobStore } from '../storage/s3-blobstore.js';
+import { hashAlgorithmSupported, streamHash, type StreamHash } from '../storage/stream-hash.js';
 import { digestFileName, quarantineBytes, quarantineFile, quarantineStamp } from './quarantine.js';
 
 export type FileState = { kind: 'missing' } | { kind: 'ok'; size: number } | { kind: 'wrong'; size: number; actual: string };
@@ -46,7 +46,12 @@ function digestAtPlace(algorithm: string, prefix: string, hex: string): string |
   return DIGEST_HEX_RE.test(hex) && prefix.length === 2 && hex.startsWith(prefix) ? `${algorithm}:${hex}` : undefined;
 }
 
-/** Hashes a blob's local file as it is now, streamed through one reused buffer. */
+/**
+ * Hashes a blob's local file as it is now, streamed through one reused buffer. Files of a few MiB
+ * and more are hashed on the hashing threads (stream-hash.ts), as pushes and fills are: fsck runs
+ * inside the serving process, and hashing a store of many TB on its event loop would leave the
+ * clients a sliver of it; the next read also overlaps the hashing of the last one.
+ */
 export async function hashBlobFile(
   store: { blobs: { openCommitted(digest: string): Promise<FileHandle | undefined> } },
   digest: string,
@@ -54,24 +59,35 @@ export async function hashBlobFile(
 ): Promise<FileState> {
   const fh = await store.blobs.openCommitted(digest);
   if (!fh) return { kind: 'missing' };
+  let hash: StreamHash | undefined;
   try {
-    const hash = createHash(digest.slice(0, digest.indexOf(':')));
+    hash = streamHash(algorithmOf(digest), (await fh.stat()).size);
     let size = 0;
     for (;;) {
       const { bytesRead } = await fh.read(buffer, 0, buffer.length, size);
       if (bytesRead === 0) break;
-      hash.update(buffer.subarray(0, bytesRead));
+      await hash.update([buffer.subarray(0, bytesRead)]);
+      // The buffer is read into again next: its bytes must have been taken by the hash.
+      await hash.flush();
       size += bytesRead;
     }
-    return verdict(digest, hash, size);
+    return verdict(digest, await hash.digest(), size);
   } finally {
+    hash?.dispose();
     await fh.close();
   }
 }
 
-/** What `size` bytes hashed into `hash` say of the blob `digest`. */
-function verdict(digest: string, hash: Hash, size: number): FileState {
-  const actual = `${digest.slice(0, digest.indexOf(':'))}:${hash.digest('hex')}`;
+/** The digest's algorithm, refused (as createHash refuses it) when it cannot be hashed. */
+function algorithmOf(digest: string): string {
+  const algorithm = digest.slice(0, digest.indexOf(':'));
+  if (!hashAlgorithmSupported(algorithm)) throw new Error(`Digest method not supported: ${algorithm}`);
+  return algorithm;
+}
+
+/** What `size` bytes hashing to `hex` say of the blob `digest`. */
+function verdict(digest: string, hex: string, size: number): FileState {
+  const actual = `${algorithmOf(digest)}:${hex}`;
   return actual === digest ? { kind: 'ok', size } : { kind: 'wrong', size, actual };
 }
 
@@ -122,13 +138,19 @@ function bucketBlobs(bucket: S3BlobStore): FsckBlobs {
     async hash(digest) {
       const body = await bucket.open(digest);
       if (!body) return { kind: 'missing' };
-      const hash = createHash(digest.slice(0, digest.indexOf(':')));
-      let size = 0;
-      for await (const chunk of body) {
-        hash.update(chunk as Buffer);
-        size += (chunk as Buffer).length;
+      // On a hashing thread, as for files (the size is not known before the body).
+      const hash = streamHash(algorithmOf(digest));
+      try {
+        let size = 0;
+        for await (const chunk of body) {
+          await hash.update([chunk as Buffer]);
+          size += (chunk as Buffer).length;
+        }
+        return verdict(digest, await hash.digest(), size);
+      } finally {
+        hash.dispose();
+        body.destroy();
       }
-      return verdict(digest, hash, size);
     },
     async *entries() {
       for await (const o of bucket.listBlobObjects()) {

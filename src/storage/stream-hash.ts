@@ -6,7 +6,7 @@
 // The bytes are copied into a small ring of shared memory slots (a memcpy is a fraction of a hash)
 // and hashed there in order; a transfer only waits for the thread when it is a whole ring ahead.
 
-import { createHash, type Hash } from 'node:crypto';
+import { createHash, getHashes, type Hash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 
@@ -259,6 +259,17 @@ function nextThread(): HashThread {
     return thread;
   }
   return threads[turn++ % threads.length]!;
+}
+
+/** What createHash takes (its names are case-insensitive). */
+const KNOWN_ALGORITHMS = new Set(getHashes().map((name) => name.toLowerCase()));
+
+/**
+ * True when `algorithm` can be hashed. Ask before streamHash() with a name that was not validated:
+ * on a thread, an unknown one ends the thread, and every hash on it.
+ */
+export function hashAlgorithmSupported(algorithm: string): boolean {
+  return KNOWN_ALGORITHMS.has(algorithm.toLowerCase());
 }
 
 /** Below this many bytes (when the size is known), a body is hashed on the calling thread. */

@@ -112,6 +112,30 @@ describe('airlock fsck', () => {
     expect((await fetch(`${back.url}/v2/apps/loose/blobs/${flipped}`, { method: 'HEAD' })).status).toBe(404);
   });
 
+  it('re-hashes blobs of several MiB (the hashing threads\' size) byte for byte: one flipped byte in 24 MiB is found', async () => {
+    const storage = join(tmpdir(), `airlock-fsck-big-${randomUUID()}`);
+    cleanups.push(() => rmSync(storage, { recursive: true, force: true }));
+    const t = await server({ storage });
+    const intact = await pushLooseBlob(t.url, 'apps/big', randomBytes(24 * 1024 * 1024 + 5));
+    const flipped = await pushLooseBlob(t.url, 'apps/big', randomBytes(24 * 1024 * 1024 - 7));
+    // Both ways fsck reads a blob: a server hashing it, then offline.
+    flipByte(blobPath(storage, flipped));
+    const viaServer = await runCli(['fsck', '--storage', storage, '--json'], { timeoutMs: 60_000 });
+    expect(viaServer.code, viaServer.stderr).toBe(1);
+    const report = JSON.parse(viaServer.stdout) as { problems: { kind: string; subject: string }[]; checked: { blobs: number; bytes: number } };
+    expect(report.problems).toEqual([expect.objectContaining({ kind: 'corrupt-blob', subject: flipped })]);
+    expect(report.checked).toMatchObject({ blobs: 1, bytes: 24 * 1024 * 1024 + 5 });
+    await t.close();
+    cleanups.pop();
+
+    const offline = await runCli(['fsck', '--storage', storage, '--repair'], { timeoutMs: 60_000 });
+    expect(offline.stdout).toMatch(new RegExp(`corrupt blob\\s+${flipped}`));
+    expect(offline.stdout).not.toContain(intact);
+    const again = await runCli(['fsck', '--storage', storage], { timeoutMs: 60_000 });
+    expect(again.code, again.stdout).toBe(0);
+    expect(again.stdout).toContain('clean: no problems found');
+  });
+
   it('runs inside the server that holds the storage, for users with delete on **, with the same report and exit codes', async () => {
     const dir = join(tmpdir(), `airlock-fsck-auth-${randomUUID()}`);
     mkdirSync(dir, { recursive: true });

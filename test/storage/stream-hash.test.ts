@@ -3,7 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { InlineHash, OFF_THREAD_MIN_BYTES, streamHash, type StreamHash } from '../../src/storage/stream-hash.js';
+import { hashAlgorithmSupported, InlineHash, OFF_THREAD_MIN_BYTES, streamHash, type StreamHash } from '../../src/storage/stream-hash.js';
 
 const MiB = 1024 * 1024;
 
@@ -82,6 +82,12 @@ describe('stream hash on a thread', () => {
     const hash = streamHash('sha256');
     await feed(hash, chunked(bytes, [65_536]));
     expect(await hash.digest()).toBe(sha('sha256', bytes));
+  });
+
+  it('says which algorithms can be hashed, before one could end a thread', () => {
+    expect(hashAlgorithmSupported('sha256')).toBe(true);
+    expect(hashAlgorithmSupported('SHA512')).toBe(true);
+    expect(hashAlgorithmSupported('no-such-algorithm')).toBe(false);
   });
 
   it('a thread that dies fails its hashes with an error, and the next hash gets a new thread', async () => {
