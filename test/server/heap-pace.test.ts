@@ -22,7 +22,7 @@ const servers: CliProcess[] = [];
 
 beforeAll(async () => {
   registry = await startDistribution();
-  image = await pushImage(registry.url, 'big/image', 'v1', { layers: 2, layerSize: LAYER });
+  image = await pushImage(registry.url, 'big/image', 'v1', { layers: 3, layerSize: LAYER });
   image.blobs.clear();
 }, 120_000);
 
@@ -33,7 +33,7 @@ afterAll(async () => {
 });
 
 /**
- * Starts `airlock serve` under `nodeArgs`, pulls both layers cold through it, and returns the
+ * Starts `airlock serve` under `nodeArgs`, pulls the layers cold through it, and returns the
  * growing factor of every heap limit V8 set meanwhile.
  */
 async function heapFactorsDuringColdPulls(nodeArgs: string[]): Promise<number[]> {
