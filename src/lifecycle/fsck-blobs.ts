@@ -8,7 +8,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { FsBlobStore, type BlobStore } from '../storage/blobstore.js';
 import type { S3BlobStore } from '../storage/s3-blobstore.js';
-import { hashAlgorithmSupported, streamHash, type StreamHash } from '../storage/stream-hash.js';
+import { streamHash, type StreamHash } from '../storage/stream-hash.js';
 import { digestFileName, quarantineBytes, quarantineFile, quarantineStamp } from './quarantine.js';
 
 export type FileState = { kind: 'missing' } | { kind: 'ok'; size: number } | { kind: 'wrong'; size: number; actual: string };
@@ -26,8 +26,11 @@ export interface BlobEntry {
 export interface FsckBlobs extends Pick<BlobStore, 'listUploads' | 'uploadSize' | 'uploadModifiedAt' | 'removeUpload'> {
   /** Where a blob is kept, for messages. */
   where(digest: string): string;
-  /** Reads the committed blob back and hashes it (through `buffer` where the store reads into one). */
-  hash(digest: string, buffer: Buffer): Promise<FileState>;
+  /**
+   * Reads the committed blob back and hashes it (through `buffer` where the store reads into one);
+   * `recordedSize` (its row's) picks where it is hashed without asking the file.
+   */
+  hash(digest: string, buffer: Buffer, recordedSize?: number): Promise<FileState>;
   /** Everything kept where committed blobs are, in order. */
   entries(): AsyncIterable<BlobEntry>;
   removeEntry(entry: BlobEntry): Promise<void>;
@@ -56,12 +59,14 @@ export async function hashBlobFile(
   store: { blobs: { openCommitted(digest: string): Promise<FileHandle | undefined> } },
   digest: string,
   buffer: Buffer = Buffer.allocUnsafe(HASH_CHUNK),
+  recordedSize?: number,
 ): Promise<FileState> {
   const fh = await store.blobs.openCommitted(digest);
   if (!fh) return { kind: 'missing' };
   let hash: StreamHash | undefined;
   try {
-    hash = streamHash(algorithmOf(digest), (await fh.stat()).size);
+    // Small ones inline, larger ones on a thread: the row's size tells which (one stat less per blob).
+    hash = streamHash(algorithmOf(digest), recordedSize ?? (await fh.stat()).size);
     let size = 0;
     for (;;) {
       const { bytesRead } = await fh.read(buffer, 0, buffer.length, size);
@@ -78,16 +83,13 @@ export async function hashBlobFile(
   }
 }
 
-/** The digest's algorithm, refused (as createHash refuses it) when it cannot be hashed. */
 function algorithmOf(digest: string): string {
-  const algorithm = digest.slice(0, digest.indexOf(':'));
-  if (!hashAlgorithmSupported(algorithm)) throw new Error(`Digest method not supported: ${algorithm}`);
-  return algorithm;
+  return digest.slice(0, digest.indexOf(':'));
 }
 
 /** What `size` bytes hashing to `hex` say of the blob `digest`. */
 function verdict(digest: string, hex: string, size: number): FileState {
-  const actual = `${digest.slice(0, digest.indexOf(':'))}:${hex}`;
+  const actual = `${algorithmOf(digest)}:${hex}`;
   return actual === digest ? { kind: 'ok', size } : { kind: 'wrong', size, actual };
 }
 
@@ -104,7 +106,7 @@ async function listDir(dir: string): Promise<string[]> {
 function fileBlobs(storage: string, files: FsBlobStore): FsckBlobs {
   return {
     where: (digest) => relative(storage, files.blobPath(digest)),
-    hash: (digest, buffer) => hashBlobFile({ blobs: files }, digest, buffer),
+    hash: (digest, buffer, recordedSize) => hashBlobFile({ blobs: files }, digest, buffer, recordedSize),
     async *entries() {
       const root = join(storage, 'blobs');
       for (const algorithm of await listDir(root)) {
@@ -135,12 +137,13 @@ export function fsckBlobs(storage: string, blobs: FsBlobStore | S3BlobStore): Fs
 function bucketBlobs(bucket: S3BlobStore): FsckBlobs {
   return {
     where: (digest) => bucket.describe(digest),
-    async hash(digest) {
+    async hash(digest, _buffer, recordedSize) {
       const body = await bucket.open(digest);
       if (!body) return { kind: 'missing' };
-      // On a hashing thread, as for files (the size is not known before the body).
-      const hash = streamHash(algorithmOf(digest));
+      let hash: StreamHash | undefined;
       try {
+        // As for files: small objects inline, larger ones (or of no recorded size) on a thread.
+        hash = streamHash(algorithmOf(digest), recordedSize);
         let size = 0;
         for await (const chunk of body) {
           await hash.update([chunk as Buffer]);
@@ -148,7 +151,7 @@ function bucketBlobs(bucket: S3BlobStore): FsckBlobs {
         }
         return verdict(digest, await hash.digest(), size);
       } finally {
-        hash.dispose();
+        hash?.dispose();
         body.destroy();
       }
     },

@@ -116,6 +116,11 @@ class HashThread {
     this.worker.unref();
   }
 
+  /** Ends the thread (see crashHashThreads); its hashes fail as on any fault of the thread. */
+  async crash(): Promise<void> {
+    await this.worker.terminate();
+  }
+
   /** A new hash on this thread; returns its id. */
   create(algorithm: string): number {
     const id = this.nextId++;
@@ -264,13 +269,6 @@ function nextThread(): HashThread {
 /** What createHash takes (its names are case-insensitive). */
 const KNOWN_ALGORITHMS = new Set(getHashes().map((name) => name.toLowerCase()));
 
-/**
- * True when `algorithm` can be hashed. Ask before streamHash() with a name that was not validated:
- * on a thread, an unknown one ends the thread, and every hash on it.
- */
-export function hashAlgorithmSupported(algorithm: string): boolean {
-  return KNOWN_ALGORITHMS.has(algorithm.toLowerCase());
-}
 
 /** Below this many bytes (when the size is known), a body is hashed on the calling thread. */
 export const OFF_THREAD_MIN_BYTES = 4 * 1024 * 1024;
@@ -280,9 +278,17 @@ export const OFF_THREAD_MIN_BYTES = 4 * 1024 * 1024;
  * unless the body is known to be small.
  */
 export function streamHash(algorithm: string, expectedBytes?: number): StreamHash {
+  // Refused here, as createHash refuses it: on a thread, an unknown name would end the thread and
+  // every hash on it (a digest read back from storage may name anything).
+  if (!KNOWN_ALGORITHMS.has(algorithm.toLowerCase())) throw new Error(`Digest method not supported: ${algorithm}`);
   if (expectedBytes !== undefined && expectedBytes < OFF_THREAD_MIN_BYTES) return new InlineHash(createHash(algorithm));
   const thread = nextThread();
   return new ThreadHash(thread, thread.create(algorithm));
+}
+
+/** Ends every hashing thread as a crash would: for the tests of what their hashes then do. */
+export async function crashHashThreads(): Promise<void> {
+  await Promise.all(threads.map((thread) => thread.crash()));
 }
 
 /** Starts the first hashing thread ahead of the first transfer (a server at start-up). */
