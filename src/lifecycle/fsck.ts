@@ -153,7 +153,7 @@ async function checkBlobRows(store: FsckStore, options: FsckOptions, report: Fsc
 async function checkBlob(store: FsckStore, options: FsckOptions, report: FsckReport, digest: string, size: number, buffer: Buffer): Promise<void> {
   let state: FileState;
   try {
-    state = await store.blobs.hash(digest, buffer);
+    state = await store.blobs.hash(digest, buffer, size);
   } catch (e) {
     // An unsupported algorithm or an unreadable file: the blob cannot be served either.
     state = { kind: 'wrong', size: -1, actual: `unreadable (${(e as Error).message})` };
@@ -167,7 +167,7 @@ async function checkBlob(store: FsckStore, options: FsckOptions, report: FsckRep
   await store.withBlobLock(digest, async () => {
     const rowSize = await store.meta.blobSize(digest);
     if (rowSize === undefined) return; // evicted or removed meanwhile: nothing left to check
-    const now = await store.blobs.hash(digest, buffer).catch((e: Error) => ({ kind: 'wrong', size: -1, actual: `unreadable (${e.message})` }) as FileState);
+    const now = await store.blobs.hash(digest, buffer, rowSize).catch((e: Error) => ({ kind: 'wrong', size: -1, actual: `unreadable (${e.message})` }) as FileState);
     if (now.kind === 'ok' && now.size === rowSize) return;
     if (now.kind === 'missing') {
       const problem: Problem = { kind: 'missing-file', subject: digest, detail: `recorded (${rowSize} bytes) but ${store.blobs.where(digest)} is missing` };
