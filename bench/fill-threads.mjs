@@ -7,12 +7,13 @@
 // The first fill (a fresh process) is printed apart; the average leaves it out.
 //
 //   npm run build && node bench/fill-threads.mjs [--fills N] ['--node-args=--flag ...']
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { bytesOf, MiB, sha256 } from './lib/data.mjs';
+import { threadCpuSeconds } from './lib/machine.mjs';
 import { readMemory, startAirlock, startDistribution, stopAll } from './lib/servers.mjs';
 
 const { values } = parseArgs({ options: { fills: { type: 'string', default: '5' }, 'node-args': { type: 'string', default: '' } } });
@@ -21,16 +22,7 @@ const nodeArgs = values['node-args'].split(' ').filter(Boolean);
 
 /** CPU seconds (user + system) of every thread of `pid`, by thread id. */
 function threadCpu(pid) {
-  const out = new Map();
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      const f = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').split(') ')[1].split(' ');
-      out.set(tid, (Number(f[11]) + Number(f[12])) / 100);
-    } catch {
-      // the thread ended between the listing and the read
-    }
-  }
-  return out;
+  return new Map(readdirSync(`/proc/${pid}/task`).map((tid) => [tid, threadCpuSeconds(pid, tid)]));
 }
 
 /** "main=0.41 0.19 0.03 …": the event loop, then the other threads busiest first (≥ 0.01 s). */

@@ -10,19 +10,29 @@ function machineBusyTicks() {
   return user + nice + system + irq + softirq + steal;
 }
 
-function processTicks(pid) {
+/** utime + stime of a /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat file; 0 once it is gone. */
+function statTicks(path) {
   try {
     // the command name (field 2) may contain spaces; fields after ")" are fixed
-    const after = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return Number(after[11]) + Number(after[12]); // utime + stime
+    const after = readFileSync(path, 'utf8').split(') ')[1].split(' ');
+    return Number(after[11]) + Number(after[12]);
   } catch {
     return 0;
   }
 }
 
+function processTicks(pid) {
+  return statTicks(`/proc/${pid}/stat`);
+}
+
 /** CPU seconds (user + system, all threads) a process has used so far. */
 export function cpuSeconds(pid) {
   return processTicks(pid) / TICKS_PER_SECOND;
+}
+
+/** CPU seconds (user + system) one thread of a process has used so far. */
+export function threadCpuSeconds(pid, tid) {
+  return statTicks(`/proc/${pid}/task/${tid}/stat`) / TICKS_PER_SECOND;
 }
 
 /** A snapshot; `foreignCpu(a, b)` turns two of them into the cores used by other processes. */
