@@ -198,8 +198,9 @@ export interface MetadataStore {
   touchTag(repo: string, tag: string): Promise<void>;
 
   /**
-   * True once the repository holds a manifest. Uploads and blob links alone do not make one: a
-   * repository row may exist for them, but the catalog and tags/list never show it.
+   * True once the repository has held a manifest, and still after its last one was deleted (it
+   * lists no tags then), until garbage collection finds it empty. Uploads and blob links alone do
+   * not make one: a repository row may exist for them, but the catalog and tags/list never show it.
    */
   repositoryExists(repo: string): Promise<boolean>;
   listTags(repo: string, limit: number, last?: string): Promise<Page<string>>;
@@ -460,8 +461,11 @@ export class SqliteMetadataStore implements MetadataStore {
          WHERE t.repo_id = ? AND t.name = ?`,
       ),
       hasManifest: db.prepare('SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?').pluck(),
-      // The primary key (repo_id, digest) answers this with one index probe.
-      holdsManifest: db.prepare('SELECT 1 FROM manifests WHERE repo_id = ? LIMIT 1').pluck(),
+      // Listed once it held a manifest; the manifest probe (one index probe on the primary key)
+      // covers a manifest that arrived after garbage collection unlisted the repository.
+      isListed: db
+        .prepare('SELECT 1 FROM repositories r WHERE r.id = ? AND (r.listed = 1 OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id))')
+        .pluck(),
       // Pushed over a cached copy, a manifest becomes pushed content; pushed again, its age for
       // GC's untagged policy starts anew.
       insertManifest: db.prepare(
@@ -487,7 +491,7 @@ export class SqliteMetadataStore implements MetadataStore {
       listRepos: db
         .prepare(
           `SELECT r.name FROM repositories r
-           WHERE r.name > ? AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)
+           WHERE r.name > ? AND (r.listed = 1 OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id))
            ORDER BY r.name LIMIT ?`,
         )
         .pluck(),
@@ -627,6 +631,10 @@ export class SqliteMetadataStore implements MetadataStore {
     return {
       clearKept: db.prepare('DELETE FROM temp.gc_kept'),
       clearDoomed: db.prepare('DELETE FROM temp.gc_doomed'),
+      // A repository emptied by deletes (or by this collection) stops being listed.
+      unlistEmptied: db.prepare(
+        'UPDATE repositories SET listed = 0 WHERE listed = 1 AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = repositories.id)',
+      ),
       // Roots: tagged, cached (eviction's business), recent, and untagged ones the policy keeps
       // (a referrer only with its subject). Then everything a kept manifest needs, transitively.
       markKept: db.prepare(
@@ -860,7 +868,7 @@ export class SqliteMetadataStore implements MetadataStore {
 
   async repositoryExists(repo: string): Promise<boolean> {
     const id = this.findRepoId(repo);
-    return id !== undefined && this.q.holdsManifest.get(id) !== undefined;
+    return id !== undefined && this.q.isListed.get(id) !== undefined;
   }
 
   async listTags(repo: string, limit: number, last = ''): Promise<Page<string>> {
@@ -1300,6 +1308,7 @@ export class SqliteMetadataStore implements MetadataStore {
         }
         // Gone for real: a manifest pushed again from now on must count in full.
         this.g.clearDoomed.run();
+        this.g.unlistEmptied.run();
       }
       return doomed.map(({ repo, digest, size }) => ({ repo, digest, size }));
     })();

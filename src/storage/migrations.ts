@@ -182,4 +182,13 @@ export const MIGRATIONS: string[] = [
   CREATE TRIGGER storage_totals_blob_size AFTER UPDATE OF size ON blobs
     BEGIN UPDATE storage_totals SET bytes = bytes - OLD.size + NEW.size WHERE id = 1; END;
   `,
+  `
+  -- A repository is listed (catalog, tags/list) from its first manifest on, and stays listed with
+  -- no tags once its last manifest is deleted, as distribution and zot answer, until garbage
+  -- collection finds it still empty. Uploads alone never list one.
+  ALTER TABLE repositories ADD COLUMN listed INTEGER NOT NULL DEFAULT 0;
+  UPDATE repositories SET listed = 1 WHERE EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = repositories.id);
+  CREATE TRIGGER repositories_listed AFTER INSERT ON manifests
+    BEGIN UPDATE repositories SET listed = 1 WHERE id = NEW.repo_id AND listed = 0; END;
+  `,
 ];

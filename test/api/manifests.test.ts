@@ -186,9 +186,33 @@ describe('tags and tagless pushes', () => {
     const del = await http(t.url, `/v2/${name}/manifests/${image.digest}`, { method: 'DELETE' });
     expectStatus(del, 202);
     for (const ref of ['a', 'b', image.digest]) expectError(await http(t.url, `/v2/${name}/manifests/${ref}`), 404, 'MANIFEST_UNKNOWN');
-    // Its only manifest gone, the repository no longer exists (as it is absent from the catalog).
-    expectError(await http(t.url, `/v2/${name}/tags/list`), 404, 'NAME_UNKNOWN');
+    // Its only manifest gone, the repository is still there with no tags (as distribution and zot
+    // answer, and the conformance suite expects), and still in the catalog.
+    const tags = await http(t.url, `/v2/${name}/tags/list`);
+    expectStatus(tags, 200);
+    expect(tags.json()).toEqual({ name, tags: [] });
+    expect((await http(t.url, '/v2/_catalog?n=10000')).json<{ repositories: string[] }>().repositories).toContain(name);
     expectError(await http(t.url, `/v2/${name}/manifests/${image.digest}`, { method: 'DELETE' }), 404, 'MANIFEST_UNKNOWN');
+  });
+
+  it('garbage collection forgets a repository left empty, and a new push lists it again', async () => {
+    const name = repo();
+    const image = await pushImage(t.url, name, { tag: 'a' });
+    expectStatus(await http(t.url, `/v2/${name}/manifests/${image.digest}`, { method: 'DELETE' }), 202);
+    const kept = repo();
+    await pushImage(t.url, kept, { tag: 'a' });
+    const gc = (body: string) => http(t.url, '/api/v1/gc', { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    expectStatus(await gc('{"dryRun":true}'), 200);
+    expectStatus(await http(t.url, `/v2/${name}/tags/list`), 200);
+    expectStatus(await gc('{}'), 200);
+    expectError(await http(t.url, `/v2/${name}/tags/list`), 404, 'NAME_UNKNOWN');
+    const catalog = async () => (await http(t.url, '/v2/_catalog?n=10000')).json<{ repositories: string[] }>().repositories;
+    expect(await catalog()).not.toContain(name);
+    expect(await catalog()).toContain(kept);
+    // A push lists it again.
+    await pushImage(t.url, name, { tag: 'b' });
+    expect((await http(t.url, `/v2/${name}/tags/list`)).json()).toEqual({ name, tags: ['b'] });
+    expect(await catalog()).toContain(name);
   });
 });
 

@@ -64,6 +64,32 @@ describe('PostgreSQL migrations', () => {
     }
   });
 
+  it('list, after the upgrade, the repositories that held a manifest before it, and only those', async () => {
+    const pool = createPool(await server.createDatabase());
+    try {
+      // A database as the release before repository listing left it.
+      const before = PG_MIGRATIONS.findIndex((m) => m.includes('ADD COLUMN listed'));
+      expect(before).toBeGreaterThan(0);
+      await pool.query('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)');
+      for (let i = 0; i < before; i++) {
+        await pool.query(PG_MIGRATIONS[i]!);
+        await pool.query('INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 0)', [i + 1]);
+      }
+      await pool.query("INSERT INTO repositories (id, name, created_at) VALUES (1, 'old/app', 0), (2, 'old/blobs-only', 0)");
+      await pool.query(
+        "INSERT INTO manifests (repo_id, digest, media_type, size, content, cached, created_at, last_access) VALUES (1, 'sha256:aa', 'application/vnd.oci.image.manifest.v1+json', 2, '\\x7b7d', 0, 0, 0)",
+      );
+      await applyMigrations(pool);
+      const { rows } = await pool.query('SELECT name, listed FROM repositories ORDER BY name');
+      expect(rows).toEqual([
+        { name: 'old/app', listed: 1 },
+        { name: 'old/blobs-only', listed: 0 },
+      ]);
+    } finally {
+      await pool.end();
+    }
+  });
+
   it('refuses a database newer than this airlock', async () => {
     const url = await server.createDatabase();
     const pool = createPool(url);

@@ -56,6 +56,9 @@ function writeVersion1Store(storage: string) {
   // A session of today: it survives the upload TTL and stays resumable.
   db.prepare('INSERT INTO uploads (id, repo_id, created_at, updated_at) VALUES (?, 1, ?, ?)').run('0b9e6bb4-8e5a-4f0e-9a0e-4a4cbb0b0a01', Date.now(), Date.now());
   db.prepare("INSERT INTO counters (name, value) VALUES ('cache.hits', 42)").run();
+  // A repository that only ever had a blob pushed: it was never listed, and must not be now.
+  db.prepare('INSERT INTO repositories (id, name, created_at) VALUES (2, ?, ?)').run('legacy/blobs-only', t);
+  db.prepare('INSERT INTO repo_blobs (repo_id, digest, cached, created_at) VALUES (2, ?, 0, ?)').run(sha256(layer), t);
   db.close();
   return { layer, config, manifest };
 }
@@ -77,6 +80,9 @@ describe('schema upgrades', () => {
       expect(await meta.linkedBlobSize('legacy/app', sha256(layer))).toBe(layer.length);
       expect((await meta.readCounters())['cache.hits']).toBe(42);
       expect((await meta.getUpload('0b9e6bb4-8e5a-4f0e-9a0e-4a4cbb0b0a01'))?.repo).toBe('legacy/app');
+      // Listing: the repository holding a manifest is listed, the one with only a blob is not.
+      expect((await meta.listRepositories(10)).items).toEqual(['legacy/app']);
+      expect(await meta.repositoryExists('legacy/blobs-only')).toBe(false);
       // Later features on old rows: upload owners (old sessions have none), origins, upstream notes, eviction.
       expect(await meta.countUploads('')).toBe(1);
       await meta.setOrigin('legacy/app', 'quay.io/legacy/app');

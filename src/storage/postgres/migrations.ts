@@ -242,6 +242,21 @@ export const PG_MIGRATIONS: string[] = [
   CREATE TRIGGER storage_totals_manifests_out AFTER DELETE ON manifests
     REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION storage_totals_manifests_out();
   `,
+  `
+  -- A repository is listed (catalog, tags/list) from its first manifest on, and stays listed with
+  -- no tags once its last manifest is deleted, until garbage collection finds it still empty.
+  -- Readers also accept a repository holding a manifest: the collection's "still empty" cannot
+  -- see a manifest another replica has not committed yet.
+  ALTER TABLE repositories ADD COLUMN listed INTEGER NOT NULL DEFAULT 0;
+  UPDATE repositories r SET listed = 1 WHERE EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id);
+  CREATE FUNCTION repositories_listed() RETURNS trigger LANGUAGE plpgsql AS $$
+  BEGIN
+    UPDATE repositories SET listed = 1 WHERE id = NEW.repo_id AND listed = 0;
+    RETURN NULL;
+  END $$;
+  CREATE TRIGGER repositories_listed AFTER INSERT ON manifests
+    FOR EACH ROW EXECUTE FUNCTION repositories_listed();
+  `,
 ];
 
 /**

@@ -324,7 +324,13 @@ export class PostgresMetadataStore implements MetadataStore {
   async repositoryExists(repo: string): Promise<boolean> {
     const id = await this.findRepoId(repo);
     if (id === undefined) return false;
-    const { rows } = await this.pool.query(stmt('holds_manifest', 'SELECT 1 FROM manifests WHERE repo_id = $1 LIMIT 1', [id]));
+    const { rows } = await this.pool.query(
+      stmt(
+        'repo_listed',
+        'SELECT 1 FROM repositories r WHERE r.id = $1 AND (r.listed = 1 OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id))',
+        [id],
+      ),
+    );
     return rows.length > 0;
   }
 
@@ -343,7 +349,7 @@ export class PostgresMetadataStore implements MetadataStore {
       stmt(
         'list_repos',
         `SELECT r.name FROM repositories r
-         WHERE r.name > $1 AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)
+         WHERE r.name > $1 AND (r.listed = 1 OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id))
          ORDER BY r.name LIMIT $2`,
         [last, limit + 1],
       ),
