@@ -64,12 +64,16 @@ export async function selectImages(meta: MetadataStore, selectors: string[]): Pr
     const pattern = globToRegExp(selector);
     const repos = (await allRepositories(meta)).filter((r) => pattern.test(r));
     if (!repos.length) throw new SelectionError(`${selector}: matches no repository in the store`);
+    let images = 0;
     for (const repo of repos) {
       for (const image of await meta.listImages(repo)) {
+        images++;
         if (image.tags.length === 0) add(repo, image.digest);
         for (const tag of image.tags) add(repo, image.digest, tag);
       }
     }
+    // A repository whose manifests were all deleted is still listed until garbage collection.
+    if (images === 0) throw new SelectionError(`${selector}: matches only repositories whose images were deleted (${repos.slice(0, 3).join(', ')})`);
   }
   return [...items.values()];
 }

@@ -6,6 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { http, pushImage } from '../helpers/http.js';
 import { buildOciLayoutImage, type BuiltOciImage } from '../helpers/images.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { skopeoCopy } from '../helpers/skopeo.js';
@@ -61,6 +62,20 @@ describe('help and usage', () => {
     const run = await cli(['export', 'nothing/here:1', '--to', join(tmp.make('out'), 'x'), '--storage', tmp.make('empty')]);
     expect(run.code).toBe(1);
     expect(run.stderr).toMatch(/nothing\/here:1: no such tag in the store/);
+  });
+
+  it('export of a glob matching only a repository whose images were deleted exits 1 saying so', async () => {
+    const storage = tmp.make('emptied');
+    const srv = await startTestServer({ storage });
+    try {
+      const image = await pushImage(srv.url, 'gone/app', { tag: 'v1' });
+      expect((await http(srv.url, `/v2/gone/app/manifests/${image.digest}`, { method: 'DELETE' })).status).toBe(202);
+    } finally {
+      await srv.close();
+    }
+    const run = await cli(['export', 'gone/**', '--to', join(tmp.make('out'), 'x'), '--storage', storage]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/gone\/\*\*: matches only repositories whose images were deleted \(gone\/app\)/);
   });
 });
 
