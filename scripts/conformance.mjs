@@ -10,12 +10,15 @@
 //   npm run build && node scripts/conformance.mjs --suite distribution-spec/conformance/conformance.test
 //
 // Options: --suite FILE (or $OCI_CONFORMANCE_SUITE), --reports DIR (the suite's junit.xml and
-// report.html per run; default: none kept), --only anonymous|auth. Exit code 0 when every run passed.
+// report.html per run; default: none kept), --only anonymous|auth, --config FILE (an airlock config
+// whose keys every server starts with, e.g. `database:` and `blobs.s3` to run the suite against the
+// shared backends; listen, storage and auth stay the script's). Exit code 0 when every run passed.
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { parse as parseYaml } from 'yaml';
 import { AIRLOCK_CLI, startAirlock } from '../bench/lib/servers.mjs';
 
 const { values } = parseArgs({
@@ -23,6 +26,7 @@ const { values } = parseArgs({
     suite: { type: 'string', default: process.env.OCI_CONFORMANCE_SUITE },
     reports: { type: 'string' },
     only: { type: 'string' },
+    config: { type: 'string' },
   },
 });
 if (!values.suite || !existsSync(values.suite)) {
@@ -34,6 +38,7 @@ if (!existsSync(AIRLOCK_CLI)) {
   process.exit(2);
 }
 const suite = resolve(values.suite);
+const baseConfig = values.config ? (parseYaml(readFileSync(values.config, 'utf8')) ?? {}) : {};
 
 const USER = 'conformance';
 const PASSWORD = 'conformance-password';
@@ -65,15 +70,17 @@ for (const profile of profiles) {
     const root = mkdtempSync(join(tmpdir(), 'airlock-conformance-'));
     let server;
     try {
-      server = await startAirlock({ root, name: 'airlock', config: profile.config(root) });
-      const reports = values.reports ? join(resolve(values.reports), `${profile.name}-${deleteManifestBeforeBlobs ? 'manifests-first' : 'blobs-first'}`) : 'none';
+      server = await startAirlock({ root, name: 'airlock', config: { ...baseConfig, ...profile.config(root) } });
+      const run = `${profile.name}-${deleteManifestBeforeBlobs ? 'manifests-first' : 'blobs-first'}`;
+      const reports = values.reports ? join(resolve(values.reports), run) : 'none';
       if (reports !== 'none') mkdirSync(reports, { recursive: true });
       console.log(`\n== ${label}: ${server.url}`);
       const code = await runSuite(
         {
           OCI_ROOT_URL: server.url,
-          OCI_NAMESPACE: 'conformance/test',
-          OCI_CROSSMOUNT_NAMESPACE: 'conformance/crossmount',
+          // Repositories of their own per run: with --config, the runs may share one database.
+          OCI_NAMESPACE: `conformance/${run}/test`,
+          OCI_CROSSMOUNT_NAMESPACE: `conformance/${run}/crossmount`,
           OCI_AUTOMATIC_CROSSMOUNT: '1',
           OCI_TEST_PULL: '1',
           OCI_TEST_PUSH: '1',
