@@ -269,7 +269,6 @@ function nextThread(): HashThread {
 /** What createHash takes (its names are case-insensitive). */
 const KNOWN_ALGORITHMS = new Set(getHashes().map((name) => name.toLowerCase()));
 
-
 /** Below this many bytes (when the size is known), a body is hashed on the calling thread. */
 export const OFF_THREAD_MIN_BYTES = 4 * 1024 * 1024;
 
