@@ -267,5 +267,9 @@ describe('skopeo delete', () => {
     // Deleting what is gone fails.
     const again = await skopeo(['delete', TLS_INSECURE, `docker://${srv.host}/${REPO}@${c.indexDigest}`]);
     expect(again.code).not.toBe(0);
+
+    // The last image deleted, the repository lists no tags (until garbage collection forgets it).
+    await skopeo(['delete', TLS_INSECURE, `docker://${srv.host}/${REPO}:v3`], { check: true });
+    expect(await listTags()).toEqual([]);
   });
 });
