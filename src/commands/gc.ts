@@ -17,7 +17,8 @@ in the config, default 1h, so pushes under way are never cut short), links to th
 --untagged-older-than — untagged manifests older than DURATION that no kept index or subject needs.
 Kept always: every tagged manifest, every manifest pushed by digest (tagless mirrors are content),
 every child of a kept index, every referrer of a kept manifest, cached manifests (cache eviction
-governs those), every blob a kept manifest references, and uploads in progress.
+governs those), every blob a kept manifest references, and uploads in progress. Repositories left
+without a manifest (their images deleted) leave the catalog.
 
 When a server holds the storage directory, the collection runs inside that server (POST /api/v1/gc);
 under auth: it needs a user allowed to delete on "**", given by --authfile (pull-secret form,
@@ -147,14 +148,20 @@ export function printResult(out: CommandOutput, r: GcResult): void {
   const verb = r.dryRun ? 'would remove' : 'removed';
   for (const m of r.manifests) out.write(`${verb} manifest ${m.repo}@${m.digest}\n`);
   if (r.removedManifests > r.manifests.length) out.write(`… and ${r.removedManifests - r.manifests.length} more manifests\n`);
+  // Absent from the answer of a server older than this command.
+  const forgotten = r.forgotten ?? [];
+  const forgottenCount = r.forgottenRepositories ?? 0;
+  for (const name of forgotten) out.write(`${r.dryRun ? 'would forget' : 'forgot'} empty repository ${name}\n`);
+  if (forgottenCount > forgotten.length) out.write(`… and ${forgottenCount - forgotten.length} more empty repositories\n`);
   const what = `${plural(r.removedManifests, 'manifest')}, ${plural(r.removedBlobs, 'blob')} (${plural(r.removedLinks, 'repository link')})`;
+  const forgot = forgottenCount > 0 ? `; ${r.dryRun ? 'would forget' : 'forgot'} ${plural(forgottenCount, 'empty repository', 'empty repositories')}` : '';
   out.write(
     r.dryRun
-      ? `gc (dry run): would remove ${what} and free ${formatBytes(r.freedBytes)}; nothing was removed\n`
-      : `gc: removed ${what}, freed ${formatBytes(r.freedBytes)}\n`,
+      ? `gc (dry run): would remove ${what} and free ${formatBytes(r.freedBytes)}${forgot}; nothing was removed\n`
+      : `gc: removed ${what}, freed ${formatBytes(r.freedBytes)}${forgot}\n`,
   );
 }
 
-function plural(n: number, word: string): string {
-  return `${n} ${word}${n === 1 ? '' : 's'}`;
+function plural(n: number, word: string, words = `${word}s`): string {
+  return `${n} ${n === 1 ? word : words}`;
 }

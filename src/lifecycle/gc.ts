@@ -34,6 +34,10 @@ export interface GcResult {
   freedBytes: number;
   /** The removed manifests, the first LISTED of them. */
   manifests: { repo: string; digest: string }[];
+  /** Repositories left without a manifest, no longer listed (catalog, tags/list). */
+  forgottenRepositories: number;
+  /** Their names, the first LISTED of them. */
+  forgotten: string[];
 }
 
 export interface GcDeps {
@@ -101,7 +105,18 @@ export class GarbageCollector {
       untaggedBefore: options.untaggedOlderThan === undefined ? undefined : startedAt - options.untaggedOlderThan,
       dryRun,
     };
-    const result: GcResult = { dryRun, startedAt, durationMs: 0, removedManifests: 0, removedBlobs: 0, removedLinks: 0, freedBytes: 0, manifests: [] };
+    const result: GcResult = {
+      dryRun,
+      startedAt,
+      durationMs: 0,
+      removedManifests: 0,
+      removedBlobs: 0,
+      removedLinks: 0,
+      freedBytes: 0,
+      manifests: [],
+      forgottenRepositories: 0,
+      forgotten: [],
+    };
     try {
       await this.deps.access?.flush();
       await this.recordCachedRefs();
@@ -109,6 +124,9 @@ export class GarbageCollector {
       result.removedManifests = manifests.length;
       result.manifests = manifests.slice(0, LISTED).map(({ repo, digest }) => ({ repo, digest }));
       if (!dryRun) for (const repo of new Set(manifests.map((m) => m.repo))) this.deps.manifests?.invalidate(repo);
+      const forgotten = await meta.forgetEmptiedRepositories(policy);
+      result.forgottenRepositories = forgotten.length;
+      result.forgotten = forgotten.slice(0, LISTED);
 
       const total = (await meta.totals()).blobs;
       let scanned = 0;
@@ -145,6 +163,7 @@ export class GarbageCollector {
         removedBlobs: result.removedBlobs,
         removedLinks: result.removedLinks,
         freedBytes: result.freedBytes,
+        forgottenRepositories: result.forgottenRepositories,
         durationMs: result.durationMs,
       },
       dryRun ? 'garbage collection (dry run): nothing removed' : 'garbage collection',

@@ -321,6 +321,13 @@ export interface MetadataStore {
   blobSweepCandidates(policy: GcPolicy, after: string, pageSize: number): Promise<{ digests: string[]; next?: string }>;
   /** Re-checks each blob against the current state and removes (unless a dry run) what is still unneeded. */
   sweepBlobs(digests: string[], policy: GcPolicy): Promise<BlobSweep[]>;
+  /**
+   * After collectManifests: unlists the repositories left without a manifest (their last one
+   * deleted through the API, or by this collection), so they leave the catalog and their tags/list
+   * answers NAME_UNKNOWN again. A dry run changes nothing and names those it would unlist, counting
+   * the manifests the collection would remove as gone. Returns their names, sorted.
+   */
+  forgetEmptiedRepositories(policy: GcPolicy): Promise<string[]>;
   /** Forgets what a dry run remembered. */
   endCollection(): Promise<void>;
   recordGcRun(run: GcRunRecord): Promise<void>;
@@ -632,9 +639,17 @@ export class SqliteMetadataStore implements MetadataStore {
       clearKept: db.prepare('DELETE FROM temp.gc_kept'),
       clearDoomed: db.prepare('DELETE FROM temp.gc_doomed'),
       // A repository emptied by deletes (or by this collection) stops being listed.
-      unlistEmptied: db.prepare(
-        'UPDATE repositories SET listed = 0 WHERE listed = 1 AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = repositories.id)',
-      ),
+      unlistEmptied: db
+        .prepare('UPDATE repositories SET listed = 0 WHERE listed = 1 AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = repositories.id) RETURNING name')
+        .pluck(),
+      // What a dry run would unlist: no manifest left but doomed ones.
+      emptiedByDoomed: db
+        .prepare(
+          `SELECT r.name FROM repositories r
+           WHERE r.listed = 1 AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id
+             AND NOT EXISTS (SELECT 1 FROM temp.gc_doomed d WHERE d.repo_id = m.repo_id AND d.digest = m.digest))`,
+        )
+        .pluck(),
       // Roots: tagged, cached (eviction's business), recent, and untagged ones the policy keeps
       // (a referrer only with its subject). Then everything a kept manifest needs, transitively.
       markKept: db.prepare(
@@ -1308,7 +1323,6 @@ export class SqliteMetadataStore implements MetadataStore {
         }
         // Gone for real: a manifest pushed again from now on must count in full.
         this.g.clearDoomed.run();
-        this.g.unlistEmptied.run();
       }
       return doomed.map(({ repo, digest, size }) => ({ repo, digest, size }));
     })();
@@ -1336,6 +1350,11 @@ export class SqliteMetadataStore implements MetadataStore {
       }
       return out;
     })();
+  }
+
+  async forgetEmptiedRepositories(policy: GcPolicy): Promise<string[]> {
+    const names = (policy.dryRun ? this.g.emptiedByDoomed.all() : this.g.unlistEmptied.all()) as string[];
+    return names.sort();
   }
 
   async endCollection(): Promise<void> {

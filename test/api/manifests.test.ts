@@ -202,9 +202,16 @@ describe('tags and tagless pushes', () => {
     const kept = repo();
     await pushImage(t.url, kept, { tag: 'a' });
     const gc = (body: string) => http(t.url, '/api/v1/gc', { method: 'POST', headers: { 'content-type': 'application/json' }, body });
-    expectStatus(await gc('{"dryRun":true}'), 200);
+    const dry = await gc('{"dryRun":true}');
+    expectStatus(dry, 200);
+    expect(dry.json<{ forgotten: string[] }>().forgotten).toContain(name);
     expectStatus(await http(t.url, `/v2/${name}/tags/list`), 200);
-    expectStatus(await gc('{}'), 200);
+    const real = await gc('{}');
+    expectStatus(real, 200);
+    const result = real.json<{ forgotten: string[]; forgottenRepositories: number }>();
+    expect(result.forgotten).toContain(name);
+    expect(result.forgotten).not.toContain(kept);
+    expect(result.forgottenRepositories).toBe(result.forgotten.length);
     expectError(await http(t.url, `/v2/${name}/tags/list`), 404, 'NAME_UNKNOWN');
     const catalog = async () => (await http(t.url, '/v2/_catalog?n=10000')).json<{ repositories: string[] }>().repositories;
     expect(await catalog()).not.toContain(name);

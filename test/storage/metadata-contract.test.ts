@@ -263,15 +263,37 @@ describe.each([sqlite, pgBackend])('MetadataStore contract on $name', (backend) 
       expect((await store.listTags('repo', 10)).items).toEqual([]);
       expect((await store.listRepositories(10)).items).toEqual(['repo']);
       expect((await store.totals()).repositories).toBe(0);
-      await store.collectManifests({ graceBefore: 0, dryRun: true });
-      await store.endCollection();
+      const collect = async (dryRun: boolean) => {
+        await store.collectManifests({ graceBefore: 0, dryRun });
+        const forgotten = await store.forgetEmptiedRepositories({ graceBefore: 0, dryRun });
+        await store.endCollection();
+        return forgotten;
+      };
+      expect(await collect(true)).toEqual(['repo']);
       expect(await store.repositoryExists('repo')).toBe(true);
-      await store.collectManifests({ graceBefore: 0, dryRun: false });
-      await store.endCollection();
+      expect(await collect(false)).toEqual(['repo']);
       expect(await store.repositoryExists('repo')).toBe(false);
       expect((await store.listRepositories(10)).items).toEqual([]);
+      expect(await collect(false)).toEqual([]);
       await store.putManifest('repo', keep, 'c');
       expect(await store.repositoryExists('repo')).toBe(true);
+    });
+
+    it('a collection that removes a repository\'s last manifest forgets the repository; a dry run names it', async () => {
+      const store = await open();
+      await store.putManifest('untagged', manifest('old untagged'));
+      await store.putManifest('tagged', manifest('kept'), 'v1');
+      const policy = (dryRun: boolean) => ({ graceBefore: Date.now() + 60_000, untaggedBefore: Date.now() + 60_000, dryRun });
+      const collect = async (dryRun: boolean) => {
+        const removed = await store.collectManifests(policy(dryRun));
+        const forgotten = await store.forgetEmptiedRepositories(policy(dryRun));
+        await store.endCollection();
+        return { removed: removed.map((m) => m.repo), forgotten };
+      };
+      expect(await collect(true)).toEqual({ removed: ['untagged'], forgotten: ['untagged'] });
+      expect((await store.listRepositories(10)).items).toEqual(['tagged', 'untagged']);
+      expect(await collect(false)).toEqual({ removed: ['untagged'], forgotten: ['untagged'] });
+      expect((await store.listRepositories(10)).items).toEqual(['tagged']);
     });
 
     it('delete single tags and list tags in byte order by page', async () => {

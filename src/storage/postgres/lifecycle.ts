@@ -253,10 +253,7 @@ export async function collectManifests(db: Queryable, memory: GcMemory, policy: 
       memory.doomed = doomed.map(({ repoId, digest }) => ({ repoId, digest }));
       return doomed.map(({ repo, digest, size }) => ({ repo, digest, size }));
     }
-    if (doomed.length === 0) {
-      await unlistEmptied(tx);
-      return [];
-    }
+    if (doomed.length === 0) return [];
     // The doomed set goes into a table of this transaction, analysed, so the planner knows its
     // size: given as an array it guesses a handful of rows and checks each against every tag
     // (quadratic: 14 s for 10,000 manifests). Unnamed statements: the table is new each time.
@@ -283,18 +280,31 @@ export async function collectManifests(db: Queryable, memory: GcMemory, policy: 
        SELECT repo_id, digest FROM gone`,
       [policy.graceBefore, policy.untaggedBefore ?? null],
     );
-    await unlistEmptied(tx);
     const removed = new Set(gone.rows.map((r) => `${Number(r.repo_id)} ${r.digest as string}`));
     return doomed.filter((d) => removed.has(`${d.repoId} ${d.digest}`)).map(({ repo, digest, size }) => ({ repo, digest, size }));
   });
 }
 
-/** A repository emptied by deletes stops being listed (readers still list one holding a manifest). */
-async function unlistEmptied(tx: Queryable): Promise<void> {
-  await tx.query({
-    name: 'life_unlist_emptied',
-    text: 'UPDATE repositories r SET listed = 0 WHERE r.listed = 1 AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)',
-  });
+/**
+ * Unlists the repositories left without a manifest; a dry run names those it would, the manifests
+ * it would remove counted as gone. Readers still list a repository holding a manifest: this
+ * statement cannot see one another replica has not committed yet.
+ */
+export async function forgetEmptiedRepositories(db: Queryable, memory: GcMemory, policy: GcPolicy): Promise<string[]> {
+  const { rows } = policy.dryRun
+    ? await db.query<{ name: string }>({
+        name: 'life_emptied_by_doomed',
+        text: `SELECT r.name FROM repositories r
+               WHERE r.listed = 1 AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id
+                 AND NOT EXISTS (SELECT 1 FROM unnest($1::bigint[], $2::text[]) AS d(repo_id, digest)
+                                 WHERE d.repo_id = m.repo_id AND d.digest = m.digest))`,
+        values: doomedArrays(memory),
+      })
+    : await db.query<{ name: string }>({
+        name: 'life_unlist_emptied',
+        text: 'UPDATE repositories r SET listed = 0 WHERE r.listed = 1 AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id) RETURNING r.name',
+      });
+  return rows.map((r) => r.name).sort();
 }
 
 /**

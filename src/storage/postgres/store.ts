@@ -718,6 +718,10 @@ export class PostgresMetadataStore implements MetadataStore {
     return lifecycle.sweepBlobs(this.pool, this.gcMemory, digests, policy);
   }
 
+  forgetEmptiedRepositories(policy: GcPolicy): Promise<string[]> {
+    return lifecycle.forgetEmptiedRepositories(this.pool, this.gcMemory, policy);
+  }
+
   endCollection(): Promise<void> {
     return lifecycle.endCollection(this.pool, this.gcMemory);
   }
