@@ -9,7 +9,7 @@ import { RegistryError } from './errors.js';
 import { KeyedLock, runAll } from './keyed-lock.js';
 import { ManifestCache } from './manifest-cache.js';
 import { manifestRecord, parseManifest } from './manifest.js';
-import { assertDigest, isValidTag, looksLikeDigest, parseReference, readReference, truncate, type DigestAlgorithm } from './names.js';
+import { assertDigest, assertTag, isValidTag, looksLikeDigest, parseReference, readReference, truncate, type DigestAlgorithm } from './names.js';
 
 export interface RegistryOptions {
   /** Largest manifest accepted on push, in bytes. */
@@ -392,8 +392,21 @@ export class Registry {
   }
 
   /** Stores a manifest pushed by tag or by digest (a tagless push). */
-  async putManifest(repo: string, reference: string, body: Buffer, contentType: string | undefined): Promise<{ digest: string; subject?: string }> {
+  /**
+   * PUT of a manifest by tag or by digest. `tagParams` are the `?tag=` query parameters of a push
+   * by digest: every one is pointed at the manifest in the same write (the caller answers them in
+   * `OCI-Tag`).
+   */
+  async putManifest(
+    repo: string,
+    reference: string,
+    body: Buffer,
+    contentType: string | undefined,
+    tagParams: readonly string[] = [],
+  ): Promise<{ digest: string; subject?: string; tags: string[] }> {
     const ref = parseReference(reference);
+    const tags = ref.kind === 'tag' ? [ref.tag] : [...new Set(tagParams)];
+    if (tagParams.length > 0) checkTagParams(ref.kind, tagParams);
     if (body.length > this.options.manifestLimit) {
       throw new RegistryError('MANIFEST_INVALID', `manifest is ${body.length} bytes; the limit is ${this.options.manifestLimit}`, undefined, 413);
     }
@@ -412,16 +425,16 @@ export class Registry {
       await this.meta.putManifest(
         repo,
         { ...manifestRecord(digest, body, parsed), blobRefs: parsed.blobRefs, manifestRefs: parsed.manifestRefs },
-        ref.kind === 'tag' ? ref.tag : undefined,
+        tags,
       );
     } catch (e) {
       if (e instanceof MissingReferencesError) missingReferences(repo, e.blobs, e.manifests);
       throw e;
     }
     this.manifests.invalidate(repo);
-    this.proxy?.forgetNotFound(repo, reference);
     this.proxy?.forgetNotFound(repo, digest);
-    return { digest, subject: parsed.subject?.digest };
+    for (const tag of tags) this.proxy?.forgetNotFound(repo, tag);
+    return { digest, subject: parsed.subject?.digest, tags };
   }
 
   /** DELETE by digest removes the manifest and its tags; DELETE by tag removes only the tag. */
@@ -458,6 +471,20 @@ export class Registry {
     assertDigest(subject);
     return this.meta.referrers(repo, subject, artifactType);
   }
+}
+
+/** Tags one push by digest may set with `?tag=` (the spec asks for at least 10). */
+export const MAX_TAG_PARAMS = 100;
+
+/** `?tag=` goes with a push by digest, each a valid tag, and not too many of them. */
+function checkTagParams(kind: 'tag' | 'digest', tagParams: readonly string[]): void {
+  if (kind === 'tag') {
+    throw new RegistryError('TAG_INVALID', 'tag query parameters go with a push by digest (PUT /v2/<name>/manifests/<digest>?tag=…), not by tag');
+  }
+  if (tagParams.length > MAX_TAG_PARAMS) {
+    throw new RegistryError('TAG_INVALID', `${tagParams.length} tag query parameters; at most ${MAX_TAG_PARAMS} per push`, { count: tagParams.length }, 414);
+  }
+  for (const tag of tagParams) assertTag(tag);
 }
 
 /** Refuses a pushed manifest whose references the repository does not hold. */

@@ -164,8 +164,11 @@ export function createV2Handler(deps: V2Deps) {
 
   async function putManifest(r: Request, name: string, reference: string): Promise<void> {
     const body = await readBody(r.req, deps.manifestLimit);
-    const { digest, subject } = await registry.putManifest(name, reference, body, r.req.headers['content-type']);
-    audit(r, 'push', name, digest, reference === digest ? undefined : reference);
+    // A push by digest may name tags to set with it: ?tag=a&tag=b (answered in OCI-Tag).
+    const tagParams = r.query.getAll('tag');
+    const { digest, subject, tags } = await registry.putManifest(name, reference, body, r.req.headers['content-type'], tagParams);
+    if (tags.length === 0) audit(r, 'push', name, digest);
+    for (const tag of tags) audit(r, 'push', name, digest, tag);
     const headers: Headers = {
       ...API_VERSION,
       Location: manifestPath(name, digest),
@@ -173,6 +176,8 @@ export function createV2Handler(deps: V2Deps) {
       'Content-Length': 0,
     };
     if (subject) headers['OCI-Subject'] = subject;
+    // One field listing every tag set (RFC 9110 list syntax; a tag holds no comma).
+    if (tagParams.length > 0) headers['OCI-Tag'] = tags.join(', ');
     send(r.res, 201, headers);
   }
 

@@ -189,7 +189,8 @@ export interface MetadataStore {
    * checked in the same transaction: MissingReferencesError when its repository lacks a blob or
    * child manifest it references, so a concurrent removal cannot slip in before it lands.
    */
-  putManifest(repo: string, manifest: NewManifest, tag?: string): Promise<void>;
+  /** Stores the manifest and points `tags` (one, several, or none) at it, in one transaction. */
+  putManifest(repo: string, manifest: NewManifest, tags?: string | readonly string[]): Promise<void>;
   /** Deletes the manifest and every tag pointing at it; true if it existed. */
   deleteManifest(repo: string, digest: string): Promise<boolean>;
   deleteTag(repo: string, tag: string): Promise<boolean>;
@@ -376,6 +377,12 @@ export interface ImageRecord {
   digest: string;
   mediaType: string;
   tags: string[];
+}
+
+/** putManifest's tags as a list without repeats (a tag given twice is one tag). */
+export function tagsOf(tags: string | readonly string[] | undefined): string[] {
+  if (tags === undefined) return [];
+  return typeof tags === 'string' ? [tags] : [...new Set(tags)];
 }
 
 /** A pushed manifest references blobs or manifests its repository does not hold (see putManifest). */
@@ -820,9 +827,10 @@ export class SqliteMetadataStore implements MetadataStore {
     return id === undefined ? undefined : toManifest(this.q.getTaggedManifest.get(id, tag) as Row | undefined);
   }
 
-  async putManifest(repo: string, m: NewManifest, tag?: string): Promise<void> {
+  async putManifest(repo: string, m: NewManifest, tags?: string | readonly string[]): Promise<void> {
     const now = Date.now();
     const cached = m.cached ? 1 : 0;
+    const tagList = tagsOf(tags);
     this.db.transaction(() => {
       const repoId = this.ensureRepoId(repo);
       if (!cached) {
@@ -850,7 +858,7 @@ export class SqliteMetadataStore implements MetadataStore {
         if (!cached) this.q.pinBlob.run(repoId, child);
       }
       for (const child of m.manifestRefs) this.q.insertRef.run(repoId, m.digest, child, 'manifest');
-      if (tag !== undefined) this.q.upsertTag.run(repoId, tag, m.digest, cached, now);
+      for (const tag of tagList) this.q.upsertTag.run(repoId, tag, m.digest, cached, now);
     })();
   }
 

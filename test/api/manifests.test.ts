@@ -1,6 +1,6 @@
 // Manifests: push, pull, HEAD and DELETE by tag and by digest for every supported media type,
 // byte-exact storage, validation errors, content negotiation and tagless pushes.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -193,6 +193,47 @@ describe('tags and tagless pushes', () => {
     expect(tags.json()).toEqual({ name, tags: [] });
     expect((await http(t.url, '/v2/_catalog?n=10000')).json<{ repositories: string[] }>().repositories).toContain(name);
     expectError(await http(t.url, `/v2/${name}/manifests/${image.digest}`, { method: 'DELETE' }), 404, 'MANIFEST_UNKNOWN');
+  });
+
+  it('a push by digest with ?tag= parameters sets every tag with it and names them in OCI-Tag', async () => {
+    const name = repo();
+    const old = await pushImage(t.url, name, { tag: 'latest' });
+    const image = await pushImage(t.url, name, { tag: 'seed' });
+    const put = (query: string, body = image.body) =>
+      http(t.url, `/v2/${name}/manifests/${sha256(body)}${query}`, { method: 'PUT', headers: { 'content-type': image.mediaType }, body });
+    const res = await put('?tag=1.2.3&tag=1.2&tag=latest&tag=1.2');
+    expectCreated(Object.assign(res, { digest: image.digest }), name);
+    expect(res.header('oci-tag')).toBe('1.2.3, 1.2, latest');
+    // latest moved from the old image; each tag now serves the pushed manifest.
+    for (const tag of ['1.2.3', '1.2', 'latest']) expect((await http(t.url, `/v2/${name}/manifests/${tag}`)).header('docker-content-digest')).toBe(image.digest);
+    await expectManifest(name, old);
+    expect((await http(t.url, `/v2/${name}/tags/list`)).json()).toEqual({ name, tags: ['1.2', '1.2.3', 'latest', 'seed'] });
+    // Without ?tag=, no OCI-Tag: a client falls back to pushing its tags one by one.
+    expect((await put('')).header('oci-tag')).toBeUndefined();
+    // The only way to tag a manifest pushed by its sha512 digest.
+    const sha512 = `sha512:${createHash('sha512').update(image.body).digest('hex')}`;
+    const by512 = await http(t.url, `/v2/${name}/manifests/${sha512}?tag=s512`, { method: 'PUT', headers: { 'content-type': image.mediaType }, body: image.body });
+    expectStatus(by512, 201);
+    expect(by512.header('oci-tag')).toBe('s512');
+    const tagged = await http(t.url, `/v2/${name}/manifests/s512`);
+    expect(tagged.header('docker-content-digest')).toBe(sha512);
+    expect(tagged.body.equals(image.body)).toBe(true);
+  });
+
+  it('?tag= parameters: a bad tag, a push by tag or too many are refused, and nothing is tagged', async () => {
+    const name = repo();
+    const image = await pushImage(t.url, name, { tag: 'seed' });
+    const put = (reference: string, query: string) =>
+      http(t.url, `/v2/${name}/manifests/${reference}${query}`, { method: 'PUT', headers: { 'content-type': image.mediaType }, body: image.body });
+    const bad = await put(image.digest, '?tag=ok&tag=-bad');
+    expectError(bad, 400, 'TAG_INVALID');
+    expect(bad.json<{ errors: { message: string }[] }>().errors[0]!.message).toContain('"-bad"');
+    expectError(await put('seed', '?tag=other'), 400, 'TAG_INVALID');
+    const many = Array.from({ length: 101 }, (_, i) => `tag=t${i}`).join('&');
+    expectError(await put(image.digest, `?${many}`), 414, 'TAG_INVALID');
+    const ten = Array.from({ length: 10 }, (_, i) => `t${i}`);
+    expect((await put(image.digest, `?${ten.map((tag) => `tag=${tag}`).join('&')}`)).header('oci-tag')).toBe(ten.join(', '));
+    expect((await http(t.url, `/v2/${name}/tags/list`)).json<{ tags: string[] }>().tags).toEqual([...ten, 'seed'].sort());
   });
 
   it('garbage collection forgets a repository left empty, and a new push lists it again', async () => {

@@ -243,6 +243,18 @@ describe.each([sqlite, pgBackend])('MetadataStore contract on $name', (backend) 
       expect((await store.getTag('mirror', 'v1'))?.cached).toBe(false);
     });
 
+    it('put a manifest with several tags at once (a repeated tag is one), moving one from another manifest', async () => {
+      const store = await open();
+      const old = manifest('old');
+      const m = manifest('multi');
+      await store.putManifest('repo', old, 'latest');
+      await store.putManifest('repo', m, ['1.2.3', '1.2', 'latest', '1.2']);
+      expect((await store.listTags('repo', 10)).items).toEqual(['1.2', '1.2.3', 'latest']);
+      for (const tag of ['1.2.3', '1.2', 'latest']) expect((await store.getTag('repo', tag))?.digest).toBe(m.digest);
+      await store.putManifest('repo', m, []);
+      expect((await store.listTags('repo', 10)).items).toEqual(['1.2', '1.2.3', 'latest']);
+    });
+
     it('delete a manifest with every tag pointing at it, once', async () => {
       const store = await open();
       const m = manifest('doomed');

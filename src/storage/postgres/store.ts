@@ -31,7 +31,7 @@ import type {
   UnclassifiedManifest,
   UploadRecord,
 } from '../metadata.js';
-import { MissingReferencesError, toManifest } from '../metadata.js';
+import { MissingReferencesError, tagsOf, toManifest } from '../metadata.js';
 import { applyMigrations } from './migrations.js';
 import { createPool, inTransaction, isRetryable, type Queryable } from './pool.js';
 import * as dashboard from './dashboard.js';
@@ -226,7 +226,7 @@ export class PostgresMetadataStore implements MetadataStore {
     return toManifest(rows[0]);
   }
 
-  async putManifest(repo: string, m: NewManifest, tag?: string): Promise<void> {
+  async putManifest(repo: string, m: NewManifest, tags?: string | readonly string[]): Promise<void> {
     const now = Date.now();
     const cached = m.cached ? 1 : 0;
     const repoId = await this.ensureRepoId(repo);
@@ -262,12 +262,12 @@ export class PostgresMetadataStore implements MetadataStore {
              UPDATE repo_blobs SET cached = 0 WHERE $9 = 0 AND repo_id = $1 AND digest = ANY($13::text[]) AND cached = 1
                AND NOT EXISTS (SELECT 1 FROM missing)
            ), tagged AS (
-             INSERT INTO tags (repo_id, name, digest, cached, updated_at) SELECT $1, $14::text, $2, $9, $10
-             WHERE $14::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM missing)
+             INSERT INTO tags (repo_id, name, digest, cached, updated_at) SELECT $1, t.name, $2, $9, $10
+             FROM unnest($14::text[]) AS t(name) WHERE NOT EXISTS (SELECT 1 FROM missing)
              ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, cached = excluded.cached, updated_at = excluded.updated_at
            )
            SELECT child, kind FROM missing`,
-          [repoId, m.digest, m.mediaType, m.size, m.content, m.subject, m.artifactType, m.annotations, cached, now, children, kinds, m.blobRefs, tag ?? null],
+          [repoId, m.digest, m.mediaType, m.size, m.content, m.subject, m.artifactType, m.annotations, cached, now, children, kinds, m.blobRefs, tagsOf(tags)],
         ),
       ),
     );
