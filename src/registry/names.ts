@@ -45,6 +45,14 @@ export function looksLikeDigest(ref: string): boolean {
 }
 
 /** Checks a digest's grammar and that its algorithm is one airlock verifies; returns the algorithm. */
+/** An algorithm named on its own (POST …/uploads/?digest-algorithm=): one airlock can verify. */
+export function assertDigestAlgorithm(name: string): DigestAlgorithm {
+  if (!Object.hasOwn(DIGEST_ALGORITHMS, name)) {
+    throw new RegistryError('DIGEST_INVALID', `unsupported digest algorithm "${truncate(name)}": use sha256 or sha512`, { algorithm: truncate(name) });
+  }
+  return name as DigestAlgorithm;
+}
+
 export function assertDigest(digest: string): DigestAlgorithm {
   if (!DIGEST_RE.test(digest)) {
     throw new RegistryError('DIGEST_INVALID', `invalid digest "${truncate(digest)}": expected algorithm:hex, e.g. sha256:<64 hex>`, {

@@ -163,8 +163,11 @@ export class Registry {
 
   // ---- uploads -------------------------------------------------------------------------------
 
-  /** Opens an upload session; `owner` (a user, or anonymous@address) is bounded in open sessions. */
-  async startUpload(repo: string, owner = ''): Promise<string> {
+  /**
+   * Opens an upload session; `owner` (a user, or anonymous@address) is bounded in open sessions.
+   * `algorithm` is the one the client will commit with: the bytes are hashed with it as they come.
+   */
+  async startUpload(repo: string, owner = '', algorithm: DigestAlgorithm = 'sha256'): Promise<string> {
     const open = await this.meta.countUploads(owner);
     if (open >= this.options.uploadsPerOwner) {
       throw new RegistryError(
@@ -173,7 +176,7 @@ export class Registry {
       ).withHeaders({ 'Retry-After': '30' });
     }
     const id = randomUUID();
-    await this.blobs.createUpload(id);
+    await this.blobs.createUpload(id, algorithm);
     await this.meta.createUpload(id, repo, owner);
     return id;
   }

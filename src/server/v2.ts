@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
 import { isStorageFull, RegistryError } from '../registry/errors.js';
 import { acceptsMediaType, MediaType } from '../registry/manifest.js';
-import { assertDigest, assertName } from '../registry/names.js';
+import { assertDigest, assertDigestAlgorithm, assertName } from '../registry/names.js';
 import type { CacheOutcome, Stats } from '../metrics.js';
 import type { ChunkInfo, ManifestAnswer, Registry } from '../registry/registry.js';
 import type { ManifestRecord } from '../storage/metadata.js';
@@ -275,7 +275,11 @@ export function createV2Handler(deps: V2Deps) {
       audit(r, 'push', name, digest);
       return sendCreatedBlob(r, name, digest);
     }
-    const id = await registry.startUpload(name, uploadOwner(r));
+    // The algorithm the client will commit with (it SHOULD say so for one other than sha256): hashed
+    // as the bytes arrive, and an algorithm airlock cannot verify is refused before any are sent.
+    const algorithmParam = r.query.get('digest-algorithm');
+    const algorithm = algorithmParam === null ? undefined : assertDigestAlgorithm(algorithmParam);
+    const id = await registry.startUpload(name, uploadOwner(r), algorithm);
     send(r.res, 202, { ...API_VERSION, ...uploadHeaders(name, id, 0), 'Content-Length': 0 });
   }
 

@@ -27,8 +27,12 @@ export interface BlobStore {
   open(digest: string, range?: { start: number; end: number }): Promise<Readable | undefined>;
   remove(digest: string): Promise<void>;
 
-  /** Upload sessions: bytes appended in order, verified and promoted on commit. */
-  createUpload(id: string): Promise<void>;
+  /**
+   * Upload sessions: bytes appended in order, verified and promoted on commit. The running hash
+   * uses `algorithm` (what the client announced with ?digest-algorithm=); a commit by a digest of
+   * another algorithm reads the bytes back.
+   */
+  createUpload(id: string, algorithm?: DigestAlgorithm): Promise<void>;
   /** Bytes received so far, or undefined when the session has no file. */
   uploadSize(id: string): Promise<number | undefined>;
   /**
@@ -87,6 +91,7 @@ export class TooLargeError extends Error {}
  */
 interface UploadHashState {
   hash: StreamHash;
+  algorithm: DigestAlgorithm;
   size: number;
 }
 
@@ -172,9 +177,9 @@ export class FsBlobStore implements BlobStore {
     await rm(this.blobPath(digest), { force: true });
   }
 
-  async createUpload(id: string): Promise<void> {
+  async createUpload(id: string, algorithm: DigestAlgorithm = 'sha256'): Promise<void> {
     await this.createFill(id);
-    this.hashes.set(id, { hash: streamHash('sha256'), size: 0 });
+    this.hashes.set(id, { hash: streamHash(algorithm), algorithm, size: 0 });
   }
 
   /** A pull-through fill's (or an import's) file: an upload file without a running hash, the caller hashes. */
@@ -255,7 +260,7 @@ export class FsBlobStore implements BlobStore {
     const state = this.hashes.get(id);
     this.hashes.delete(id);
     let actual: string;
-    if (algorithm === 'sha256' && state && state.size === size) actual = `sha256:${await state.hash.digest()}`;
+    if (state && state.algorithm === algorithm && state.size === size) actual = `${algorithm}:${await state.hash.digest()}`;
     else {
       state?.hash.dispose();
       actual = `${algorithm}:${await hashFile(path, algorithm)}`;

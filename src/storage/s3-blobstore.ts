@@ -73,6 +73,7 @@ const OFFSET_DIGITS = 16;
 /** Running hash of an upload session, valid only while it covers exactly the stored bytes. */
 interface UploadHashState {
   hash: StreamHash;
+  algorithm: DigestAlgorithm;
   size: number;
   /** ETag the store answered for each chunk this process wrote, by key: proves the chunks are still those bytes. */
   etags: Map<string, string>;
@@ -344,14 +345,14 @@ export class S3BlobStore implements BlobStore {
 
   // ---- upload sessions (in the bucket) --------------------------------------------------------
 
-  async createUpload(id: string): Promise<void> {
+  async createUpload(id: string, algorithm: DigestAlgorithm = 'sha256'): Promise<void> {
     const key = `${this.sessionPrefix(id)}${SESSION_MARKER}`;
     try {
       await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: '', ContentLength: 0 }));
     } catch (e) {
       throw this.failure('PutObject', key, e);
     }
-    this.hashes.set(id, { hash: streamHash('sha256'), size: 0, etags: new Map() });
+    this.hashes.set(id, { hash: streamHash(algorithm), algorithm, size: 0, etags: new Map() });
   }
 
   /** The session's objects, in key order. */
@@ -476,8 +477,8 @@ export class S3BlobStore implements BlobStore {
     const { chunks, size } = await this.chunks(id);
     const state = this.hashes.get(id);
     this.hashes.delete(id);
-    if (algorithm === 'sha256' && state && state.size === size && this.copyable(chunks, state)) {
-      const actual = `sha256:${await state.hash.digest()}`;
+    if (state && state.algorithm === algorithm && state.size === size && this.copyable(chunks, state)) {
+      const actual = `${algorithm}:${await state.hash.digest()}`;
       if (actual !== digest) throw new DigestMismatchError(digest, actual);
       await this.copyChunks(chunks, digest);
     } else {

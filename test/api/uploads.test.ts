@@ -1,7 +1,7 @@
 // Pushing blobs: upload sessions, monolithic and chunked uploads, streamed PATCH, mounts,
 // cancellation, digest verification and concurrent commits.
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -404,6 +404,34 @@ describe('digest algorithms', () => {
     await http(t.url, location, { method: 'PATCH', headers: octet(100, { 'content-range': '0-99' }), body: other });
     expectStatus(await http(t.url, withDigest(location, otherDigest), { method: 'PUT' }), 201);
     await expectBlob(name, otherDigest, other);
+  });
+
+  it('?digest-algorithm= on POST: the session hashes with it as the bytes arrive; one airlock cannot verify → 400 before any byte', async () => {
+    const { createHash } = await import('node:crypto');
+    const sha512 = (b: Buffer) => `sha512:${createHash('sha512').update(b).digest('hex')}`;
+    const name = repo();
+    expectError(await http(t.url, `/v2/${name}/blobs/uploads/?digest-algorithm=md5`, { method: 'POST' }), 400, 'DIGEST_INVALID');
+    // A session per announced algorithm, each sent the same bytes; then the file on disk is
+    // replaced by other bytes of the same length. The commit trusts the hash taken as the bytes
+    // arrived when the algorithm matches (so it accepts the digest of what was sent), and reads
+    // the file back when it does not (so it finds the replaced bytes).
+    const sent = randomBytes(5000);
+    const session = async (query: string) => {
+      const res = await http(t.url, `/v2/${name}/blobs/uploads/${query}`, { method: 'POST' });
+      expectStatus(res, 202);
+      const patched = await http(t.url, res.header('location')!, { method: 'PATCH', headers: octet(sent.length, { 'content-range': `0-${sent.length - 1}` }), body: sent });
+      expectStatus(patched, 202);
+      return patched.header('location')!;
+    };
+    const announced = await session('?digest-algorithm=sha512');
+    const unannounced = await session('');
+    for (const location of [announced, unannounced]) {
+      const id = new URL(location, t.url).pathname.split('/').pop()!;
+      expect(uploadFiles()).toContain(id);
+      writeFileSync(join(t.storage, 'uploads', id), randomBytes(sent.length));
+    }
+    expectStatus(await http(t.url, withDigest(announced, sha512(sent)), { method: 'PUT' }), 201);
+    expectError(await http(t.url, withDigest(unannounced, sha512(sent)), { method: 'PUT' }), 400, 'DIGEST_INVALID');
   });
 
   it('an unknown algorithm → 400 DIGEST_INVALID', async () => {

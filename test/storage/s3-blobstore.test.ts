@@ -224,6 +224,29 @@ describe('S3BlobStore on radosgw', () => {
     }
   });
 
+  it('a session started for sha512 commits by its running hash (no read back); one started for sha256 reads its chunks back for a sha512 digest', async () => {
+    const own = replica();
+    const commands: string[] = [];
+    own.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        commands.push(context.commandName ?? '?');
+        return next(args);
+      },
+      { step: 'initialize', name: 'recordCommands' },
+    );
+    for (const announced of ['sha512', 'sha256'] as const) {
+      const bytes = randomBytes(300 * 1024);
+      const digest = `sha512:${createHash('sha512').update(bytes).digest('hex')}`;
+      const id = randomUUID();
+      await own.createUpload(id, announced);
+      await own.appendUpload(id, Readable.from([bytes]), Infinity, 0);
+      commands.length = 0;
+      expect(await own.commitUpload(id, digest, 'sha512')).toBe(bytes.length);
+      expect(commands.includes('GetObjectCommand')).toBe(announced === 'sha256');
+      expect((await readAll((await store.open(digest))!)).equals(bytes)).toBe(true);
+    }
+  });
+
   it('stores a monolithic push straight under its digest: no chunk objects, the session gone, small or multipart', async () => {
     for (const size of [1000, 20 * MiB]) {
       const id = randomUUID();
