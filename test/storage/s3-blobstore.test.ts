@@ -52,6 +52,19 @@ async function digestOf(stream: Readable): Promise<{ digest: string; size: numbe
   return { digest: `sha256:${hash.digest('hex')}`, size };
 }
 
+/** The names of the S3 commands the store sends from now on. */
+function recordCommands(store: S3BlobStore): string[] {
+  const commands: string[] = [];
+  store.client.middlewareStack.add(
+    (next, context) => async (args) => {
+      commands.push(context.commandName ?? '?');
+      return next(args);
+    },
+    { step: 'initialize', name: 'recordCommands' },
+  );
+  return commands;
+}
+
 describe('S3BlobStore on radosgw', () => {
   let ceph: Ceph;
   let options: S3BlobStoreOptions;
@@ -199,14 +212,7 @@ describe('S3BlobStore on radosgw', () => {
 
   it('a chunk of a known session is one PutObject; a session of one chunk becomes the blob with one CopyObject', async () => {
     const own = replica();
-    const commands: string[] = [];
-    own.client.middlewareStack.add(
-      (next, context) => async (args) => {
-        commands.push(context.commandName ?? '?');
-        return next(args);
-      },
-      { step: 'initialize', name: 'recordCommands' },
-    );
+    const commands = recordCommands(own);
     for (const size of [300 * 1024, 6 * MiB]) {
       const bytes = randomBytes(size);
       const digest = sha256(bytes);
@@ -226,14 +232,7 @@ describe('S3BlobStore on radosgw', () => {
 
   it('a session started for sha512 commits by its running hash (no read back); one started for sha256 reads its chunks back for a sha512 digest', async () => {
     const own = replica();
-    const commands: string[] = [];
-    own.client.middlewareStack.add(
-      (next, context) => async (args) => {
-        commands.push(context.commandName ?? '?');
-        return next(args);
-      },
-      { step: 'initialize', name: 'recordCommands' },
-    );
+    const commands = recordCommands(own);
     for (const announced of ['sha512', 'sha256'] as const) {
       const bytes = randomBytes(300 * 1024);
       const digest = `sha512:${createHash('sha512').update(bytes).digest('hex')}`;
