@@ -44,15 +44,17 @@ export function looksLikeDigest(ref: string): boolean {
   return ref.includes(':');
 }
 
-/** Checks a digest's grammar and that its algorithm is one airlock verifies; returns the algorithm. */
 /** An algorithm named on its own (POST …/uploads/?digest-algorithm=): one airlock can verify. */
 export function assertDigestAlgorithm(name: string): DigestAlgorithm {
-  if (!Object.hasOwn(DIGEST_ALGORITHMS, name)) {
-    throw new RegistryError('DIGEST_INVALID', `unsupported digest algorithm "${truncate(name)}": use sha256 or sha512`, { algorithm: truncate(name) });
-  }
+  if (!Object.hasOwn(DIGEST_ALGORITHMS, name)) throw unsupportedAlgorithm(name, { algorithm: truncate(name) });
   return name as DigestAlgorithm;
 }
 
+function unsupportedAlgorithm(name: string, detail: Record<string, string>): RegistryError {
+  return new RegistryError('DIGEST_INVALID', `unsupported digest algorithm "${truncate(name)}": use ${Object.keys(DIGEST_ALGORITHMS).join(' or ')}`, detail);
+}
+
+/** Checks a digest's grammar and that its algorithm is one airlock verifies; returns the algorithm. */
 export function assertDigest(digest: string): DigestAlgorithm {
   if (!DIGEST_RE.test(digest)) {
     throw new RegistryError('DIGEST_INVALID', `invalid digest "${truncate(digest)}": expected algorithm:hex, e.g. sha256:<64 hex>`, {
@@ -60,12 +62,8 @@ export function assertDigest(digest: string): DigestAlgorithm {
     });
   }
   const [algorithm, encoded] = digest.split(':', 2) as [string, string];
+  if (!Object.hasOwn(DIGEST_ALGORITHMS, algorithm)) throw unsupportedAlgorithm(algorithm, { digest: truncate(digest) });
   const length = DIGEST_ALGORITHMS[algorithm as DigestAlgorithm];
-  if (length === undefined) {
-    throw new RegistryError('DIGEST_INVALID', `unsupported digest algorithm "${truncate(algorithm)}": use sha256 or sha512`, {
-      digest: truncate(digest),
-    });
-  }
   if (encoded.length !== length || !/^[a-f0-9]+$/.test(encoded)) {
     throw new RegistryError('DIGEST_INVALID', `invalid ${algorithm} digest: expected ${length} lowercase hex characters`, {
       digest: truncate(digest),
