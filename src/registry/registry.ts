@@ -4,7 +4,7 @@ import type { Logger } from '../log.js';
 import type { CacheOutcome } from '../metrics.js';
 import type { PullThroughCache } from '../proxy/pull-through.js';
 import { DigestMismatchError, TooLargeError, type BlobStore } from '../storage/blobstore.js';
-import { MissingReferencesError, type EvictedImage, type ManifestRecord, type MetadataStore, type Page } from '../storage/metadata.js';
+import { MissingReferencesError, tagsOf, type EvictedImage, type ManifestRecord, type MetadataStore, type Page } from '../storage/metadata.js';
 import { RegistryError } from './errors.js';
 import { KeyedLock, runAll } from './keyed-lock.js';
 import { ManifestCache } from './manifest-cache.js';
@@ -394,11 +394,10 @@ export class Registry {
     return found;
   }
 
-  /** Stores a manifest pushed by tag or by digest (a tagless push). */
   /**
-   * PUT of a manifest by tag or by digest. `tagParams` are the `?tag=` query parameters of a push
-   * by digest: every one is pointed at the manifest in the same write (the caller answers them in
-   * `OCI-Tag`).
+   * Stores a manifest pushed by tag, or by digest (a tagless push, unless `tagParams`, the `?tag=`
+   * query parameters, name tags: each is pointed at the manifest in the same write, and the caller
+   * answers them in `OCI-Tag`). Returns the tags set.
    */
   async putManifest(
     repo: string,
@@ -408,7 +407,7 @@ export class Registry {
     tagParams: readonly string[] = [],
   ): Promise<{ digest: string; subject?: string; tags: string[] }> {
     const ref = parseReference(reference);
-    const tags = ref.kind === 'tag' ? [ref.tag] : [...new Set(tagParams)];
+    const tags = ref.kind === 'tag' ? [ref.tag] : tagsOf(tagParams);
     if (tagParams.length > 0) checkTagParams(ref.kind, tagParams);
     if (body.length > this.options.manifestLimit) {
       throw new RegistryError('MANIFEST_INVALID', `manifest is ${body.length} bytes; the limit is ${this.options.manifestLimit}`, undefined, 413);

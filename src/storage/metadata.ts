@@ -185,11 +185,11 @@ export interface MetadataStore {
   /** Resolves a tag to its manifest in one query. */
   getTaggedManifest(repo: string, tag: string): Promise<ManifestRecord | undefined>;
   /**
-   * Stores a manifest (and its references, and the tag). A pushed (not cached) manifest is
-   * checked in the same transaction: MissingReferencesError when its repository lacks a blob or
-   * child manifest it references, so a concurrent removal cannot slip in before it lands.
+   * Stores a manifest (and its references) and points `tags` at it (one, several, or none; a
+   * repeated tag is one), in one transaction. A pushed (not cached) manifest is checked in the same
+   * transaction: MissingReferencesError when its repository lacks a blob or child manifest it
+   * references, so a concurrent removal cannot slip in before it lands.
    */
-  /** Stores the manifest and points `tags` (one, several, or none) at it, in one transaction. */
   putManifest(repo: string, manifest: NewManifest, tags?: string | readonly string[]): Promise<void>;
   /** Deletes the manifest and every tag pointing at it; true if it existed. */
   deleteManifest(repo: string, digest: string): Promise<boolean>;
