@@ -181,6 +181,7 @@ export class Stats {
             removedManifests: this.lastGc.removedManifests,
             removedBlobs: this.lastGc.removedBlobs,
             freedBytes: this.lastGc.freedBytes,
+            forgottenRepositories: this.lastGc.forgottenRepositories,
           }
         : null,
     };
@@ -259,5 +260,6 @@ export function createPrometheusRegistry(stats: Stats): PromRegistry {
   gauge('airlock_gc_last_removed_manifests', 'Manifests the last garbage collection removed', () => lastGc()?.removedManifests ?? 0);
   gauge('airlock_gc_last_removed_blobs', 'Blobs the last garbage collection removed', () => lastGc()?.removedBlobs ?? 0);
   gauge('airlock_gc_last_freed_bytes', 'Bytes the last garbage collection freed', () => lastGc()?.freedBytes ?? 0);
+  gauge('airlock_gc_last_forgotten_repositories', 'Emptied repositories the last garbage collection stopped listing', () => lastGc()?.forgottenRepositories ?? 0);
   return registry;
 }

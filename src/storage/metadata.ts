@@ -76,6 +76,8 @@ export interface GcRunRecord {
   removedManifests: number;
   removedBlobs: number;
   freedBytes: number;
+  /** Repositories left without a manifest that the collection no longer lists. */
+  forgottenRepositories: number;
 }
 
 /** A cached image removed by eviction: its manifests (with their cached tags) and its blobs. */
@@ -709,12 +711,12 @@ export class SqliteMetadataStore implements MetadataStore {
          WHERE m.cached = 1 AND NOT EXISTS (SELECT 1 FROM manifest_refs x WHERE x.repo_id = m.repo_id AND x.parent = m.digest)`,
       ),
       recordRun: db.prepare(
-        `INSERT INTO gc_runs (started_at, duration_ms, dry_run, removed_manifests, removed_blobs, freed_bytes)
-         VALUES (@startedAt, @durationMs, @dryRun, @removedManifests, @removedBlobs, @freedBytes)`,
+        `INSERT INTO gc_runs (started_at, duration_ms, dry_run, removed_manifests, removed_blobs, freed_bytes, forgotten_repositories)
+         VALUES (@startedAt, @durationMs, @dryRun, @removedManifests, @removedBlobs, @freedBytes, @forgottenRepositories)`,
       ),
       lastRun: db.prepare(
         `SELECT started_at AS startedAt, duration_ms AS durationMs, dry_run AS dryRun, removed_manifests AS removedManifests,
-                removed_blobs AS removedBlobs, freed_bytes AS freedBytes
+                removed_blobs AS removedBlobs, freed_bytes AS freedBytes, forgotten_repositories AS forgottenRepositories
          FROM gc_runs WHERE dry_run = 0 ORDER BY id DESC LIMIT 1`,
       ),
       // Cached manifests referencing a blob that no pushed manifest of their repository needs.

@@ -191,4 +191,8 @@ export const MIGRATIONS: string[] = [
   CREATE TRIGGER repositories_listed AFTER INSERT ON manifests
     BEGIN UPDATE repositories SET listed = 1 WHERE id = NEW.repo_id AND listed = 0; END;
   `,
+  `
+  -- The record of a collection keeps how many emptied repositories it forgot (stats, metrics).
+  ALTER TABLE gc_runs ADD COLUMN forgotten_repositories INTEGER NOT NULL DEFAULT 0;
+  `,
 ];

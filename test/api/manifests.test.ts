@@ -253,6 +253,10 @@ describe('tags and tagless pushes', () => {
     expect(result.forgotten).toContain(name);
     expect(result.forgotten).not.toContain(kept);
     expect(result.forgottenRepositories).toBe(result.forgotten.length);
+    // The record of the last collection keeps the count (stats, metrics).
+    const stats = (await http(t.url, '/api/v1/stats')).json<{ gc: { forgottenRepositories: number } }>();
+    expect(stats.gc.forgottenRepositories).toBe(result.forgottenRepositories);
+    expect((await http(t.url, '/metrics')).text).toContain(`\nairlock_gc_last_forgotten_repositories ${result.forgottenRepositories}\n`);
     expectError(await http(t.url, `/v2/${name}/tags/list`), 404, 'NAME_UNKNOWN');
     const catalog = async () => (await http(t.url, '/v2/_catalog?n=10000')).json<{ repositories: string[] }>().repositories;
     expect(await catalog()).not.toContain(name);

@@ -201,12 +201,14 @@ describe('garbage collection', () => {
       removedManifests: 1,
       removedBlobs: lastRun.removedBlobs,
       freedBytes: lastRun.freedBytes,
+      forgottenRepositories: lastRun.forgottenRepositories,
     });
     expect(lastRun.removedBlobs).toBeGreaterThanOrEqual(tagless.blobs.size);
     const metrics = (await http(s.url, '/metrics')).text;
     expect(metrics).toMatch(/^airlock_gc_last_removed_manifests 1$/m);
     expect(metrics).toContain(`\nairlock_gc_last_removed_blobs ${lastRun.removedBlobs}\n`);
     expect(metrics).toContain(`\nairlock_gc_last_freed_bytes ${lastRun.freedBytes}\n`);
+    expect(metrics).toContain(`\nairlock_gc_last_forgotten_repositories ${lastRun.forgottenRepositories}\n`);
   });
 
   it('a blob uploaded or mounted again starts its grace period anew; one being uploaded again comes back whole', async () => {

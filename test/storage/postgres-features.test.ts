@@ -360,10 +360,10 @@ describe('garbage collection on PostgreSQL', () => {
       const dry = await collect(api, policy);
       const afterDry = await snapshot(api);
       const real = await collect(api, { ...policy, dryRun: false });
-      await api.recordGcRun({ startedAt: 5, durationMs: 6, dryRun: true, removedManifests: 0, removedBlobs: 0, freedBytes: 0 });
+      await api.recordGcRun({ startedAt: 5, durationMs: 6, dryRun: true, removedManifests: 0, removedBlobs: 0, freedBytes: 0, forgottenRepositories: 0 });
       const noRun = await api.lastGcRun();
-      await api.recordGcRun({ startedAt: 7, durationMs: 8, dryRun: false, removedManifests: 2, removedBlobs: 4, freedBytes: 18 });
-      await api.recordGcRun({ startedAt: 9, durationMs: 1, dryRun: true, removedManifests: 0, removedBlobs: 0, freedBytes: 0 });
+      await api.recordGcRun({ startedAt: 7, durationMs: 8, dryRun: false, removedManifests: 2, removedBlobs: 4, freedBytes: 18, forgottenRepositories: 3 });
+      await api.recordGcRun({ startedAt: 9, durationMs: 1, dryRun: true, removedManifests: 0, removedBlobs: 0, freedBytes: 0, forgottenRepositories: 0 });
       return { before, dry, afterDry, real, after: await snapshot(api), noRun, lastRun: await api.lastGcRun(), totals: await api.totals() };
     });
     expect(postgres).toEqual(sqlite);
@@ -380,7 +380,7 @@ describe('garbage collection on PostgreSQL', () => {
     expect(postgres.after.digests).toEqual([d('a'), d('b')]);
     expect(postgres.after.listed).toEqual([d('1')]);
     expect(postgres.noRun).toBeUndefined();
-    expect(postgres.lastRun).toEqual({ startedAt: 7, durationMs: 8, dryRun: false, removedManifests: 2, removedBlobs: 4, freedBytes: 18 });
+    expect(postgres.lastRun).toEqual({ startedAt: 7, durationMs: 8, dryRun: false, removedManifests: 2, removedBlobs: 4, freedBytes: 18, forgottenRepositories: 3 });
     expect(postgres.totals).toMatchObject({ manifests: 1, blobs: 2, bytes: 3 });
   });
 

@@ -403,16 +403,16 @@ export async function endCollection(_db: Queryable, memory: GcMemory): Promise<v
 export async function recordGcRun(db: Queryable, run: GcRunRecord): Promise<void> {
   await db.query({
     name: 'life_record_gc_run',
-    text: `INSERT INTO gc_runs (started_at, duration_ms, dry_run, removed_manifests, removed_blobs, freed_bytes)
-           VALUES ($1, $2, $3, $4, $5, $6)`,
-    values: [run.startedAt, run.durationMs, run.dryRun ? 1 : 0, run.removedManifests, run.removedBlobs, run.freedBytes],
+    text: `INSERT INTO gc_runs (started_at, duration_ms, dry_run, removed_manifests, removed_blobs, freed_bytes, forgotten_repositories)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+    values: [run.startedAt, run.durationMs, run.dryRun ? 1 : 0, run.removedManifests, run.removedBlobs, run.freedBytes, run.forgottenRepositories],
   });
 }
 
 export async function lastGcRun(db: Queryable): Promise<GcRunRecord | undefined> {
   const { rows } = await db.query({
     name: 'life_last_gc_run',
-    text: `SELECT started_at, duration_ms, dry_run, removed_manifests, removed_blobs, freed_bytes
+    text: `SELECT started_at, duration_ms, dry_run, removed_manifests, removed_blobs, freed_bytes, forgotten_repositories
            FROM gc_runs WHERE dry_run = 0 ORDER BY id DESC LIMIT 1`,
   });
   const r = rows[0];
@@ -424,6 +424,7 @@ export async function lastGcRun(db: Queryable): Promise<GcRunRecord | undefined>
       removedManifests: Number(r.removed_manifests),
       removedBlobs: Number(r.removed_blobs),
       freedBytes: Number(r.freed_bytes),
+      forgottenRepositories: Number(r.forgotten_repositories),
     }
   );
 }

@@ -257,6 +257,10 @@ export const PG_MIGRATIONS: string[] = [
   CREATE TRIGGER repositories_listed AFTER INSERT ON manifests
     FOR EACH ROW EXECUTE FUNCTION repositories_listed();
   `,
+  `
+  -- The record of a collection keeps how many emptied repositories it forgot (stats, metrics).
+  ALTER TABLE gc_runs ADD COLUMN forgotten_repositories BIGINT NOT NULL DEFAULT 0;
+  `,
 ];
 
 /**
