@@ -651,6 +651,10 @@ export class SqliteMetadataStore implements MetadataStore {
       unlistEmptied: db
         .prepare('UPDATE repositories SET listed = 0 WHERE listed = 1 AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = repositories.id) RETURNING name')
         .pluck(),
+      // A repository that eviction left without a manifest: cache housekeeping, not a delete.
+      unlistIfEmpty: db.prepare(
+        'UPDATE repositories SET listed = 0 WHERE id = ? AND listed = 1 AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = repositories.id)',
+      ),
       // What a dry run would unlist: no manifest left but doomed ones.
       emptiedByDoomed: db
         .prepare(
@@ -1397,11 +1401,13 @@ export class SqliteMetadataStore implements MetadataStore {
       const result: EvictedImage = { manifests: [], blobs: [] };
       const allowed = new Set(companions);
       const others = new Set<string>();
+      const emptied = new Set<number>();
       const drop = (repoId: number, repo: string, manifest: string) => {
         this.q.deleteManifest.run(repoId, manifest);
         this.q.deleteRefs.run(repoId, manifest);
         this.q.deleteTagsOf.run(repoId, manifest);
         result.manifests.push({ repo, digest: manifest });
+        emptied.add(repoId);
       };
       for (const m of this.g.evictableManifests.all(digest) as { repoId: number; repo: string; digest: string }[]) {
         for (const ref of this.g.refsOf.all(m.repoId, m.digest) as { child: string; kind: string }[]) {
@@ -1412,6 +1418,8 @@ export class SqliteMetadataStore implements MetadataStore {
         // An index whose last stored child just left goes with it (with its cached tags).
         for (const p of parents) if (p.children <= 1) drop(m.repoId, m.repo, p.digest);
       }
+      // A repository that held only the evicted images leaves the catalog, as it came: with them.
+      for (const repoId of emptied) this.g.unlistIfEmpty.run(repoId);
       const size = this.q.blobSize.get(digest) as number;
       this.q.deleteBlobLinks.run(digest);
       this.q.deleteBlob.run(digest);

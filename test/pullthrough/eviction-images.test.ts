@@ -82,12 +82,17 @@ describe('eviction of cached images', () => {
       for (const digest of image.blobs.keys()) expect(hasBlobFile(s, digest)).toBe(true);
       expect(manifestRows(s, image.digest)).toBe(1);
     }
+    // Its repository held nothing else: it leaves the catalog with it (a deleted image's stays).
+    const catalog = async () => ((await (await fetch(`${mirror.url}/v2/_catalog`)).json()) as { repositories: string[] }).repositories;
+    expect(await catalog()).not.toContain('small/team/one');
+    expect(await catalog()).toEqual(expect.arrayContaining(['small/team/two', 'small/team/local', 'big/team/three']));
     const stats = (await (await fetch(`${mirror.url}/api/v1/stats`)).json()) as { cache: Record<string, number> };
     expect(stats.cache.evictedManifests).toBe(1);
     expect(stats.cache.evictedBlobs).toBe(images.one!.blobs.size);
 
     // Asked for again, the image comes back from the upstream (not a stale answer from memory), byte-exact.
     expect(await pullThrough(mirror.url, 'small/team/one', 'v1', images.one!)).toBe('MISS');
+    expect(await catalog()).toContain('small/team/one');
   });
 
   it('cache.maxBytes evicts images whole across upstreams, never pushed content', async () => {

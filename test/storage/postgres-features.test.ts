@@ -468,6 +468,7 @@ describe('cache eviction on PostgreSQL', () => {
       const under = await api.evictionCandidatesUnder('cache/r', 10);
       const all = await api.evictionCandidatesUnder('', 10);
       const busy = await api.evictCachedImage(d('p'), companions, 0); // served since: not idle
+      const listedBefore = (await api.listRepositories(10)).items;
       const evicted = await api.evictCachedImage(d('p'), companions, FUTURE());
       const again = await api.evictCachedImage(d('p'), companions, FUTURE());
       return {
@@ -481,6 +482,8 @@ describe('cache eviction on PostgreSQL', () => {
         left: [...(await api.allBlobDigests())].sort(),
         tag: await api.getTag('cache/r', 'latest'),
         withoutRefs: await api.manifestsWithoutRefs(),
+        listedBefore,
+        listedAfter: (await api.listRepositories(10)).items,
       };
     });
     expect(postgres).toEqual(sqlite);
@@ -496,6 +499,9 @@ describe('cache eviction on PostgreSQL', () => {
     expect(postgres.again).toBeUndefined();
     expect(postgres.left).toEqual([d('q'), d('t')]);
     expect(postgres.tag).toBeUndefined();
+    // The repository held only the evicted image: it leaves the catalog with it.
+    expect(postgres.listedBefore).toEqual(['cache/other', 'cache/r']);
+    expect(postgres.listedAfter).toEqual(['cache/other']);
   });
 
   it('records references of cached manifests stored without them', async () => {

@@ -532,6 +532,16 @@ export async function evictCachedImage(db: Queryable, digest: string, companions
         // An index whose last stored child just left goes with it (with its cached tags).
         for (const p of parents.rows) if (Number(p.children) <= 1) await drop(m.repoId, m.repo, p.digest as string);
       }
+      // A repository that held only the evicted images leaves the catalog, as it came: with them.
+      // (Readers still list one holding a manifest another replica has not committed yet.)
+      const emptied = [...new Set(manifests.rows.map((row) => Number(row.repo_id)))];
+      if (emptied.length > 0) {
+        await tx.query({
+          name: 'life_evict_unlist',
+          text: 'UPDATE repositories r SET listed = 0 WHERE r.id = ANY($1::bigint[]) AND r.listed = 1 AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)',
+          values: [emptied],
+        });
+      }
       await tx.query({
         name: 'life_evict_blob',
         text: 'WITH links AS (DELETE FROM repo_blobs WHERE digest = $1) DELETE FROM blobs WHERE digest = $1',
