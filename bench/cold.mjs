@@ -8,17 +8,21 @@
 //   --compare DIR adds the airlock built in DIR (another checkout, e.g. the parent commit) as a contender
 //   --compare-env 'K=V ...' runs the compared build with these variables added (DIR defaults to this checkout)
 //   --compare-node-args '--flag ...' runs the compared build with these node/V8 flags
+//   --tls serves the upstream over HTTPS (a CA and certificate from `airlock cert`), as registries
+//     on the internet are: airlock trusts it by `caFile`, distribution's proxy by SSL_CERT_FILE
 //   AIRLOCK_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" node bench/cold.mjs   (profile airlock)
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { bytesOf, MiB, sha256 } from './lib/data.mjs';
-import { startAirlock, startDistribution, stopAll } from './lib/servers.mjs';
+import { AIRLOCK_CLI, startAirlock, startDistribution, stopAll } from './lib/servers.mjs';
+import { Agent, setGlobalDispatcher } from 'undici';
 
 const { values } = parseArgs({
-  options: { rounds: { type: 'string', default: '6' }, only: { type: 'string' }, json: { type: 'boolean', default: false }, compare: { type: 'string' }, 'compare-env': { type: 'string' }, 'compare-node-args': { type: 'string' } },
+  options: { rounds: { type: 'string', default: '6' }, only: { type: 'string' }, json: { type: 'boolean', default: false }, compare: { type: 'string' }, 'compare-env': { type: 'string' }, 'compare-node-args': { type: 'string' }, tls: { type: 'boolean', default: false } },
 });
 const rounds = Number(values.rounds);
 const root = mkdtempSync(join(tmpdir(), 'airlock-cold-'));
@@ -43,8 +47,20 @@ async function idle(pids, quietMs = 400, maxMs = 10_000) {
   }
 }
 
+/** With --tls: the upstream's certificate, and how each contender trusts its CA. */
+function upstreamTls() {
+  const dir = join(root, 'tls');
+  execFileSync(process.execPath, [AIRLOCK_CLI, 'cert', '--host', 'localhost', '--ip', '127.0.0.1', '--out', dir], { stdio: 'ignore' });
+  const caFile = join(dir, 'ca.crt');
+  // This process's own requests (seeding, the direct fetches) trust it too.
+  setGlobalDispatcher(new Agent({ connect: { ca: readFileSync(caFile) } }));
+  return { caFile, serve: { certificate: join(dir, 'server.crt'), key: join(dir, 'server.key') } };
+}
+
 try {
-  const upstream = await startDistribution({ root: join(root, 'upstream'), name: 'upstream' });
+  const tls = values.tls ? upstreamTls() : undefined;
+  const upstream = await startDistribution({ root: join(root, 'upstream'), name: 'upstream', tls: tls?.serve });
+  const upstreamConfig = { upstreams: [{ prefix: 'up', url: upstream.url, ...(tls ? { caFile: tls.caFile } : { insecure: true }) }] };
   servers.push(upstream);
   const blobs = [];
   for (let i = 0; i < rounds; i++) {
@@ -55,18 +71,19 @@ try {
   }
   const contenders = [];
   if (values.only !== 'distribution') {
-    const a = await startAirlock({ root: join(root, 'airlock'), config: { upstreams: [{ prefix: 'up', url: upstream.url, insecure: true }] }, nodeArgs: (process.env.AIRLOCK_NODE_ARGS ?? '').split(' ').filter(Boolean) });
+    const a = await startAirlock({ root: join(root, 'airlock'), config: upstreamConfig, nodeArgs: (process.env.AIRLOCK_NODE_ARGS ?? '').split(' ').filter(Boolean) });
     servers.push(a);
     contenders.push({ name: 'airlock', server: a, path: (d) => `/v2/up/cold/app/blobs/${d}` });
   }
   if (values.compare || values['compare-env'] || values['compare-node-args']) {
     // Another build of airlock (a checkout's root, built), e.g. the parent commit: A/B in one run.
-    const b = await startAirlock({ root: join(root, 'compare'), name: 'airlock-compare', cli: join(resolve(values.compare ?? '.'), 'dist', 'cli.js'), nodeArgs: (values['compare-node-args'] ?? '').split(' ').filter(Boolean), env: { ...process.env, ...Object.fromEntries((values['compare-env'] ?? '').split(' ').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) }, config: { upstreams: [{ prefix: 'up', url: upstream.url, insecure: true }] } });
+    const b = await startAirlock({ root: join(root, 'compare'), name: 'airlock-compare', cli: join(resolve(values.compare ?? '.'), 'dist', 'cli.js'), nodeArgs: (values['compare-node-args'] ?? '').split(' ').filter(Boolean), env: { ...process.env, ...Object.fromEntries((values['compare-env'] ?? '').split(' ').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])) }, config: upstreamConfig });
     servers.push(b);
     contenders.push({ name: 'compared', server: b, path: (d) => `/v2/up/cold/app/blobs/${d}` });
   }
   if (values.only !== 'airlock') {
-    const d = await startDistribution({ root: join(root, 'proxy'), name: 'distribution-proxy', proxy: { remoteurl: upstream.url } });
+    const env = tls ? { ...process.env, SSL_CERT_FILE: tls.caFile } : undefined;
+    const d = await startDistribution({ root: join(root, 'proxy'), name: 'distribution-proxy', proxy: { remoteurl: upstream.url }, env });
     servers.push(d);
     contenders.push({ name: 'distribution', server: d, path: (dg) => `/v2/cold/app/blobs/${dg}` });
   }

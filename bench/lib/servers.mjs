@@ -96,7 +96,7 @@ export class ServerProcess {
    */
   constructor(spec) {
     Object.assign(this, spec);
-    this.url = `http://127.0.0.1:${spec.port}`;
+    this.url = `${spec.scheme ?? 'http'}://127.0.0.1:${spec.port}`;
     this.client = new RegistryClient(spec.name, this.url);
     this.logLines = [];
     this.logCount = 0;
@@ -208,9 +208,10 @@ function merge(base, extra) {
  * CNCF distribution with the filesystem driver; `proxy` ({ remoteurl }) turns on its
  * pull-through mode; `config` is merged into the file (e.g. { storage: { cache: ... } });
  * `storage` replaces the whole storage section (another driver, e.g. { s3: {...} }); `env` replaces
- * its environment.
+ * its environment; `tls` ({ certificate, key }: PEM file paths) serves HTTPS (the caller's undici
+ * dispatcher must trust the certificate's CA).
  */
-export async function startDistribution({ root, name = 'distribution', proxy, config: extra = {}, storage, env }) {
+export async function startDistribution({ root, name = 'distribution', proxy, config: extra = {}, storage, env, tls }) {
   mkdirSync(root, { recursive: true });
   const port = await freePort();
   const file = join(root, 'config.yml');
@@ -218,11 +219,12 @@ export async function startDistribution({ root, name = 'distribution', proxy, co
     version: '0.1',
     log: { level: 'error', accesslog: { disabled: true } },
     storage: storage ?? { filesystem: { rootdirectory: join(root, 'storage') }, delete: { enabled: true } },
-    http: { addr: `127.0.0.1:${port}` },
+    http: { addr: `127.0.0.1:${port}`, ...(tls ? { tls } : {}) },
     ...(proxy ? { proxy } : {}),
   };
   writeFileSync(file, JSON.stringify(merge(config, extra), null, 2));
-  return new ServerProcess({ name, kind: 'distribution', command: DISTRIBUTION_BIN, args: ['serve', file], port, root, env }).start();
+  const scheme = tls ? 'https' : 'http';
+  return new ServerProcess({ name, kind: 'distribution', command: DISTRIBUTION_BIN, args: ['serve', file], port, root, env, scheme }).start();
 }
 
 export function distributionVersion() {
