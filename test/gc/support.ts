@@ -47,6 +47,8 @@ export interface GcAnswer {
   removedBlobs: number;
   removedLinks: number;
   freedBytes: number;
+  forgottenRepositories: number;
+  forgotten: string[];
   manifests: { repo: string; digest: string }[];
 }
 
