@@ -66,6 +66,8 @@ export class PullThroughCache {
   private readonly fills = new Map<string, Promise<BlobFill | undefined>>();
   /** The memory budget all blob fills share. */
   private readonly fillMemory = new FillMemory();
+  /** Told of each blob a fill stored here, once its transfer is over (the server reads it back). */
+  onFilled: ((digest: string) => void) | undefined;
   private readonly notFound = new NegativeCache();
   /** Repositories already reported as served stale, so the log gets one line per repository. */
   private readonly staleLogged = new Set<string>();
@@ -337,6 +339,7 @@ export class PullThroughCache {
         async (fill) => {
           if (fill) await fill.settled;
           this.fills.delete(key);
+          if (fill?.committed) this.onFilled?.(digest);
           if (fill?.failure) {
             this.stats.upstreamError(prefix, fill.failure.message);
             this.log.warn({ digest, repo, upstream: route.upstream.config.url, err: fill.failure.message }, 'blob transfer from upstream failed; nothing was cached');

@@ -10,6 +10,7 @@ import { checkFreeSpace } from '../lifecycle/free-space.js';
 import { DEFAULT_GC_GRACE_MS, GarbageCollector, type GcResult } from '../lifecycle/gc.js';
 import { recoverAfterCrash, removeStaleTemporaries } from '../lifecycle/recovery.js';
 import { fsckBlobs } from '../lifecycle/fsck-blobs.js';
+import { ReadBack } from '../lifecycle/read-back.js';
 import { quarantineServedBlobs } from '../lifecycle/served-corruption.js';
 import { acquireStorageLock, markStorageClean, storageUnclean } from '../lifecycle/storage-lock.js';
 import { createLogger, type Logger } from '../log.js';
@@ -119,6 +120,12 @@ export async function startServer(input: ConfigInput | Config = {}, options: Sta
       }
       const opened = proxy;
       closers.push(() => opened.close());
+      // Fills bypass the page cache: each stored blob is read back for the clients that follow.
+      if (files) {
+        const readBack = new ReadBack(files, log);
+        proxy.onFilled = (digest) => readBack.add(digest);
+        closers.push(() => readBack.close());
+      }
     }
     const registry = new Registry(
       meta,

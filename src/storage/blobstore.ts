@@ -154,13 +154,15 @@ export class FsBlobStore implements BlobStore {
    */
   private readonly verifiedAt = new Map<string, number>();
 
-  private readonly markVerified = (digest: string): void => {
+  /** Records that the blob's file hashed right just now (a whole serve, or a read-back after a fill). */
+  readonly noteVerified = (digest: string): void => {
     this.verifiedAt.delete(digest); // re-inserted last: the map stays in order of verification
     this.verifiedAt.set(digest, Date.now());
     if (this.verifiedAt.size > VERIFIED_MEMORY) this.verifiedAt.delete(this.verifiedAt.keys().next().value!);
   };
 
-  private needsCheck(digest: string): boolean {
+  /** True unless the blob's file hashed right within the last day: its next whole serve hashes it. */
+  needsCheck(digest: string): boolean {
     const at = this.verifiedAt.get(digest);
     return at === undefined || Date.now() - at > REVERIFY_AFTER_MS;
   }
@@ -168,7 +170,7 @@ export class FsBlobStore implements BlobStore {
   async open(digest: string, range?: { start: number; end: number }): Promise<BlobFileStream | undefined> {
     const fh = await this.openCommitted(digest);
     const onCorrupt = this.onCorrupt;
-    const check = onCorrupt && this.needsCheck(digest) ? { digest, onCorrupt, onVerified: this.markVerified } : undefined;
+    const check = onCorrupt && this.needsCheck(digest) ? { digest, onCorrupt, onVerified: this.noteVerified } : undefined;
     return fh && new BlobFileStream(fh, range?.start ?? 0, range?.end ?? Infinity, check);
   }
 

@@ -35,6 +35,9 @@ describe('corrupt blob found while serving', () => {
     expect(first.status).toBe(200);
     // Cached once the fill recorded it (a HEAD answers from the cache).
     await eventually(async () => expect((await call(airlock.url, `/v2/cache/lib/app/blobs/${layer}`, { method: 'HEAD' })).header('x-cache')).toBe('HIT'));
+    // The fill's read-back found the file good (test/pullthrough/read-back.test.ts), which spares
+    // its serves a day of checks; a restart forgets that, as the file goes bad after it.
+    await airlock.restart();
     flipByte(blobFile(airlock.storage, layer));
 
     const bad = await call(airlock.url, `/v2/cache/lib/app/blobs/${layer}`);
