@@ -17,6 +17,12 @@ import { streamHash, type StreamHash } from './stream-hash.js';
  * Object stores can implement the same interface later; nothing above storage/ sees paths.
  */
 export interface BlobStore {
+  /**
+   * The smallest chunk (PATCH body), the last one aside, the store keeps without extra work: an S3
+   * store copies chunks into the blob as multipart parts only if they are S3's minimum part size.
+   * Announced to clients starting an upload as OCI-Chunk-Min-Length; absent when any size will do.
+   */
+  readonly minChunkBytes?: number;
   /** Size of a committed blob, or undefined when it is not on disk. */
   size(digest: string): Promise<number | undefined>;
   /**

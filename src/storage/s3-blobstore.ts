@@ -105,6 +105,7 @@ export class S3BlobStore implements BlobStore {
   readonly client: S3Client;
   readonly bucket: string;
   readonly redirect: boolean;
+  readonly minChunkBytes = MIN_PART_SIZE;
   private readonly prefix: string;
   private readonly where: string;
   private readonly spoolDir: string;
@@ -404,8 +405,14 @@ export class S3BlobStore implements BlobStore {
   }
 
   /**
-   * Stores the body as chunk objects of at most partSize bytes (each PUT needs its length, and
-   * memory stays at about two chunks per request). The next chunk is read while the last is sent.
+   * Stores the body as chunk objects of partSize bytes, the request's last one taking what is left
+   * (each PUT needs its length, and memory stays at about two chunks per request). The next chunk
+   * is read while the last is sent.
+   *
+   * The request's last chunk is never cut below S3's minimum part size when the body had that much:
+   * a 12 MiB PATCH is one 12 MiB chunk, not 8 + 4. The commit copies chunks into the blob as
+   * multipart parts only if each but the session's last is a valid part (see copyable); a 4 MiB
+   * chunk in the middle would make it read the whole session back to hash it.
    */
   async appendUpload(id: string, source: Readable, limit = Infinity, size?: number): Promise<number> {
     const before = size ?? (await this.uploadSize(id)) ?? 0;
@@ -420,11 +427,13 @@ export class S3BlobStore implements BlobStore {
     let pending: Buffer[] = [];
     let pendingBytes = 0;
     let sending: Promise<void> = Promise.resolve();
-    const flush = async (): Promise<void> => {
-      if (pendingBytes === 0) return;
-      const body = Buffer.concat(pending, pendingBytes);
-      pending = [];
-      pendingBytes = 0;
+    /** Sends the first `bytes` of what is pending as one chunk (all of it by default). */
+    const flush = async (bytes = pendingBytes): Promise<void> => {
+      if (bytes === 0) return;
+      const joined = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+      const body = joined.subarray(0, bytes);
+      pending = bytes < joined.length ? [joined.subarray(bytes)] : [];
+      pendingBytes = joined.length - bytes;
       // One chunk in flight while the next is read: chunks land in order, so the stored size
       // never has a gap whatever fails.
       await sending;
@@ -450,7 +459,8 @@ export class S3BlobStore implements BlobStore {
           pending.push(chunk);
           pendingBytes += chunk.length;
         }
-        if (pendingBytes >= this.partSize) await flush();
+        // What stays pending is at least a minimum part, so the request's last chunk is one too.
+        while (pendingBytes >= this.partSize + MIN_PART_SIZE) await flush(this.partSize);
       }
       await flush();
       await sending;

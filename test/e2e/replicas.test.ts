@@ -117,6 +117,8 @@ describe('a chunked upload alternating replicas', () => {
     const post = await http(a.url, `/v2/${REPO}/blobs/uploads/`, { method: 'POST' });
     expectStatus(post, 202);
     expect(post.header('location')).toBeTruthy();
+    // S3's minimum part size: chunks of at least that size are copied into the blob at commit.
+    expect(post.header('oci-chunk-min-length')).toBe(String(5 * 1024 * 1024));
     let location = uploadPath(post.header('location')!);
     let offset = 0;
     const sides = [b, a, b];

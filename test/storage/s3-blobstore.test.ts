@@ -230,6 +230,32 @@ describe('S3BlobStore on radosgw', () => {
     }
   });
 
+  it('a PATCH streamed in socket-sized pieces is never cut into a chunk below 5 MiB: 12 MiB PATCHes are copied into the blob, not read back', async () => {
+    const own = replica(); // default partSize: 8 MiB
+    const commands = recordCommands(own);
+    const patches = [randomBytes(12 * MiB), randomBytes(12 * MiB), randomBytes(30 * MiB), randomBytes(1000)];
+    const whole = Buffer.concat(patches);
+    const digest = sha256(whole);
+    const id = randomUUID();
+    await own.createUpload(id);
+    let size = 0;
+    for (const patch of patches) {
+      // 64 KiB at a time, as a request body arrives from its socket.
+      const pieces = Array.from({ length: Math.ceil(patch.length / (64 * 1024)) }, (_, i) => patch.subarray(i * 64 * 1024, (i + 1) * 64 * 1024));
+      size = await own.appendUpload(id, Readable.from(pieces), Infinity, size);
+    }
+    expect(size).toBe(whole.length);
+    const listed = (await own.client.send(new ListObjectsV2Command({ Bucket: own.bucket, Prefix: `airlock/uploads/${id}/` }))).Contents!;
+    const sizes = listed.filter((o) => /\/\d+$/.test(o.Key!)).map((o) => o.Size!);
+    expect(sizes.reduce((a, b) => a + b, 0)).toBe(whole.length);
+    expect(sizes.slice(0, -1).every((n) => n >= 5 * MiB), `chunk sizes ${sizes.join(', ')}`).toBe(true);
+    commands.length = 0;
+    expect(await own.commitUpload(id, digest, 'sha256')).toBe(whole.length);
+    expect(commands).not.toContain('GetObjectCommand');
+    expect(commands).toContain('UploadPartCopyCommand');
+    expect((await readAll((await store.open(digest))!)).equals(whole)).toBe(true);
+  });
+
   it('a session started for sha512 commits by its running hash (no read back); one started for sha256 reads its chunks back for a sha512 digest', async () => {
     const own = replica();
     const commands = recordCommands(own);
