@@ -84,6 +84,8 @@ const MAX_FORM_BYTES = 16 * 1024;
 const PAGE = 100;
 const MAX_PAGE = 1000;
 const MAX_MANIFESTS = 5000;
+/** The repository page of a repository whose last image was deleted. */
+const EMPTIED = 'Its last image was deleted: it holds no image now. It stays listed, with no tags, until a garbage collection forgets it; a push fills it again.';
 const ACTIVITY_PAGE = 200;
 
 /** No inline script or style anywhere: everything comes from the embedded assets. */
@@ -277,7 +279,12 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
     if (!isValidName(name)) return html(c, <MessagePage viewer={viewer} title="Not a repository name" message={`"${name.slice(0, 200)}" is not a valid repository name.`} />, 400);
     if (!viewer.can('pull', name)) return html(c, <MessagePage viewer={viewer} title="Not allowed" message={`You may not pull ${name}.`} />, viewer.user ? 403 : 401);
     const rows = await meta.repositoryManifests(name, MAX_MANIFESTS + 1);
-    if (rows.length === 0) return html(c, <MessagePage viewer={viewer} title="No such repository" message={`Nothing is stored in ${name}.`} />, 404);
+    if (rows.length === 0) {
+      // Emptied by deletes (the dashboard's own delete lands here): still a repository, as in
+      // /v2/_catalog and tags/list, until a garbage collection forgets it.
+      if (await meta.repositoryExists(name)) return html(c, <MessagePage viewer={viewer} title={name} message={EMPTIED} />);
+      return html(c, <MessagePage viewer={viewer} title="No such repository" message={`Nothing is stored in ${name}.`} />, 404);
+    }
     const views = manifestViews(rows.slice(0, MAX_MANIFESTS));
     const kinds = await deps.classifier.classifyRepository(name, rows);
     const releases = new Set([...kinds].filter(([, k]) => k.kind === 'release').map(([digest]) => digest));
@@ -472,7 +479,7 @@ export function mountDashboard(app: Hono<Env>, deps: DashboardDeps): void {
     if (!isValidName(name)) return c.json(new RegistryError('NAME_INVALID', `invalid repository name "${name.slice(0, 200)}"`).toJSON(), 400);
     return api(c, [{ resource: { type: 'repository', name }, actions: ['pull'] }], async () => {
       const rows = await meta.repositoryManifests(name, MAX_MANIFESTS + 1);
-      if (rows.length === 0) throw new RegistryError('NAME_UNKNOWN', `repository ${name} is not known to this registry`, { name });
+      if (rows.length === 0 && !(await meta.repositoryExists(name))) throw new RegistryError('NAME_UNKNOWN', `repository ${name} is not known to this registry`, { name });
       const views = manifestViews(rows.slice(0, MAX_MANIFESTS));
       return { name, manifests: views, truncated: rows.length > MAX_MANIFESTS };
     });

@@ -107,6 +107,32 @@ describe('history and activity across a restart', () => {
   });
 });
 
+describe('a repository whose last image was deleted', () => {
+  it('keeps its page (200, saying so) and an empty manifest list until a garbage collection forgets it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'airlock-ui-emptied-'));
+    const server = await startServer({ listen: '127.0.0.1:0', storage: dir, log: { level: 'silent' } });
+    try {
+      const pushed = await pushLabelledImage(server.url, '', 'team/emptied', { tag: 'v1' });
+      expect((await fetch(`${server.url}/v2/team/emptied/manifests/${pushed.digest}`, { method: 'DELETE' })).status).toBe(202);
+      // As /v2/ sees it: listed, no tags.
+      expect((await json(`${server.url}/v2/team/emptied/tags/list`)).body.tags).toEqual([]);
+
+      const page = await fetch(`${server.url}/ui/repositories/team/emptied`);
+      expect(page.status).toBe(200);
+      expect(await page.text()).toContain('Its last image was deleted');
+      expect(await json(`${server.url}/api/v1/repositories/team/emptied/manifests`)).toMatchObject({ status: 200, body: { name: 'team/emptied', manifests: [], truncated: false } });
+
+      const gc = await fetch(`${server.url}/api/v1/gc`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+      expect(((await gc.json()) as { forgotten: string[] }).forgotten).toEqual(['team/emptied']);
+      expect((await fetch(`${server.url}/ui/repositories/team/emptied`)).status).toBe(404);
+      expect(await json(`${server.url}/api/v1/repositories/team/emptied/manifests`)).toMatchObject({ status: 404, body: { errors: [{ code: 'NAME_UNKNOWN' }] } });
+    } finally {
+      await server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('anonymous visitors', () => {
   let dir: string;
   let server: RunningServer;

@@ -289,8 +289,20 @@ describe('dashboard in a browser', () => {
     expect(await page.locator(`tbody[data-digest="${signature.digest}"]`).count()).toBe(0);
     expect(await page.locator(`tbody[data-digest="${release.digest}"]`).count()).toBe(1);
 
+    // Deleting a repository's only image leads to its page, which says what became of it.
+    const lone = await pushLabelledImage(server.url, ADMIN, 'scratch/lone', { tag: 'v1' });
+    await page.goto('/ui/repositories/scratch/lone');
+    const loneRow = page.locator(`tbody[data-digest="${lone.digest}"]`);
+    await loneRow.locator('summary').click();
+    await loneRow.locator('[data-action=delete-manifest]').click();
+    const [emptied] = await Promise.all([page.waitForResponse('**/ui/repositories/scratch/lone'), page.click('button.danger')]);
+    expect(emptied.status()).toBe(200);
+    await expect(page.locator('main').textContent()).resolves.toContain('Its last image was deleted');
+
     await page.goto('/ui/activity');
-    await expect(page.locator('table[data-table=activity] tr[data-action=delete]').first().textContent()).resolves.toContain(RELEASE_REPO);
+    const deletes = page.locator('table[data-table=activity] tr[data-action=delete]');
+    await expect(deletes.nth(0).textContent()).resolves.toContain('scratch/lone');
+    await expect(deletes.nth(1).textContent()).resolves.toContain(RELEASE_REPO);
     expect(problems).toEqual([]);
     await context.close();
   });
