@@ -566,12 +566,12 @@ export class SqliteMetadataStore implements MetadataStore {
       nextRepoIn: db
         .prepare(
           `SELECT r.name FROM repositories r
-           WHERE r.name > ? AND r.name < ? AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)
+           WHERE r.name > ? AND r.name < ? AND (r.listed = 1 OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id))
            ORDER BY r.name LIMIT ?`,
         )
         .pluck(),
-      repoHasManifests: db
-        .prepare('SELECT 1 FROM repositories r WHERE r.name = ? AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)')
+      repoListedByName: db
+        .prepare('SELECT 1 FROM repositories r WHERE r.name = ? AND (r.listed = 1 OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id))')
         .pluck(),
       repoCounts: db.prepare(
         `SELECT r.name, (SELECT COUNT(*) FROM tags t WHERE t.repo_id = r.id) AS tags,
@@ -1037,7 +1037,7 @@ export class SqliteMetadataStore implements MetadataStore {
       const from = last !== undefined && last > prefix ? last : prefix;
       const names = this.q.nextRepoIn.all(from, end, limit + 1) as string[];
       // A repository named exactly `prefix` sorts first but is not > prefix: add it on the first page.
-      if (last === undefined && prefix !== '' && this.q.repoHasManifests.get(prefix) !== undefined) names.unshift(prefix);
+      if (last === undefined && prefix !== '' && this.q.repoListedByName.get(prefix) !== undefined) names.unshift(prefix);
       const items = names.slice(0, limit).map((name) => ({ name, repository: true, children: false }));
       return { items, more: names.length > limit };
     }
@@ -1055,7 +1055,7 @@ export class SqliteMetadataStore implements MetadataStore {
     if (last !== undefined && last >= prefix) {
       // Resume as the loop below would have gone on after listing `last`.
       skipComponent = componentOf(last);
-      cursor = this.q.repoHasManifests.get(skipComponent) !== undefined ? skipComponent : subtreeEnd(skipComponent);
+      cursor = this.q.repoListedByName.get(skipComponent) !== undefined ? skipComponent : subtreeEnd(skipComponent);
     }
     while (items.length <= limit) {
       const found = (this.q.nextRepoIn.all(cursor, end, 1) as string[])[0];
@@ -1072,7 +1072,7 @@ export class SqliteMetadataStore implements MetadataStore {
         cursor = node;
       } else {
         // A folder, unless the repository of that name exists (then it was listed already, before its siblings).
-        if (this.q.repoHasManifests.get(node) === undefined) items.push({ name: node, repository: false, children: true });
+        if (this.q.repoListedByName.get(node) === undefined) items.push({ name: node, repository: false, children: true });
         cursor = subtreeEnd(node);
       }
     }

@@ -274,6 +274,11 @@ describe.each([sqlite, pgBackend])('MetadataStore contract on $name', (backend) 
       expect(await store.repositoryExists('repo')).toBe(true);
       expect((await store.listTags('repo', 10)).items).toEqual([]);
       expect((await store.listRepositories(10)).items).toEqual(['repo']);
+      // The dashboard's browsing agrees with the catalog, by prefix and by folder.
+      const browse = async (prefix: string, delimiter: boolean) => (await store.browseRepositories(prefix, 10, undefined, delimiter)).items.map((n) => n.name);
+      expect(await browse('', false)).toEqual(['repo']);
+      expect(await browse('', true)).toEqual(['repo']);
+      expect(await browse('repo', false)).toEqual(['repo']);
       expect((await store.totals()).repositories).toBe(0);
       const collect = async (dryRun: boolean) => {
         await store.collectManifests({ graceBefore: 0, dryRun });
@@ -286,6 +291,7 @@ describe.each([sqlite, pgBackend])('MetadataStore contract on $name', (backend) 
       expect(await collect(false)).toEqual(['repo']);
       expect(await store.repositoryExists('repo')).toBe(false);
       expect((await store.listRepositories(10)).items).toEqual([]);
+      expect(await browse('', true)).toEqual([]);
       expect(await collect(false)).toEqual([]);
       await store.putManifest('repo', keep, 'c');
       expect(await store.repositoryExists('repo')).toBe(true);

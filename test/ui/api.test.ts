@@ -121,11 +121,19 @@ describe('a repository whose last image was deleted', () => {
       expect(page.status).toBe(200);
       expect(await page.text()).toContain('Its last image was deleted');
       expect(await json(`${server.url}/api/v1/repositories/team/emptied/manifests`)).toMatchObject({ status: 200, body: { name: 'team/emptied', manifests: [], truncated: false } });
+      // The dashboard's tree lists it as the catalog does, holding nothing: flat, by folder, and by its own name.
+      const emptied = { name: 'team/emptied', repository: true, tags: 0, manifests: 0 };
+      expect((await json(`${server.url}/api/v1/repositories`)).body.repositories).toEqual([expect.objectContaining(emptied)]);
+      expect((await json(`${server.url}/api/v1/repositories?prefix=team/&delimiter=/`)).body.repositories).toEqual([expect.objectContaining(emptied)]);
+      expect((await json(`${server.url}/api/v1/repositories?prefix=team/emptied`)).body.repositories).toEqual([expect.objectContaining(emptied)]);
+      expect((await json(`${server.url}/api/v1/repositories?delimiter=/`)).body.repositories).toEqual([expect.objectContaining({ name: 'team', repository: false, children: true })]);
 
       const gc = await fetch(`${server.url}/api/v1/gc`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
       expect(((await gc.json()) as { forgotten: string[] }).forgotten).toEqual(['team/emptied']);
       expect((await fetch(`${server.url}/ui/repositories/team/emptied`)).status).toBe(404);
       expect(await json(`${server.url}/api/v1/repositories/team/emptied/manifests`)).toMatchObject({ status: 404, body: { errors: [{ code: 'NAME_UNKNOWN' }] } });
+      expect((await json(`${server.url}/api/v1/repositories`)).body.repositories).toEqual([]);
+      expect((await json(`${server.url}/api/v1/repositories?delimiter=/`)).body.repositories).toEqual([]);
     } finally {
       await server.close();
       rmSync(dir, { recursive: true, force: true });

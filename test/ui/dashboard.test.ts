@@ -352,7 +352,8 @@ describe('JSON endpoints behind the dashboard', () => {
     expect(first.headers.get('link')).toContain('last=');
     const rest = await fetch(`${server.url}/api/v1/repositories?n=10&last=${encodeURIComponent(page1.next)}`, { headers: { authorization: ADMIN } }).then((r) => r.json() as Promise<any>);
     const names = [...page1.repositories, ...rest.repositories].map((r: { name: string }) => r.name);
-    expect(names).toEqual(['library/multi', PAYLOAD_REPO, SYNTHETIC_REPO, RELEASE_REPO, 'upstream.test/team/app']);
+    // scratch/lone lost its only image to the delete test above: listed, as in the catalog, until GC.
+    expect(names).toEqual(['library/multi', PAYLOAD_REPO, SYNTHETIC_REPO, RELEASE_REPO, 'scratch/lone', 'upstream.test/team/app']);
 
     const nested = await fetch(`${server.url}/api/v1/repositories?prefix=ocp4/&delimiter=/`, { headers: { authorization: ADMIN } }).then((r) => r.json() as Promise<any>);
     expect(nested.repositories).toEqual([{ name: 'ocp4/openshift4', repository: false, children: true }]);

@@ -23,22 +23,26 @@ import { inTransaction, type Queryable } from './pool.js';
 
 const MANIFEST_COLUMNS = 'digest, media_type, size, content, subject, artifact_type, annotations';
 
-/** Up to `limit` repositories holding manifests with from < name < end, in byte order. */
+/**
+ * Up to `limit` listed repositories with from < name < end, in byte order: those holding manifests
+ * and those emptied by deletes that garbage collection has not forgotten yet, as in the catalog.
+ */
 async function namesBetween(db: Queryable, from: string, end: string, limit: number): Promise<string[]> {
   const { rows } = await db.query<{ name: string }>({
     name: 'dash_names_between',
     text: `SELECT r.name FROM repositories r
-           WHERE r.name COLLATE "C" > $1 AND r.name COLLATE "C" < $2 AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)
+           WHERE r.name COLLATE "C" > $1 AND r.name COLLATE "C" < $2
+             AND (r.listed = 1 OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id))
            ORDER BY r.name COLLATE "C" LIMIT $3`,
     values: [from, end, limit],
   });
   return rows.map((r) => r.name);
 }
 
-async function holdsManifests(db: Queryable, name: string): Promise<boolean> {
+async function isListed(db: Queryable, name: string): Promise<boolean> {
   const { rows } = await db.query({
-    name: 'dash_holds_manifests',
-    text: 'SELECT 1 FROM repositories r WHERE r.name = $1 AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)',
+    name: 'dash_is_listed',
+    text: 'SELECT 1 FROM repositories r WHERE r.name = $1 AND (r.listed = 1 OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id))',
     values: [name],
   });
   return rows.length > 0;
@@ -70,7 +74,7 @@ export async function browseRepositories(
     const from = last !== undefined && last > prefix ? last : prefix;
     const names = await namesBetween(db, from, end, limit + 1);
     // A repository named exactly `prefix` sorts first but is not > prefix: add it on the first page.
-    if (last === undefined && prefix !== '' && (await holdsManifests(db, prefix))) names.unshift(prefix);
+    if (last === undefined && prefix !== '' && (await isListed(db, prefix))) names.unshift(prefix);
     const items = names.slice(0, limit).map((name) => ({ name, repository: true, children: false }));
     return { items, more: names.length > limit };
   }
@@ -88,7 +92,7 @@ export async function browseRepositories(
   if (last !== undefined && last >= prefix) {
     // Resume as the loop below would have gone on after listing `last`.
     skipComponent = componentOf(last);
-    cursor = (await holdsManifests(db, skipComponent)) ? skipComponent : subtreeEnd(skipComponent);
+    cursor = (await isListed(db, skipComponent)) ? skipComponent : subtreeEnd(skipComponent);
   }
   while (items.length <= limit) {
     const found = (await namesBetween(db, cursor, end, 1))[0];
@@ -105,7 +109,7 @@ export async function browseRepositories(
       cursor = node;
     } else {
       // A folder, unless the repository of that name exists (then it was listed already, before its siblings).
-      if (!(await holdsManifests(db, node))) items.push({ name: node, repository: false, children: true });
+      if (!(await isListed(db, node))) items.push({ name: node, repository: false, children: true });
       cursor = subtreeEnd(node);
     }
   }
