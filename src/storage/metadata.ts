@@ -399,6 +399,15 @@ export class MissingReferencesError extends Error {
 
 type Row = Record<string, unknown>;
 
+/**
+ * The condition (the same SQL in SQLite and PostgreSQL) on a repository row `r` that the catalog,
+ * tags/list and the dashboard's browsing list: from its first manifest on (an insert trigger sets
+ * `listed`), and after its last one is deleted until a collection forgets it. The manifest probe
+ * covers a manifest committed while a collection unlisted its repository (on PostgreSQL the two
+ * interleave), which leaves `listed` at 0 on a repository holding one.
+ */
+export const LISTED_REPOSITORY = '(r.listed = 1 OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id))';
+
 /** Repository names read per query by reposLinkingBlob. */
 const REPOS_LINKING_PAGE = 100;
 
@@ -477,10 +486,8 @@ export class SqliteMetadataStore implements MetadataStore {
          WHERE t.repo_id = ? AND t.name = ?`,
       ),
       hasManifest: db.prepare('SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?').pluck(),
-      // Listed once it held a manifest; the manifest probe (one index probe on the primary key)
-      // covers a manifest that arrived after garbage collection unlisted the repository.
       isListed: db
-        .prepare('SELECT 1 FROM repositories r WHERE r.id = ? AND (r.listed = 1 OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id))')
+        .prepare(`SELECT 1 FROM repositories r WHERE r.id = ? AND ${LISTED_REPOSITORY}`)
         .pluck(),
       // Pushed over a cached copy, a manifest becomes pushed content; pushed again, its age for
       // GC's untagged policy starts anew.
@@ -507,7 +514,7 @@ export class SqliteMetadataStore implements MetadataStore {
       listRepos: db
         .prepare(
           `SELECT r.name FROM repositories r
-           WHERE r.name > ? AND (r.listed = 1 OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id))
+           WHERE r.name > ? AND ${LISTED_REPOSITORY}
            ORDER BY r.name LIMIT ?`,
         )
         .pluck(),
@@ -566,12 +573,12 @@ export class SqliteMetadataStore implements MetadataStore {
       nextRepoIn: db
         .prepare(
           `SELECT r.name FROM repositories r
-           WHERE r.name > ? AND r.name < ? AND (r.listed = 1 OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id))
+           WHERE r.name > ? AND r.name < ? AND ${LISTED_REPOSITORY}
            ORDER BY r.name LIMIT ?`,
         )
         .pluck(),
       repoListedByName: db
-        .prepare('SELECT 1 FROM repositories r WHERE r.name = ? AND (r.listed = 1 OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id))')
+        .prepare(`SELECT 1 FROM repositories r WHERE r.name = ? AND ${LISTED_REPOSITORY}`)
         .pluck(),
       repoCounts: db.prepare(
         `SELECT r.name, (SELECT COUNT(*) FROM tags t WHERE t.repo_id = r.id) AS tags,

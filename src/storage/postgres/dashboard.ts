@@ -18,6 +18,7 @@ import type {
   RepositoryNode,
   UnclassifiedManifest,
 } from '../metadata.js';
+import { LISTED_REPOSITORY } from '../metadata.js';
 import pg from 'pg';
 import { inTransaction, type Queryable } from './pool.js';
 
@@ -32,7 +33,7 @@ async function namesBetween(db: Queryable, from: string, end: string, limit: num
     name: 'dash_names_between',
     text: `SELECT r.name FROM repositories r
            WHERE r.name COLLATE "C" > $1 AND r.name COLLATE "C" < $2
-             AND (r.listed = 1 OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id))
+             AND ${LISTED_REPOSITORY}
            ORDER BY r.name COLLATE "C" LIMIT $3`,
     values: [from, end, limit],
   });
@@ -42,7 +43,7 @@ async function namesBetween(db: Queryable, from: string, end: string, limit: num
 async function isListed(db: Queryable, name: string): Promise<boolean> {
   const { rows } = await db.query({
     name: 'dash_is_listed',
-    text: 'SELECT 1 FROM repositories r WHERE r.name = $1 AND (r.listed = 1 OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id))',
+    text: `SELECT 1 FROM repositories r WHERE r.name = $1 AND ${LISTED_REPOSITORY}`,
     values: [name],
   });
   return rows.length > 0;

@@ -31,7 +31,7 @@ import type {
   UnclassifiedManifest,
   UploadRecord,
 } from '../metadata.js';
-import { MissingReferencesError, tagsOf, toManifest } from '../metadata.js';
+import { LISTED_REPOSITORY, MissingReferencesError, tagsOf, toManifest } from '../metadata.js';
 import { applyMigrations } from './migrations.js';
 import { createPool, inTransaction, isRetryable, type Queryable } from './pool.js';
 import * as dashboard from './dashboard.js';
@@ -327,7 +327,7 @@ export class PostgresMetadataStore implements MetadataStore {
     const { rows } = await this.pool.query(
       stmt(
         'repo_listed',
-        'SELECT 1 FROM repositories r WHERE r.id = $1 AND (r.listed = 1 OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id))',
+        `SELECT 1 FROM repositories r WHERE r.id = $1 AND ${LISTED_REPOSITORY}`,
         [id],
       ),
     );
@@ -349,7 +349,7 @@ export class PostgresMetadataStore implements MetadataStore {
       stmt(
         'list_repos',
         `SELECT r.name FROM repositories r
-         WHERE r.name > $1 AND (r.listed = 1 OR EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id))
+         WHERE r.name > $1 AND ${LISTED_REPOSITORY}
          ORDER BY r.name LIMIT $2`,
         [last, limit + 1],
       ),
