@@ -53,8 +53,12 @@ it('the client gets the exact bytes at the stream pace; the rest reaches the cac
   // The client had every byte while the disk took none: it was never held to the disk's pace.
   diskBack();
 
-  // The cache completes after the client: a second GET asked only for the rest, by range.
-  await eventually(() => expect(uploadFiles(airlock.storage)).toEqual([]), 20_000);
+  // The cache completes after the client: a second GET asked only for the rest, by range. The
+  // upload file is renamed under the digest a moment before the fill is recorded (and counted).
+  await eventually(async () => {
+    expect(uploadFiles(airlock.storage)).toEqual([]);
+    expect((await stats(airlock.url)).cache.bytesFromUpstream).toBeGreaterThan(SIZE);
+  }, 20_000);
   const gets = proxy.requests.filter((r) => r.method === 'GET' && r.path.endsWith(`/blobs/${layer}`));
   expect(gets).toHaveLength(2);
   expect(gets[0]!.headers.range).toBeUndefined();
