@@ -2,7 +2,7 @@
 // Cold pull-through of 256 MiB layers, airlock next to distribution's proxy, both fresh processes
 // in front of the same distribution upstream: round 1 is each server's first large transfer, the
 // later rounds are cold blobs in a warm process. Prints wall time and each server's user/system
-// CPU per round, and the medians; the JSON of every round goes to stdout with --json.
+// CPU and page faults per round, and the medians; the JSON of every round goes to stdout with --json.
 //
 //   npm run build && node bench/cold.mjs [--rounds N] [--only airlock|distribution] [--compare DIR]
 //   --compare DIR adds the airlock built in DIR (another checkout, e.g. the parent commit) as a contender
@@ -28,10 +28,10 @@ const rounds = Number(values.rounds);
 const root = mkdtempSync(join(tmpdir(), 'airlock-cold-'));
 const servers = [];
 
-/** user and system CPU seconds of a process so far. */
+/** user and system CPU seconds of a process so far, and its minor page faults (memory touched first). */
 function cpu(pid) {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return { user: Number(f[11]) / 100, sys: Number(f[12]) / 100 };
+  return { user: Number(f[11]) / 100, sys: Number(f[12]) / 100, faults: Number(f[7]) };
 }
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -111,9 +111,10 @@ try {
         sys: after.sys - before.sys,
         totalCpu: settled.user + settled.sys - before.user - before.sys,
         upstreamCpu: upAfter.user + upAfter.sys - up.user - up.sys,
+        faults: settled.faults - before.faults,
       });
     }
-    process.stderr.write(`round ${round + 1}: ${contenders.map((c) => { const x = results[c.name].at(-1); return `${c.name} ${x.seconds.toFixed(3)} s (cpu ${x.user.toFixed(2)}u+${x.sys.toFixed(2)}s, settled ${x.totalCpu.toFixed(2)}, upstream ${x.upstreamCpu.toFixed(2)})`; }).join('; ')}\n`);
+    process.stderr.write(`round ${round + 1}: ${contenders.map((c) => { const x = results[c.name].at(-1); return `${c.name} ${x.seconds.toFixed(3)} s (cpu ${x.user.toFixed(2)}u+${x.sys.toFixed(2)}s, settled ${x.totalCpu.toFixed(2)}, ${x.faults} faults, upstream ${x.upstreamCpu.toFixed(2)})`; }).join('; ')}\n`);
   }
   await idle(servers.map((s) => s.pid));
   for (const c of contenders) {

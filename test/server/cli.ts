@@ -40,8 +40,10 @@ function childEnv(env: Record<string, string> = {}): NodeJS.ProcessEnv {
   return { ...clean, ...env };
 }
 
-function spawnCli(args: string[], env?: Record<string, string>, cwd?: string, nodeArgs: string[] = []) {
-  const child = spawn(process.execPath, [...nodeArgs, CLI, ...args], { env: childEnv(env), cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+/** `node [nodeArgs] dist/cli.js args`, or with `asExecutable` dist/cli.js itself (its interpreter line). */
+function spawnCli(args: string[], env?: Record<string, string>, cwd?: string, nodeArgs: string[] = [], asExecutable = false) {
+  const [command, argv] = asExecutable ? [CLI, args] : [process.execPath, [...nodeArgs, CLI, ...args]];
+  const child = spawn(command, argv, { env: childEnv(env), cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   running.add(child);
   let stdout = '';
   let stderr = '';
@@ -87,9 +89,18 @@ function parseLines(text: string): LogLine[] {
  */
 export async function startCli(
   args: string[],
-  options: { env?: Record<string, string>; cwd?: string; url?: string; /** Flags for node itself, before the script. */ nodeArgs?: string[] } = {},
+  options: {
+    env?: Record<string, string>;
+    cwd?: string;
+    url?: string;
+    /** Flags for node itself, before the script. */
+    nodeArgs?: string[];
+    /** Runs dist/cli.js as the `airlock` executable does (by its interpreter line), not under `node`. */
+    asExecutable?: boolean;
+  } = {},
 ): Promise<CliProcess> {
-  const p = spawnCli(['serve', ...args], options.env, options.cwd, options.nodeArgs);
+  if (options.asExecutable && options.nodeArgs?.length) throw new Error('node flags need `node dist/cli.js`, not the executable');
+  const p = spawnCli(['serve', ...args], options.env, options.cwd, options.nodeArgs, options.asExecutable);
   const deadline = Date.now() + 15_000;
   let listening: LogLine | undefined;
   for (;;) {

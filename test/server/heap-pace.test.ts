@@ -1,9 +1,13 @@
-// The heap's growth between full garbage collections (src/heap-pace.ts), seen from the outside:
-// `airlock serve` started with V8's --trace-gc-verbose prints the factor of every new heap limit
-// ("[HeapController] Limit: old size: … KB, new limit: … KB (3.5)"). A cold pull-through makes
-// the server collect; every limit set meanwhile must use the factor, or the operator's own.
+// The memory of a streaming server, seen from the outside during cold pull-throughs:
+// - the heap's growth between full garbage collections (src/heap-pace.ts): `airlock serve` started
+//   with V8's --trace-gc-verbose prints the factor of every new heap limit ("[HeapController]
+//   Limit: old size: … KB, new limit: … KB (3.5)"); every limit set meanwhile must use the factor,
+//   or the operator's own;
+// - glibc's malloc, tuned by the `airlock` executable's interpreter line (src/cli.ts): the heap that
+//   holds every socket read is advised for huge pages, as the kernel shows in /proc/<pid>/smaps
+//   (`hg` in the VmFlags of a `[heap]` mapping).
 
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -32,23 +36,51 @@ afterAll(async () => {
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
+/** Starts `airlock serve` (under `node [nodeArgs]`, or as the executable) in front of the registry. */
+async function startPullThrough(options: { nodeArgs?: string[]; asExecutable?: boolean }): Promise<CliProcess> {
+  const dir = mkdtempSync(join(tmpdir(), 'airlock-heap-'));
+  dirs.push(dir);
+  const config = join(dir, 'airlock.yaml');
+  writeFileSync(config, JSON.stringify({ storage: join(dir, 'storage'), upstreams: [{ prefix: 'up', url: registry.url, insecure: true }] }));
+  const server = await startCli(['--config', config, '--listen', '127.0.0.1:0'], options);
+  servers.push(server);
+  return server;
+}
+
+async function pullCold(server: CliProcess, layers: string[]): Promise<void> {
+  for (const layer of layers) {
+    expect(await hashBlob(server.url, 'up/big/image', layer)).toMatchObject({ status: 200, digest: layer, bytes: LAYER, complete: true });
+  }
+}
+
 /**
  * Starts `airlock serve` under `nodeArgs`, pulls the layers cold through it, and returns the
  * growing factor of every heap limit V8 set meanwhile.
  */
 async function heapFactorsDuringColdPulls(nodeArgs: string[]): Promise<number[]> {
-  const dir = mkdtempSync(join(tmpdir(), 'airlock-heap-'));
-  dirs.push(dir);
-  const config = join(dir, 'airlock.yaml');
-  writeFileSync(config, JSON.stringify({ storage: join(dir, 'storage'), upstreams: [{ prefix: 'up', url: registry.url, insecure: true }] }));
-  const server = await startCli(['--config', config, '--listen', '127.0.0.1:0'], { nodeArgs: ['--trace-gc-verbose', ...nodeArgs] });
-  servers.push(server);
+  const server = await startPullThrough({ nodeArgs: ['--trace-gc-verbose', ...nodeArgs] });
   const before = server.stdout().length;
-  for (const layer of image.layerDigests) {
-    expect(await hashBlob(server.url, 'up/big/image', layer)).toMatchObject({ status: 200, digest: layer, bytes: LAYER, complete: true });
-  }
+  await pullCold(server, image.layerDigests);
   const limits = server.stdout().slice(before).matchAll(/\[HeapController\] Limit: .*\((\d+\.\d)\)/g);
   return [...limits].map((m) => Number(m[1]));
+}
+
+/** The VmFlags of each `[heap]` mapping (glibc's malloc heap) of the process. */
+function heapMappingFlags(pid: number): string[][] {
+  const flags: string[][] = [];
+  let inHeap = false;
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) inHeap = line.trimEnd().endsWith('[heap]');
+    else if (inHeap && line.startsWith('VmFlags:')) flags.push(line.slice('VmFlags:'.length).trim().split(/\s+/));
+  }
+  return flags;
+}
+
+/** Pulls one layer cold through a server started one way or the other; its heap mappings' flags after. */
+async function mallocHeapAfterColdPull(asExecutable: boolean): Promise<string[][]> {
+  const server = await startPullThrough({ asExecutable });
+  await pullCold(server, image.layerDigests.slice(0, 1));
+  return heapMappingFlags(server.child.pid!);
 }
 
 describe('heap pacing of a streaming server', () => {
@@ -64,4 +96,18 @@ describe('heap pacing of a streaming server', () => {
     expect(new Set(factors)).toEqual(new Set([2.5]));
     expect(paceHeapForStreaming(['--heap_growing_percent=0'])).toBe(false);
   }, 120_000);
+});
+
+describe('malloc tuned by the airlock executable', () => {
+  it('backs the heap of socket buffers with huge pages when started as `airlock`', async () => {
+    const heaps = await mallocHeapAfterColdPull(true);
+    expect(heaps.length).toBeGreaterThan(0);
+    expect(heaps.some((flags) => flags.includes('hg'))).toBe(true);
+  }, 60_000);
+
+  it('leaves malloc as it is under a plain `node dist/cli.js` (the operator chooses)', async () => {
+    const heaps = await mallocHeapAfterColdPull(false);
+    expect(heaps.length).toBeGreaterThan(0);
+    expect(heaps.some((flags) => flags.includes('hg'))).toBe(false);
+  }, 60_000);
 });
