@@ -1,14 +1,17 @@
-#!/usr/bin/env -S GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=268435456 node
+#!/bin/sh
+//bin/true; export GLIBC_TUNABLES="${GLIBC_TUNABLES:-glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=268435456}"; exec node "$0" "$@"
 // Command-line entry: parses arguments and hands over to a command. Nothing else lives here.
 //
-// The interpreter line tunes glibc's malloc, which holds every 64 KiB socket read (read only when
-// the process starts, so it cannot be set from here): up to 256 MiB freed at the top of the heap
-// stays there for the next transfer instead of going back to the kernel (trim_threshold; glibc's
-// default gives back anything over 128 KiB), and the heap is backed by transparent huge pages
-// (hugetlb=1). A streamed blob's buffers are freed in bulk by V8's full
-// collections, so the malloc heap swings by ~100 MiB per 256 MiB layer: measured on a VM, giving
-// it back and faulting it in again was ~30k page faults (0.25–0.5 s of system time) in a fresh
-// process's first cold pull, and 5–10k in every later one; tuned, ~6k and under 1k.
+// The first two lines are read by sh (as the `airlock` executable; `//bin/true` is a command there,
+// a comment here) and start node with glibc's malloc tuned for streaming, unless GLIBC_TUNABLES is
+// already set (the operator's choice stands). glibc reads it only when the process starts, so it
+// cannot be set from here. The tuning: up to 256 MiB freed at the top of the heap, which holds
+// every 64 KiB socket read, stays there for the next transfer instead of going back to the kernel
+// (trim_threshold; glibc's default gives back anything over 128 KiB), and the heap is backed by
+// transparent huge pages (hugetlb=1). A streamed blob's buffers are freed in bulk by V8's full
+// collections, so the heap swings by ~100 MiB per 256 MiB layer: measured on a VM, giving it back
+// and faulting it in again was ~30k page faults (0.15–0.4 s) in a fresh process's first cold pull,
+// and 3–10k in every later one; tuned, ~6k and under 1k. Another C library ignores the variable.
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config/load.js';
 import { StorageLockedError } from './lifecycle/storage-lock.js';

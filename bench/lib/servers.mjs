@@ -179,21 +179,20 @@ export class ServerProcess {
 }
 
 /**
- * The variables the CLI's interpreter line (`#!/usr/bin/env -S NAME=VALUE … node`) sets, as the
- * `airlock` executable runs with them: the bench starts `node [nodeArgs] cli.js` to take node
- * flags, and must still measure what users run.
+ * The variables the CLI's launcher line sets unless they are set (`export NAME="${NAME:-VALUE}"`,
+ * read by sh when dist/cli.js runs as the `airlock` executable): the bench starts
+ * `node [nodeArgs] cli.js` to take node flags, and must still measure what users run.
  */
-function interpreterLineEnv(cli) {
-  const line = readFileSync(cli, 'utf8').split('\n', 1)[0];
-  const words = /^#!\S*env -S (.*)$/.exec(line)?.[1].split(/\s+/) ?? [];
-  return Object.fromEntries(words.filter((w) => /^[A-Z_][A-Z0-9_]*=/.test(w)).map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]));
+function launcherEnv(cli) {
+  const launcher = readFileSync(cli, 'utf8').split('\n', 2)[1] ?? '';
+  return Object.fromEntries([...launcher.matchAll(/export ([A-Z_][A-Z0-9_]*)="\$\{\1:-([^}]*)\}"/g)].map((m) => [m[1], m[2]]));
 }
 
 /**
- * airlock via `node dist/cli.js serve`, with the environment its interpreter line sets, and its
+ * airlock via `node dist/cli.js serve`, with the environment its launcher line sets, and its
  * own config file (so the checkout's config/airlock.yaml cannot change what is measured). `config`
  * is merged into the file: a pull-through workload passes `{ upstreams: [...] }` here; `env`
- * replaces its environment (a variable it names wins over the interpreter line's).
+ * replaces its environment (a variable it names wins over the launcher line's).
  */
 export async function startAirlock({ root, name = 'airlock', config = {}, nodeArgs = [], cli = AIRLOCK_CLI, startTimeoutMs = 20_000, env }) {
   mkdirSync(root, { recursive: true });
@@ -203,7 +202,7 @@ export async function startAirlock({ root, name = 'airlock', config = {}, nodeAr
   // YAML is a superset of JSON, so JSON text is a valid config file without a YAML writer.
   writeFileSync(file, JSON.stringify({ listen: `127.0.0.1:${port}`, storage, log: { level: 'warn' }, ...config }, null, 2));
   const args = [...nodeArgs, cli, 'serve', '--config', file, '--listen', `127.0.0.1:${port}`, '--storage', storage, '--log-level', 'warn'];
-  const fullEnv = { ...interpreterLineEnv(cli), ...(env ?? process.env) };
+  const fullEnv = { ...launcherEnv(cli), ...(env ?? process.env) };
   return new ServerProcess({ name, kind: 'airlock', command: process.execPath, args, port, root, env: fullEnv }).start(startTimeoutMs);
 }
 

@@ -40,7 +40,7 @@ function childEnv(env: Record<string, string> = {}): NodeJS.ProcessEnv {
   return { ...clean, ...env };
 }
 
-/** `node [nodeArgs] dist/cli.js args`, or with `asExecutable` dist/cli.js itself (its interpreter line). */
+/** `node [nodeArgs] dist/cli.js args`, or with `asExecutable` dist/cli.js itself (its `sh` launcher lines). */
 function spawnCli(args: string[], env?: Record<string, string>, cwd?: string, nodeArgs: string[] = [], asExecutable = false) {
   const [command, argv] = asExecutable ? [CLI, args] : [process.execPath, [...nodeArgs, CLI, ...args]];
   const child = spawn(command, argv, { env: childEnv(env), cwd, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -95,7 +95,7 @@ export async function startCli(
     url?: string;
     /** Flags for node itself, before the script. */
     nodeArgs?: string[];
-    /** Runs dist/cli.js as the `airlock` executable does (by its interpreter line), not under `node`. */
+    /** Runs dist/cli.js as the `airlock` executable does (its `sh` launcher lines), not under `node`. */
     asExecutable?: boolean;
   } = {},
 ): Promise<CliProcess> {

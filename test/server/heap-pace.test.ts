@@ -3,7 +3,7 @@
 //   with V8's --trace-gc-verbose prints the factor of every new heap limit ("[HeapController]
 //   Limit: old size: … KB, new limit: … KB (3.5)"); every limit set meanwhile must use the factor,
 //   or the operator's own;
-// - glibc's malloc, tuned by the `airlock` executable's interpreter line (src/cli.ts): the heap that
+// - glibc's malloc, tuned by the `airlock` executable's launcher lines (src/cli.ts): the heap that
 //   holds every socket read is advised for huge pages, as the kernel shows in /proc/<pid>/smaps
 //   (`hg` in the VmFlags of a `[heap]` mapping).
 
@@ -37,7 +37,7 @@ afterAll(async () => {
 });
 
 /** Starts `airlock serve` (under `node [nodeArgs]`, or as the executable) in front of the registry. */
-async function startPullThrough(options: { nodeArgs?: string[]; asExecutable?: boolean }): Promise<CliProcess> {
+async function startPullThrough(options: { nodeArgs?: string[]; asExecutable?: boolean; env?: Record<string, string> }): Promise<CliProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'airlock-heap-'));
   dirs.push(dir);
   const config = join(dir, 'airlock.yaml');
@@ -77,8 +77,8 @@ function heapMappingFlags(pid: number): string[][] {
 }
 
 /** Pulls one layer cold through a server started one way or the other; its heap mappings' flags after. */
-async function mallocHeapAfterColdPull(asExecutable: boolean): Promise<string[][]> {
-  const server = await startPullThrough({ asExecutable });
+async function mallocHeapAfterColdPull(asExecutable: boolean, env?: Record<string, string>): Promise<string[][]> {
+  const server = await startPullThrough({ asExecutable, env });
   await pullCold(server, image.layerDigests.slice(0, 1));
   return heapMappingFlags(server.child.pid!);
 }
@@ -107,6 +107,12 @@ describe('malloc tuned by the airlock executable', () => {
 
   it('leaves malloc as it is under a plain `node dist/cli.js` (the operator chooses)', async () => {
     const heaps = await mallocHeapAfterColdPull(false);
+    expect(heaps.length).toBeGreaterThan(0);
+    expect(heaps.some((flags) => flags.includes('hg'))).toBe(false);
+  }, 60_000);
+
+  it("keeps the operator's own GLIBC_TUNABLES when started as `airlock`", async () => {
+    const heaps = await mallocHeapAfterColdPull(true, { GLIBC_TUNABLES: 'glibc.malloc.hugetlb=0' });
     expect(heaps.length).toBeGreaterThan(0);
     expect(heaps.some((flags) => flags.includes('hg'))).toBe(false);
   }, 60_000);
