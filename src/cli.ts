@@ -1,5 +1,5 @@
 #!/bin/sh
-//bin/true; export GLIBC_TUNABLES="${GLIBC_TUNABLES:-glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=268435456}"; exec node "$0" "$@"
+//bin/true; export GLIBC_TUNABLES="${GLIBC_TUNABLES:-glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=33554432}"; exec node "$0" "$@"
 // Command-line entry: parses arguments and hands over to a command. Nothing else lives here.
 //
 // The first two lines are read by sh (as the `airlock` executable; `//bin/true` is a command there,
@@ -11,7 +11,10 @@
 // transparent huge pages (hugetlb=1). A streamed blob's buffers are freed in bulk by V8's full
 // collections, so the heap swings by ~100 MiB per 256 MiB layer: measured on a VM, giving it back
 // and faulting it in again was ~30k page faults (0.15–0.4 s) in a fresh process's first cold pull,
-// and 3–10k in every later one; tuned, ~6k and under 1k. Another C library ignores the variable.
+// and 3–10k in every later one; tuned, ~6k and under 1k. Setting trim_threshold also stops glibc
+// from raising its mmap threshold as it goes (128 KiB to 32 MiB), which left every 1 MiB read
+// buffer (export, import, verification) mapped and faulted in anew: 4–7× slower reads. So the
+// threshold is set at that 32 MiB too (mmap_threshold). Another C library ignores the variable.
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config/load.js';
 import { StorageLockedError } from './lifecycle/storage-lock.js';
