@@ -179,20 +179,21 @@ export class ServerProcess {
 }
 
 /**
- * The variables the CLI's launcher line sets unless they are set (`export NAME="${NAME:-VALUE}"`,
- * read by sh when dist/cli.js runs as the `airlock` executable): the bench starts
- * `node [nodeArgs] cli.js` to take node flags, and must still measure what users run.
+ * The shell statements of the CLI's launcher line (`//bin/true; <settings>; exec node "$0" "$@"`,
+ * read by sh when dist/cli.js runs as the `airlock` executable). The bench runs them before
+ * `node [nodeArgs] cli.js`, to take node flags and still measure what users run.
  */
-function launcherEnv(cli) {
-  const launcher = readFileSync(cli, 'utf8').split('\n', 2)[1] ?? '';
-  return Object.fromEntries([...launcher.matchAll(/export ([A-Z_][A-Z0-9_]*)="\$\{\1:-([^}]*)\}"/g)].map((m) => [m[1], m[2]]));
+function launcherSettings(cli) {
+  const line = readFileSync(cli, 'utf8').split('\n', 2)[1] ?? '';
+  if (!line.startsWith('//bin/true;')) return ':'; // a build from before the launcher
+  return line.slice('//bin/true;'.length, line.lastIndexOf('; exec node'));
 }
 
 /**
- * airlock via `node dist/cli.js serve`, with the environment its launcher line sets, and its
- * own config file (so the checkout's config/airlock.yaml cannot change what is measured). `config`
- * is merged into the file: a pull-through workload passes `{ upstreams: [...] }` here; `env`
- * replaces its environment (a variable it names wins over the launcher line's).
+ * airlock via `node dist/cli.js serve` after its launcher's settings, with its own config file (so
+ * the checkout's config/airlock.yaml cannot change what is measured). `config` is merged into the
+ * file: a pull-through workload passes `{ upstreams: [...] }` here; `env` replaces its environment
+ * (the launcher keeps a GLIBC_TUNABLES set there, as it keeps an operator's).
  */
 export async function startAirlock({ root, name = 'airlock', config = {}, nodeArgs = [], cli = AIRLOCK_CLI, startTimeoutMs = 20_000, env }) {
   mkdirSync(root, { recursive: true });
@@ -201,9 +202,10 @@ export async function startAirlock({ root, name = 'airlock', config = {}, nodeAr
   const file = join(root, 'airlock.yaml');
   // YAML is a superset of JSON, so JSON text is a valid config file without a YAML writer.
   writeFileSync(file, JSON.stringify({ listen: `127.0.0.1:${port}`, storage, log: { level: 'warn' }, ...config }, null, 2));
-  const args = [...nodeArgs, cli, 'serve', '--config', file, '--listen', `127.0.0.1:${port}`, '--storage', storage, '--log-level', 'warn'];
-  const fullEnv = { ...launcherEnv(cli), ...(env ?? process.env) };
-  return new ServerProcess({ name, kind: 'airlock', command: process.execPath, args, port, root, env: fullEnv }).start(startTimeoutMs);
+  const node = [process.execPath, ...nodeArgs, cli, 'serve', '--config', file, '--listen', `127.0.0.1:${port}`, '--storage', storage, '--log-level', 'warn'];
+  // sh execs node, so the pid is node's, for /proc and for stopping it.
+  const args = ['-c', `${launcherSettings(cli)}; exec "$0" "$@"`, ...node];
+  return new ServerProcess({ name, kind: 'airlock', command: 'sh', args, port, root, env }).start(startTimeoutMs);
 }
 
 /** Merges plain objects key by key (config overrides); anything else replaces. */
