@@ -2,7 +2,7 @@
 // tags), with authentication, redirects and every failure turned into a typed UpstreamError.
 
 import { createHash } from 'node:crypto';
-import { PassThrough, type Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
 import { Agent, request } from 'undici';
 import type { UpstreamConfig } from '../config/schema.js';
@@ -545,15 +545,43 @@ const RELAY_BUFFER = 1024 * 1024;
  * sees the same typed failures as a caller of the methods; destroying the result cancels the transfer.
  */
 function relayWithUpstreamErrors(source: Readable, toUpstreamError: (e: unknown) => UpstreamError): Readable {
-  const relay = new PassThrough({ highWaterMark: RELAY_BUFFER });
-  source.on('error', (e) => relay.destroy(toUpstreamError(e)));
+  const relay = new UpstreamBody(source, toUpstreamError);
   // The consumer attaches its listeners only once it is ready (the cache file created): a failure
   // before that must not be an unhandled 'error' event, which would bring the process down. It stays
   // in relay.errored, where the consumer finds it (a destroyed stream is checked before waiting).
   relay.on('error', () => undefined);
-  relay.on('close', () => {
-    if (!source.destroyed) source.destroy();
-  });
-  source.pipe(relay);
   return relay;
+}
+
+/**
+ * The relay itself: the source's chunks pushed on as they come, the source paused while the relay's
+ * buffer is full. A readable side only: a PassThrough (source.pipe(relay)) also runs every chunk
+ * through a writable side's state, callbacks and ticks, which showed in profiles of cold pulls as
+ * a sizeable share of the event loop's JavaScript (4,096 chunks per 256 MiB layer).
+ */
+class UpstreamBody extends Readable {
+  constructor(
+    private readonly source: Readable,
+    toUpstreamError: (e: unknown) => UpstreamError,
+  ) {
+    super({ highWaterMark: RELAY_BUFFER });
+    source.on('data', (chunk: Buffer) => {
+      if (!this.push(chunk)) source.pause();
+    });
+    source.on('end', () => this.push(null));
+    source.on('error', (e) => this.destroy(toUpstreamError(e)));
+    // Closed without 'end' or 'error' (aborted under it): the consumer must not wait forever.
+    source.on('close', () => {
+      if (!source.readableEnded && !this.destroyed) this.destroy(toUpstreamError(source.errored ?? new Error('the upstream response was aborted')));
+    });
+  }
+
+  override _read(): void {
+    if (this.source.isPaused()) this.source.resume();
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    if (!this.source.destroyed) this.source.destroy();
+    callback(error);
+  }
 }

@@ -195,4 +195,44 @@ describe('UpstreamClient protocol details', () => {
     expect(err).toBeInstanceOf(UpstreamError);
     expect((err as UpstreamError).kind).toBe('unreachable');
   });
+
+  it('holds a blob upstream back while the consumer takes nothing, then delivers every byte in order', async () => {
+    // 64 MiB offered as fast as the socket takes it: with nobody reading, the relay may buffer about
+    // 1 MiB and the sockets a few more, not the body.
+    const blob = Buffer.alloc(64 * 1024 * 1024);
+    for (let i = 0; i < blob.length; i += 4096) blob.writeUInt32BE(i, i);
+    let sent = 0;
+    const server = await serve((_req, res) => {
+      res.writeHead(200, { 'content-length': String(blob.length) });
+      const more = () => {
+        while (sent < blob.length) {
+          const chunk = blob.subarray(sent, sent + 65536);
+          sent += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', more);
+        }
+        res.end();
+      };
+      more();
+    });
+    const result = await clientFor(server.url).getBlob('team/app', digestOf(blob));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(result.body.readableLength).toBeLessThanOrEqual(2 * 1024 * 1024);
+    expect(sent).toBeLessThan(32 * 1024 * 1024);
+    expect((await readAll(result.body)).equals(blob)).toBe(true);
+  });
+
+  it('closes the upstream request when the blob stream is destroyed', async () => {
+    let closed!: () => void;
+    const requestClosed = new Promise<void>((resolve) => (closed = resolve));
+    const server = await serve((req, res) => {
+      res.writeHead(200, { 'content-length': String(1024 * 1024) });
+      res.write(Buffer.alloc(1000));
+      req.socket.once('close', closed);
+    });
+    const result = await clientFor(server.url).getBlob('team/app', `sha256:${'e'.repeat(64)}`);
+    result.body.destroy();
+    // At once, not when some idle timeout of the client or the server ends the connection (30 s).
+    const outcome = await Promise.race([requestClosed.then(() => 'closed'), new Promise((resolve) => setTimeout(() => resolve('still open'), 3000))]);
+    expect(outcome).toBe('closed');
+  });
 });
