@@ -57,6 +57,19 @@ async function settle(servers, quietMs = 500, maxMs = 20_000) {
   return performance.now() - started;
 }
 
+
+/**
+ * A pair of empty caches in front of `upstream`: airlock (prefix `up`) and distribution's proxy,
+ * tagged with the name each reports under and the repository each serves the upstream's as.
+ */
+async function startCaches(ctx, base, upstream, suffix) {
+  const airlock = ctx.track(
+    await startAirlock({ root: join(base, `airlock${suffix}`), name: `airlock-through${suffix}`, config: { upstreams: [{ prefix: PREFIX, url: upstream.url, insecure: true }] } }),
+  );
+  const proxy = ctx.track(await startDistribution({ root: join(base, `distribution${suffix}`), name: `distribution-proxy${suffix}`, proxy: { remoteurl: upstream.url } }));
+  return [Object.assign(airlock, { reportAs: 'airlock', repo: `${PREFIX}/${UPSTREAM_REPO}` }), Object.assign(proxy, { reportAs: 'distribution', repo: UPSTREAM_REPO })];
+}
+
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
@@ -157,12 +170,7 @@ export const pullThrough = {
       coldLayers.push({ digest, size: data.length });
     }
 
-    const airlock = ctx.track(
-      await startAirlock({ root: join(base, 'airlock'), name: 'airlock-through', config: { upstreams: [{ prefix: PREFIX, url: upstream.url, insecure: true }] } }),
-    );
-    Object.assign(airlock, { reportAs: 'airlock', repo: `${PREFIX}/${UPSTREAM_REPO}` });
-    const proxy = ctx.track(await startDistribution({ root: join(base, 'distribution'), name: 'distribution-proxy', proxy: { remoteurl: upstream.url } }));
-    Object.assign(proxy, { reportAs: 'distribution', repo: UPSTREAM_REPO });
+    const [airlock, proxy] = await startCaches(ctx, base, upstream, '');
     ctx.progress(`airlock-through pid ${airlock.pid} at ${airlock.url}; distribution-proxy pid ${proxy.pid} at ${proxy.url}`);
 
     const pair = { ...ctx, servers: [airlock, proxy] };
@@ -216,13 +224,8 @@ export const pullThrough = {
     // 2a. The same first transfer through more pairs of freshly started caches (none with
     // --quick), each pair stopped and removed once measured; the figure is the median of all pairs.
     const firsts = { airlock: [cold.airlock], distribution: [cold.distribution] };
-    const upstreams = { upstreams: [{ prefix: PREFIX, url: upstream.url, insecure: true }] };
     for (let i = 1; i < (ctx.opts.quick ? 1 : FRESH_PAIRS); i++) {
-      const roots = [join(base, `airlock-fresh-${i}`), join(base, `distribution-fresh-${i}`)];
-      const fresh = [
-        Object.assign(ctx.track(await startAirlock({ root: roots[0], name: `airlock-through-fresh-${i}`, config: upstreams })), { reportAs: 'airlock', repo: `${PREFIX}/${UPSTREAM_REPO}` }),
-        Object.assign(ctx.track(await startDistribution({ root: roots[1], name: `distribution-proxy-fresh-${i}`, proxy: { remoteurl: upstream.url } })), { reportAs: 'distribution', repo: UPSTREAM_REPO }),
-      ];
+      const fresh = await startCaches(ctx, base, upstream, `-fresh-${i}`);
       ctx.progress(`cold blob GET 256 MiB, first request, fresh pair ${i + 1} of ${FRESH_PAIRS}`);
       try {
         await settle([upstream, ...fresh]);
@@ -235,7 +238,7 @@ export const pullThrough = {
         });
       } finally {
         await Promise.all(fresh.map((server) => server.stop()));
-        for (const root of roots) rmSync(root, { recursive: true, force: true });
+        for (const server of fresh) rmSync(server.root, { recursive: true, force: true });
       }
     }
     const coldSeconds = { direct: median(directRuns), airlock: median(firsts.airlock), distribution: median(firsts.distribution) };
