@@ -156,8 +156,10 @@ try {
       repetitions.push({ results, upstreamBytes });
     } finally {
       await stopAll(contenders.map((c) => c.server));
-      servers.splice(1);
-      for (const c of contenders) rmSync(c.server.root, { recursive: true, force: true });
+      for (const c of contenders) {
+        servers.splice(servers.indexOf(c.server), 1);
+        rmSync(c.server.root, { recursive: true, force: true });
+      }
     }
   }
   for (const name of Object.keys(repetitions[0].results)) {
