@@ -23,6 +23,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { bytesOf, MiB, sha256 } from './lib/data.mjs';
 import { AIRLOCK_CLI, startAirlock, startDistribution, stopAll } from './lib/servers.mjs';
 import { Agent, setGlobalDispatcher } from 'undici';
+import { median } from './lib/measure.mjs';
 
 const { values } = parseArgs({
   options: { rounds: { type: 'string', default: '6' }, fresh: { type: 'string', default: '1' }, only: { type: 'string' }, json: { type: 'boolean', default: false }, compare: { type: 'string' }, 'compare-env': { type: 'string' }, 'compare-node-args': { type: 'string' }, tls: { type: 'boolean', default: false } },
@@ -37,7 +38,6 @@ function cpu(pid) {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return { user: Number(f[11]) / 100, sys: Number(f[12]) / 100, faults: Number(f[7]) };
 }
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function idle(pids, quietMs = 400, maxMs = 10_000) {
   let last = '';

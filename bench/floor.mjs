@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util';
 import { RegistryClient } from './lib/client.mjs';
 import { bytesOf, MiB, sha256 } from './lib/data.mjs';
 import { freePort, PROJECT_ROOT, startAirlock, startDistribution, stopAll } from './lib/servers.mjs';
+import { median } from './lib/measure.mjs';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '5' } } });
 const rounds = Number(values.rounds);
@@ -33,7 +34,6 @@ async function passthrough(upstreamUrl, mode) {
   return new RegistryClient(`passthrough-${mode}`, `http://127.0.0.1:${port}`);
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 try {
   const upstream = await startDistribution({ root: join(root, 'upstream'), name: 'upstream' });

@@ -27,6 +27,7 @@ import { load } from './lib/load.mjs';
 import { cpuSeconds, cpuSnapshot, foreignCpu } from './lib/machine.mjs';
 import { PROJECT_ROOT, readMemory, startAirlock, stopAll } from './lib/servers.mjs';
 import { MANIFEST_ACCEPT } from './lib/client.mjs';
+import { median } from './lib/measure.mjs';
 
 const HELP = `Usage: node bench/scale.mjs [--scales N,M] [--duration SECONDS] [--json FILE]
 
@@ -56,7 +57,6 @@ const { SqliteMetadataStore } = await import(join(PROJECT_ROOT, 'dist', 'storage
 const t0 = performance.now();
 const progress = (msg) => process.stderr.write(`[scale ${((performance.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${msg}\n`);
 const sha = (text) => `sha256:${createHash('sha256').update(text).digest('hex')}`;
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const MIB = 1024 * 1024;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const BIG_REPO = 'big/release';

@@ -34,6 +34,7 @@ import { cpuSeconds, cpuSnapshot, foreignCpu, loadAverage } from './lib/machine.
 import { machineInfo, writeResults } from './lib/report.mjs';
 import { buildContent, REPOS, seed, verify } from './lib/seed.mjs';
 import { AIRLOCK_CLI, distributionVersion, DISTRIBUTION_BIN, PROJECT_ROOT, startAirlock, startDistribution, stopAll } from './lib/servers.mjs';
+import { median } from './lib/measure.mjs';
 
 const CONTENDERS = ['airlock-embedded', 'airlock-shared', 'airlock-shared-x2', 'distribution-s3'];
 
@@ -92,10 +93,6 @@ function options(argv) {
 
 const t0 = performance.now();
 const progress = (msg) => process.stderr.write(`[scaleout ${((performance.now() - t0) / 1000).toFixed(1).padStart(5)}s] ${msg}\n`);
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const MB = 1e6;
 const BUSY_CORES = 0.25;
 const AIRLOCK_BUCKET = 'airlock-bench';

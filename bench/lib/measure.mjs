@@ -3,6 +3,12 @@
 import { load } from './load.mjs';
 import { cpuSeconds } from './machine.mjs';
 
+/** The median of `xs` (the mean of the middle two for an even count). */
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
 /**
  * Runs `fn(server)` for each of `ctx.servers`, alternating which goes first from one call to the
  * next so that neither always runs on a "warmer" or "colder" machine.

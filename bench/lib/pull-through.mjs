@@ -18,7 +18,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BenchError, MANIFEST_ACCEPT } from './client.mjs';
-import { eachServer, measured } from './measure.mjs';
+import { eachServer, measured, median } from './measure.mjs';
 import { cpuSeconds } from './machine.mjs';
 import { bytesOf, MiB, sha256 } from './data.mjs';
 import { CHUNK, MT } from './seed.mjs';
@@ -69,11 +69,6 @@ async function startCaches(ctx, base, upstream, suffix) {
   const proxy = ctx.track(await startDistribution({ root: join(base, `distribution${suffix}`), name: `distribution-proxy${suffix}`, proxy: { remoteurl: upstream.url } }));
   return [Object.assign(airlock, { reportAs: 'airlock', repo: `${PREFIX}/${UPSTREAM_REPO}` }), Object.assign(proxy, { reportAs: 'distribution', repo: UPSTREAM_REPO })];
 }
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 /** The two images of the main content set, under one repository with one tag each. */
 function upstreamImages(content) {

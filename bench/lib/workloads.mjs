@@ -18,14 +18,10 @@ import { createHash } from 'node:crypto';
 import { cpuSeconds } from './machine.mjs';
 import { BenchError, MANIFEST_ACCEPT } from './client.mjs';
 import { bytesOf, MiB } from './data.mjs';
-import { eachServer, measured } from './measure.mjs';
+import { eachServer, measured, median } from './measure.mjs';
 import { pullThrough } from './pull-through.mjs';
 import { CHUNK, REPOS } from './seed.mjs';
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 const MB = 1e6; // throughput is reported in decimal megabytes per second
 
