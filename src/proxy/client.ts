@@ -570,9 +570,9 @@ class UpstreamBody extends Readable {
     });
     source.on('end', () => this.push(null));
     source.on('error', (e) => this.destroy(toUpstreamError(e)));
-    // Closed without 'end' or 'error' (aborted under it): the consumer must not wait forever.
+    // Closed without 'end' or 'error' (destroyed under it): the consumer must not wait forever.
     source.on('close', () => {
-      if (!source.readableEnded && !this.destroyed) this.destroy(toUpstreamError(source.errored ?? new Error('the upstream response was aborted')));
+      if (!source.readableEnded && !this.destroyed) this.destroy(toUpstreamError(new Error('the upstream response closed before its end')));
     });
   }
 

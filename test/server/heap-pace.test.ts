@@ -136,7 +136,6 @@ describe('malloc tuned by the airlock executable', () => {
     expect(Number(run.stdout.trim())).toBeLessThan(size / 4096 / 10);
   });
 
-
   it('backs the heap of socket buffers with huge pages when started as `airlock`', async () => {
     const heaps = await mallocHeapAfterColdPull(true);
     expect(heaps.length).toBeGreaterThan(0);
