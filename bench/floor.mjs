@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { RegistryClient } from './lib/client.mjs';
 import { bytesOf, MiB, sha256 } from './lib/data.mjs';
-import { freePort, PROJECT_ROOT, startAirlock, startDistribution, stopAll } from './lib/servers.mjs';
+import { freePort, launcherSettings, PROJECT_ROOT, startAirlock, startDistribution, stopAll } from './lib/servers.mjs';
 import { median } from './lib/measure.mjs';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, fresh: { type: 'boolean', default: false } } });
@@ -33,7 +33,9 @@ const servers = [];
 
 async function passthrough(upstreamUrl, mode) {
   const port = await freePort();
-  const child = spawn(process.execPath, [join(PROJECT_ROOT, 'bench/lib/passthrough.mjs'), upstreamUrl, String(port), mode], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // Under airlock's launcher settings (glibc's malloc tuning), as airlock runs: the same runtime.
+  const node = [process.execPath, join(PROJECT_ROOT, 'bench/lib/passthrough.mjs'), upstreamUrl, String(port), mode];
+  const child = spawn('sh', ['-c', `${launcherSettings()}; exec "$0" "$@"`, ...node], { stdio: ['ignore', 'pipe', 'inherit'] });
   children.push(child);
   await once(child.stdout, 'data');
   return { client: new RegistryClient(`passthrough-${mode}`, `http://127.0.0.1:${port}`), stop: () => child.kill() };

@@ -183,7 +183,7 @@ export class ServerProcess {
  * read by sh when dist/cli.js runs as the `airlock` executable). The bench runs them before
  * `node [nodeArgs] cli.js`, to take node flags and still measure what users run.
  */
-function launcherSettings(cli) {
+export function launcherSettings(cli = AIRLOCK_CLI) {
   const line = readFileSync(cli, 'utf8').split('\n', 2)[1] ?? '';
   if (!line.startsWith('//bin/true;')) return ':'; // a build from before the launcher
   return line.slice('//bin/true;'.length, line.lastIndexOf('; exec node'));
