@@ -19,11 +19,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { bytesOf, MiB, sha256 } from './lib/data.mjs';
 import { AIRLOCK_CLI, startAirlock, startDistribution, stopAll } from './lib/servers.mjs';
 import { Agent, setGlobalDispatcher } from 'undici';
-import { median } from './lib/measure.mjs';
+import { median, rotate, settle } from './lib/measure.mjs';
 
 const { values } = parseArgs({
   options: { rounds: { type: 'string', default: '6' }, fresh: { type: 'string', default: '1' }, only: { type: 'string' }, json: { type: 'boolean', default: false }, compare: { type: 'string' }, 'compare-env': { type: 'string' }, 'compare-node-args': { type: 'string' }, tls: { type: 'boolean', default: false } },
@@ -37,18 +36,6 @@ const servers = [];
 function cpu(pid) {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return { user: Number(f[11]) / 100, sys: Number(f[12]) / 100, faults: Number(f[7]) };
-}
-
-async function idle(pids, quietMs = 400, maxMs = 10_000) {
-  let last = '';
-  let since = performance.now();
-  const started = since;
-  while (performance.now() - started < maxMs) {
-    const now = pids.map((p) => JSON.stringify(cpu(p))).join();
-    if (now !== last) [last, since] = [now, performance.now()];
-    if (performance.now() - since >= quietMs) return;
-    await sleep(100);
-  }
 }
 
 /** With --tls: the upstream's certificate, and how each contender trusts its CA. */
@@ -86,9 +73,6 @@ async function startContenders(rep, upstreamConfig, tls) {
   return contenders;
 }
 
-/** `xs` turned left by `n` places. */
-const rotate = (xs, n) => xs.map((_, i) => xs[(i + n) % xs.length]);
-
 /** Every round's cold fetch through each contender, timed, with each one's CPU and page faults. */
 async function measureRounds(contenders, upstream, blobs) {
   const results = Object.fromEntries(contenders.map((c) => [c.name, []]));
@@ -99,7 +83,7 @@ async function measureRounds(contenders, upstream, blobs) {
     // own code not yet optimized) and for the upstream's first read of the blob.
     await upstream.client.download(`/v2/cold/app/blobs/${blobs[round]}`, { hash: true });
     for (const c of order) {
-      await idle(servers.map((s) => s.pid));
+      await settle(servers);
       const before = cpu(c.server.pid);
       const up = cpu(upstream.pid);
       const r = await c.server.client.download(c.path(blobs[round]), { hash: true });
@@ -107,7 +91,7 @@ async function measureRounds(contenders, upstream, blobs) {
       const after = cpu(c.server.pid);
       const upAfter = cpu(upstream.pid);
       // The whole fill's CPU: it goes on (cache file, fsync) after the client has its bytes.
-      await idle(servers.map((s) => s.pid));
+      await settle(servers);
       const settled = cpu(c.server.pid);
       results[c.name].push({
         seconds: r.seconds,
@@ -144,7 +128,7 @@ try {
       // Each repetition lets another contender go first in round 1 (the first transfer is the
       // figure --fresh is for, and the one going first meets a machine that was idle longer).
       const results = await measureRounds(rotate(contenders, rep), upstream, blobs);
-      await idle(servers.map((s) => s.pid));
+      await settle(servers);
       const upstreamBytes = {};
       for (const c of contenders) {
         if (c.name === 'distribution') continue;

@@ -23,7 +23,7 @@ import { parseArgs } from 'node:util';
 import { RegistryClient } from './lib/client.mjs';
 import { bytesOf, MiB, sha256 } from './lib/data.mjs';
 import { freePort, launcherSettings, PROJECT_ROOT, startAirlock, startDistribution, stopAll } from './lib/servers.mjs';
-import { median } from './lib/measure.mjs';
+import { median, rotate, settle } from './lib/measure.mjs';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, fresh: { type: 'boolean', default: false } } });
 const rounds = Number(values.rounds);
@@ -86,12 +86,13 @@ try {
     // The pass-throughs cache nothing: they share one blob; the caches get a new one each round.
     const shared = blobs[0];
     await fetch('direct', upstream.client, `/v2/floor/app/blobs/${shared}`, shared);
-    const order = values.fresh ? middle.map((_, i) => middle[(i + round) % middle.length]) : middle;
+    const order = values.fresh ? rotate(middle, round) : middle;
     for (const m of order) {
       const digest = m.name === 'airlock' || m.name === 'distribution' ? blobs[round] : shared;
       await fetch(m.name, m.client, m.path(digest), digest);
-      // Let a cache finish writing its copy before the next fetch is timed.
-      if (digest !== shared) await new Promise((resolve) => setTimeout(resolve, 2000));
+      // A cache goes on storing its copy (distribution's proxy fetches it again) after the client
+      // has its bytes: the next fetch is timed once every server is quiet.
+      if (digest !== shared) await settle(servers);
     }
     process.stderr.write(`round ${round}: ${Object.entries(seconds).map(([k, v]) => `${k} ${v.at(-1).toFixed(3)} s`).join(', ')}\n`);
   }

@@ -1,7 +1,30 @@
-// Helpers shared by the workload modules: taking turns between the compared servers, and one
-// measured load run (warm-up discarded, CPU time of server and generator kept with the result).
+// Helpers shared by the benches: waiting for servers to go quiet, taking turns between the compared
+// servers, medians, and one measured load run (warm-up discarded, CPU time of server and generator
+// kept with the result).
+import { setTimeout as sleep } from 'node:timers/promises';
 import { load } from './load.mjs';
 import { cpuSeconds } from './machine.mjs';
+
+/**
+ * Waits until none of `servers` has used CPU for `quietMs` (at most `maxMs`): distribution's proxy
+ * stores a blob with a second upstream fetch in the background after the client's copy is sent,
+ * and a "warm" download must not race it. Returns the milliseconds waited.
+ */
+export async function settle(servers, quietMs = 500, maxMs = 20_000) {
+  const started = performance.now();
+  const cpu = () => servers.map((s) => cpuSeconds(s.pid)).join();
+  let last = cpu();
+  let since = performance.now();
+  while (performance.now() - since < quietMs && performance.now() - started < maxMs) {
+    await sleep(100);
+    const now = cpu();
+    if (now !== last) [last, since] = [now, performance.now()];
+  }
+  return performance.now() - started;
+}
+
+/** `xs` turned left by `n` places: who goes first, rotated from one repetition to the next. */
+export const rotate = (xs, n) => xs.map((_, i) => xs[(i + n) % xs.length]);
 
 /** The median of `xs` (the mean of the middle two for an even count). */
 export function median(xs) {

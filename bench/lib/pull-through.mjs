@@ -16,9 +16,8 @@
 // The three servers stay up until the bench's cleanup (their CPU then counts as the bench's own).
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { BenchError, MANIFEST_ACCEPT } from './client.mjs';
-import { eachServer, measured, median } from './measure.mjs';
+import { eachServer, measured, median, settle } from './measure.mjs';
 import { cpuSeconds } from './machine.mjs';
 import { bytesOf, MiB, sha256 } from './data.mjs';
 import { CHUNK, MT } from './seed.mjs';
@@ -38,25 +37,6 @@ const WARM_PROCESS_COLD = 5;
  * moves by 0.3 s from run to run on a shared 2-core VM.
  */
 const FRESH_PAIRS = 3;
-
-/**
- * Waits until none of `servers` has used CPU for `quietMs` (at most `maxMs`): distribution's proxy
- * stores a blob with a second upstream fetch in the background after the client's copy is sent,
- * and a "warm" download must not race it. Returns the milliseconds waited.
- */
-async function settle(servers, quietMs = 500, maxMs = 20_000) {
-  const started = performance.now();
-  const cpu = () => servers.map((s) => cpuSeconds(s.pid)).join();
-  let last = cpu();
-  let since = performance.now();
-  while (performance.now() - since < quietMs && performance.now() - started < maxMs) {
-    await sleep(100);
-    const now = cpu();
-    if (now !== last) [last, since] = [now, performance.now()];
-  }
-  return performance.now() - started;
-}
-
 
 /**
  * A pair of empty caches in front of `upstream`: airlock (prefix `up`) and distribution's proxy,

@@ -22,7 +22,6 @@ import { eachServer, measured, median } from './measure.mjs';
 import { pullThrough } from './pull-through.mjs';
 import { CHUNK, REPOS } from './seed.mjs';
 
-
 const MB = 1e6; // throughput is reported in decimal megabytes per second
 
 const manifestPulls = {
