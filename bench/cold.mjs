@@ -23,12 +23,13 @@ import { bytesOf, MiB, sha256 } from './lib/data.mjs';
 import { AIRLOCK_CLI, startAirlock, startDistribution, stopAll } from './lib/servers.mjs';
 import { Agent, setGlobalDispatcher } from 'undici';
 import { median, rotate, settle } from './lib/measure.mjs';
+import { count } from './lib/options.mjs';
 
 const { values } = parseArgs({
   options: { rounds: { type: 'string', default: '6' }, fresh: { type: 'string', default: '1' }, only: { type: 'string' }, json: { type: 'boolean', default: false }, compare: { type: 'string' }, 'compare-env': { type: 'string' }, 'compare-node-args': { type: 'string' }, tls: { type: 'boolean', default: false } },
 });
-const rounds = Number(values.rounds);
-const fresh = Number(values.fresh);
+const rounds = count('rounds', values.rounds);
+const fresh = count('fresh', values.fresh);
 const root = mkdtempSync(join(tmpdir(), 'airlock-cold-'));
 const servers = [];
 

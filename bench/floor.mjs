@@ -24,9 +24,10 @@ import { RegistryClient } from './lib/client.mjs';
 import { bytesOf, MiB, sha256 } from './lib/data.mjs';
 import { freePort, launcherSettings, PROJECT_ROOT, startAirlock, startDistribution, stopAll } from './lib/servers.mjs';
 import { median, rotate, settle } from './lib/measure.mjs';
+import { count } from './lib/options.mjs';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, fresh: { type: 'boolean', default: false } } });
-const rounds = Number(values.rounds);
+const rounds = count('rounds', values.rounds);
 const root = mkdtempSync(join(tmpdir(), 'airlock-floor-'));
 const children = [];
 const servers = [];

@@ -17,6 +17,7 @@ import { machineInfo, Report, writeResults } from './lib/report.mjs';
 import { buildContent, seedAll, verify } from './lib/seed.mjs';
 import { AIRLOCK_CLI, distributionVersion, DISTRIBUTION_BIN, PROJECT_ROOT, startAirlock, startDistribution, stopAll } from './lib/servers.mjs';
 import { workloads } from './lib/workloads.mjs';
+import { positive } from './lib/options.mjs';
 
 const HELP = `Usage: node bench/run.mjs [--quick] [--duration SECONDS] [--requests N] [--only IDS] [--markdown]
 
@@ -44,12 +45,6 @@ function options(argv) {
     process.stdout.write(HELP);
     process.exit(0);
   }
-  const positive = (name, text, fallback) => {
-    if (text === undefined) return fallback;
-    const n = Number(text);
-    if (!(n > 0)) throw new Error(`--${name} must be a positive number, got ${JSON.stringify(text)}`);
-    return n;
-  };
   const quick = values.quick;
   const duration = positive('duration', values.duration, quick ? 1 : 5);
   const only = values.only?.split(',').map((s) => s.trim()).filter(Boolean);

@@ -35,6 +35,7 @@ import { machineInfo, writeResults } from './lib/report.mjs';
 import { buildContent, REPOS, seed, verify } from './lib/seed.mjs';
 import { AIRLOCK_CLI, distributionVersion, DISTRIBUTION_BIN, PROJECT_ROOT, startAirlock, startDistribution, stopAll } from './lib/servers.mjs';
 import { median } from './lib/measure.mjs';
+import { positive } from './lib/options.mjs';
 
 const CONTENDERS = ['airlock-embedded', 'airlock-shared', 'airlock-shared-x2', 'distribution-s3'];
 
@@ -68,12 +69,6 @@ function options(argv) {
     process.stdout.write(HELP);
     process.exit(0);
   }
-  const positive = (name, text, fallback) => {
-    if (text === undefined) return fallback;
-    const n = Number(text);
-    if (!(n > 0)) throw new Error(`--${name} must be a positive number, got ${JSON.stringify(text)}`);
-    return n;
-  };
   const quick = values.quick;
   const duration = positive('duration', values.duration, quick ? 1 : 5);
   const only = values.only?.split(',').map((s) => s.trim()).filter(Boolean) ?? CONTENDERS;
